@@ -1,0 +1,216 @@
+"""Datasets as uint8 tensors in memory, plus normalisation and batched augmentation.
+
+Whole datasets fit in memory (MNIST 47 MB, CIFAR-10 180 MB as uint8), so the training
+loop indexes tensors (on the GPU when training there) instead of running a DataLoader
+with per-sample PIL transforms: that is what keeps a 116k-parameter model fast.
+
+Sources, in order: `<data_dir>/<name>.npz` (keys x_train, y_train, x_test, y_test; the
+offline copies in shared/datasets), then torchvision's download into `data_dir`.  Any
+other `dataset` argument is a folder in ImageFolder layout with train/ and test/.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+from PIL import Image
+
+
+class DataError(Exception):
+    """A dataset could not be loaded; the message names the fix."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    npz: str  # file name in --data-dir
+    torchvision_class: str
+    class_names: tuple[str, ...]
+    augment: bool  # random crop + horizontal flip (not for digits: a flipped 2 is no 2)
+
+
+KNOWN: dict[str, DatasetInfo] = {
+    "mnist": DatasetInfo("mnist.npz", "MNIST", tuple(str(i) for i in range(10)), False),
+    "fashion_mnist": DatasetInfo(
+        "fashion_mnist.npz",
+        "FashionMNIST",
+        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        False,
+    ),
+    "cifar10": DatasetInfo(
+        "cifar10.npz",
+        "CIFAR10",
+        ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+        True,
+    ),
+}
+ALIASES = {"fashionmnist": "fashion_mnist", "fashion-mnist": "fashion_mnist", "cifar-10": "cifar10", "cifar": "cifar10"}
+DEFAULT_DATA_DIR = Path(os.environ.get("INVOLUTION_DATA_DIR", "data"))
+
+
+@dataclass
+class ImageData:
+    """A train/test pair of uint8 image tensors (N, C, H, W) with int64 labels."""
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    class_names: list[str]
+    augment: bool
+    source: str  # where the pixels came from, recorded in metrics.json
+
+    @property
+    def channels(self) -> int:
+        return self.train_x.shape[1]
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(self.train_x.shape[2:])  # type: ignore[return-value]
+
+    def mean_std(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std of the training pixels in [0, 1]."""
+        x = self.train_x.float().div_(255).transpose(0, 1).reshape(self.channels, -1)
+        return x.mean(1).tolist(), x.std(1).tolist()
+
+    def to(self, device: torch.device | str) -> ImageData:
+        for field in ("train_x", "train_y", "test_x", "test_y"):
+            setattr(self, field, getattr(self, field).to(device))
+        return self
+
+
+def canonical_name(dataset: str) -> str:
+    key = dataset.lower()
+    return ALIASES.get(key, key)
+
+
+def _nhwc_to_nchw(x: np.ndarray) -> torch.Tensor:
+    x = np.asarray(x, dtype=np.uint8)
+    if x.ndim == 3:  # (N, H, W) greyscale
+        x = x[:, :, :, None]
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+
+
+def _load_npz(path: Path) -> tuple[np.ndarray, ...]:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return tuple(f[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+    except (KeyError, ValueError, OSError) as e:
+        raise DataError(f"{path} is not a dataset .npz with x_train, y_train, x_test, y_test ({e})") from None
+
+
+def _download(info: DatasetInfo, root: Path) -> tuple[np.ndarray, ...]:
+    cls = getattr(torchvision.datasets, info.torchvision_class)
+    try:
+        train = cls(str(root), train=True, download=True)
+        test = cls(str(root), train=False, download=True)
+    except Exception as e:  # network errors come as URLError, RuntimeError, OSError...
+        raise DataError(
+            f"could not download {info.torchvision_class} with torchvision ({type(e).__name__}: {e}). "
+            f"Offline? Put {info.npz} in a folder and pass --data-dir FOLDER "
+            "(format: x_train, y_train, x_test, y_test uint8 arrays)."
+        ) from None
+    as_np = lambda a: a.numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+    return as_np(train.data), as_np(train.targets), as_np(test.data), as_np(test.targets)
+
+
+def _load_image_folder(root: Path, image_size: int) -> ImageData:
+    """Decode an ImageFolder tree once into RGB uint8 tensors of image_size x image_size."""
+    for split in ("train", "test"):
+        if not (root / split).is_dir():
+            raise DataError(
+                f"{root} has no {split}/ folder: an image folder dataset needs train/<class>/* and test/<class>/*"
+            )
+    splits = {}
+    for split in ("train", "test"):
+        try:
+            folder = torchvision.datasets.ImageFolder(str(root / split))
+        except (FileNotFoundError, RuntimeError) as e:
+            raise DataError(f"{root / split}: {e}") from None
+        xs = []
+        for path, _ in folder.samples:
+            try:
+                with Image.open(path) as im:
+                    xs.append(np.asarray(im.convert("RGB").resize((image_size, image_size), Image.BILINEAR)))
+            except OSError as e:
+                raise DataError(f"cannot read image {path}: {e}; remove or replace it") from None
+        splits[split] = (np.stack(xs), np.array(folder.targets), folder.classes)
+    if splits["train"][2] != splits["test"][2]:
+        raise DataError(f"{root}: train/ and test/ must hold the same class folders")
+    (xtr, ytr, classes), (xte, yte, _) = splits["train"], splits["test"]
+    return ImageData(root.name, _nhwc_to_nchw(xtr), torch.from_numpy(ytr).long(), _nhwc_to_nchw(xte),
+                     torch.from_numpy(yte).long(), list(classes), True, f"image folder {root}")
+
+
+def load_dataset(
+    dataset: str,
+    data_dir: str | Path | None = None,
+    max_train_samples: int | None = None,
+    image_size: int = 32,
+) -> ImageData:
+    """Load MNIST, FashionMNIST, CIFAR-10 (by name) or an ImageFolder tree (by path).
+
+    `image_size` applies to image folders only; the named datasets keep their native size.
+    `max_train_samples` keeps a random subset (fixed seed) of the training set.
+    """
+    name = canonical_name(dataset)
+    if name in KNOWN:
+        info = KNOWN[name]
+        root = Path(data_dir) if data_dir is not None else DEFAULT_DATA_DIR
+        npz = root / info.npz
+        if npz.is_file():
+            arrays, source = _load_npz(npz), str(npz)
+        elif name == "cifar10" and (root / "cifar10-jpeg.tar.gz").is_file():
+            raise DataError(
+                f"{root} has cifar10-jpeg.tar.gz but no cifar10.npz: convert it once with "
+                f"`python {root / 'cifar10_jpeg_to_npz.py'} {root / 'cifar10-jpeg.tar.gz'} {npz}`"
+            )
+        else:
+            arrays, source = _download(info, root), f"torchvision download in {root}"
+        xtr, ytr, xte, yte = arrays
+        data = ImageData(name, _nhwc_to_nchw(xtr), torch.from_numpy(np.asarray(ytr)).long(),
+                         _nhwc_to_nchw(xte), torch.from_numpy(np.asarray(yte)).long(),
+                         list(info.class_names), info.augment, source)
+    elif Path(dataset).is_dir():
+        data = _load_image_folder(Path(dataset), image_size)
+    else:
+        raise DataError(
+            f"unknown dataset {dataset!r}: use mnist, fashion_mnist, cifar10, "
+            "or a folder with train/ and test/ subfolders"
+        )
+    if max_train_samples is not None and max_train_samples < len(data.train_y):
+        g = torch.Generator().manual_seed(0)
+        keep = torch.randperm(len(data.train_y), generator=g)[:max_train_samples].sort().values
+        data.train_x, data.train_y = data.train_x[keep], data.train_y[keep]
+    return data
+
+
+def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> float32 standardised; mean and std are (C,) tensors for [0, 1] pixels."""
+    return (x.float().div_(255) - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+
+
+def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Per-sample random crop (zero padding `pad`) and horizontal flip of a (B, C, H, W) batch.
+
+    torchvision's RandomCrop applies one crop to a whole batch tensor; this draws one per
+    image with a single gather, on whatever device x lives on.  Randomness comes from a
+    CPU generator so that a resumed run draws exactly what an uninterrupted one would.
+    """
+    b, _, h, w = x.shape
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
+    flip = (torch.rand(b, generator=generator) < 0.5).to(x.device)
+    padded = F.pad(x, (pad, pad, pad, pad))
+    rows = dy[:, None] + torch.arange(h, device=x.device)  # (B, H)
+    cols = torch.arange(w, device=x.device).expand(b, w)
+    cols = torch.where(flip[:, None], cols.flip(1), cols) + dx[:, None]  # (B, W)
+    bi = torch.arange(b, device=x.device)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[bi, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
+    return out.permute(0, 3, 1, 2).contiguous()

@@ -1,0 +1,352 @@
+"""The training loop: CE or Multi-Similarity loss, retrieval metrics every epoch,
+atomic checkpoints and exact resume.
+
+Determinism: every epoch draws its batch order and augmentation from a generator seeded
+with (seed, epoch), so a run resumed from the end of epoch n replays epochs n+1... exactly
+as an uninterrupted run would (on the CPU; cuDNN may differ in the last bits).
+
+Layout of an output folder:
+    model.safetensors, config.json   the embedder (see embedder.py), updated every epoch
+    metrics.json                     settings, per-epoch and final metrics
+    curves.png                       training curves
+    resume/                          optimizer moments, CE head, epoch count: for --resume
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pytorch_metric_learning import losses, miners
+from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+from safetensors.torch import load_file
+from torch import nn
+from tqdm import tqdm
+
+from .data import ImageData, normalize, random_crop_flip
+from .embedder import WEIGHTS_NAME, atomic_save_tensors, atomic_write_json, read_config, save_checkpoint
+from .networks import build_model, keras_param_count
+
+RETRIEVAL_METRICS = ("precision_at_1", "r_precision", "mean_average_precision_at_r")
+
+
+class TrainingError(Exception):
+    """Training cannot go on; the message says why and what to do."""
+
+
+@dataclass
+class TrainConfig:
+    dataset: str
+    model: str = "hybrid1"
+    loss: str = "ms"  # "ce" or "ms"
+    epochs: int = 20
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # "constant" (the paper) or "cosine"
+    augment: bool | None = None  # None: the dataset's default (crop+flip for CIFAR-10 and folders)
+    label_smoothing: float = 0.0
+    activation: str = "gelu"
+    embedding_dim: int = 256
+    seed: int = 0
+    max_train_samples: int | None = None
+    ms_alpha: float = 2.0  # MultiSimilarityLoss defaults of pytorch-metric-learning / Wang et al.
+    ms_beta: float = 50.0
+    ms_base: float = 0.5
+    miner_epsilon: float = 0.1
+    data_source: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if self.loss not in ("ce", "ms"):
+            raise TrainingError(f"unknown loss {self.loss!r}: use ce or ms")
+        if self.schedule not in ("constant", "cosine"):
+            raise TrainingError(f"unknown schedule {self.schedule!r}: use constant or cosine")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise TrainingError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise TrainingError(f"--lr must be a positive number (got {self.lr})")
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("--device cuda: no CUDA GPU is visible; use --device auto or cpu")
+    if requested == "mps" and not torch.backends.mps.is_available():
+        raise TrainingError("--device mps: Apple MPS is not available here; use --device auto or cpu")
+    if requested not in ("cuda", "mps", "cpu"):
+        raise TrainingError(f"unknown device {requested!r}: use auto, cuda, mps or cpu")
+    return torch.device(requested)
+
+
+def class_balanced_order(labels: torch.Tensor, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+    """Batches of `m` same-class samples per class, the sampling MS loss needs (as
+    pytorch-metric-learning's MPerClassSampler does), drawn from `generator`.
+
+    m is the smallest divisor of batch_size that lets the classes fill a batch, so
+    every batch holds batch_size / m classes with m images each.
+    """
+    n_classes = int(labels.max()) + 1
+    m = next(d for d in range(2, batch_size + 1) if batch_size % d == 0 and d * n_classes >= batch_size)
+    chunks = []
+    for c in range(n_classes):
+        idx = (labels == c).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=generator)]
+        usable = len(idx) // m * m
+        chunks.append(idx[:usable].view(-1, m))
+    chunks = torch.cat(chunks)
+    chunks = chunks[torch.randperm(len(chunks), generator=generator)]
+    per_batch = batch_size // m
+    n_batches = len(chunks) // per_batch
+    if n_batches == 0:
+        raise TrainingError(
+            f"too few images per class for class-balanced batches of {batch_size} ({m} per class): "
+            "lower --batch-size or use --loss ce"
+        )
+    return chunks[: n_batches * per_batch].reshape(n_batches, batch_size)
+
+
+class Trainer:
+    """Owns the model, optimizer and data for one run and writes its output folder."""
+
+    def __init__(self, cfg: TrainConfig, data: ImageData, out: str | Path, device: torch.device) -> None:
+        self.cfg, self.out, self.device = cfg, Path(out), device
+        self.data = data.to(device)
+        mean, std = data.mean_std()
+        self.mean, self.std = torch.tensor(mean, device=device), torch.tensor(std, device=device)
+        self.augment = data.augment if cfg.augment is None else cfg.augment
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg.model, data.channels, cfg.embedding_dim, cfg.activation).to(device)
+        self.head = nn.Linear(cfg.embedding_dim, len(data.class_names)).to(device) if cfg.loss == "ce" else None
+        params = list(self.model.parameters()) + (list(self.head.parameters()) if self.head else [])
+        self.optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.ms_loss = losses.MultiSimilarityLoss(alpha=cfg.ms_alpha, beta=cfg.ms_beta, base=cfg.ms_base)
+        self.miner = miners.MultiSimilarityMiner(epsilon=cfg.miner_epsilon)
+        self.accuracy = AccuracyCalculator(include=RETRIEVAL_METRICS, k="max_bin_count", device=torch.device("cpu"))
+        self.epoch = 0
+        self.history: list[dict[str, Any]] = []
+        self.model_config = {
+            "model": cfg.model,
+            "in_channels": data.channels,
+            "embedding_dim": cfg.embedding_dim,
+            "activation": cfg.activation,
+            "image_size": list(data.image_size),
+            "mean": mean,
+            "std": std,
+            "class_names": data.class_names,
+            "dataset": data.name,
+        }
+
+    # ----- one epoch ---------------------------------------------------------------
+    def lr_at(self, epoch: int) -> float:
+        if self.cfg.schedule == "cosine":
+            return self.cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / self.cfg.epochs))
+        return self.cfg.lr
+
+    def batches(self, epoch: int) -> tuple[torch.Tensor, torch.Generator]:
+        g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
+        labels = self.data.train_y.cpu()
+        if self.cfg.loss == "ms":
+            return class_balanced_order(labels, self.cfg.batch_size, g), g
+        order = torch.randperm(len(labels), generator=g)
+        return list(order.split(self.cfg.batch_size)), g  # type: ignore[return-value]
+
+    def loss_on(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            emb = self.model(x)
+            if self.head is not None:
+                return F.cross_entropy(self.head(emb).float(), y, label_smoothing=self.cfg.label_smoothing)
+        emb = emb.float()
+        return self.ms_loss(emb, y, self.miner(emb, y))
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        self.model.train()
+        if self.head is not None:
+            self.head.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(epoch)
+        batches, g = self.batches(epoch)
+        total, count, start = torch.zeros((), device=self.device), 0, time.perf_counter()
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", leave=False, dynamic_ncols=True)
+        for step, idx in enumerate(bar):
+            idx = idx.to(self.device)
+            x = self.data.train_x[idx]
+            if self.augment:
+                x = random_crop_flip(x, g)
+            y = self.data.train_y[idx]
+            loss = self.loss_on(normalize(x, self.mean, self.std), y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            total += loss.detach() * len(idx)
+            count += len(idx)
+            if step % 20 == 0 or step == len(batches) - 1:
+                value = loss.detach().item()
+                if not math.isfinite(value):
+                    raise TrainingError(
+                        f"the loss became {value} at epoch {epoch + 1}, step {step}; the last good checkpoint "
+                        f"(epoch {self.epoch}) is kept in {self.out}. Try a lower --lr."
+                    )
+                bar.set_postfix(loss=f"{value:.4f}", img_s=f"{count / (time.perf_counter() - start):.0f}")
+        seconds = time.perf_counter() - start
+        return {"train_loss": float(total) / max(count, 1), "seconds": seconds, "images_per_s": count / seconds}
+
+    # ----- evaluation --------------------------------------------------------------
+    @torch.inference_mode()
+    def evaluate(self) -> dict[str, float]:
+        """Test-set losses and retrieval metrics (queries against the rest of the test set)."""
+        self.model.eval()
+        if self.head is not None:
+            self.head.eval()
+        x_all, y_all = self.data.test_x, self.data.test_y
+        embs = []
+        for i in range(0, len(x_all), 1024):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+                embs.append(self.model(normalize(x_all[i : i + 1024], self.mean, self.std)).float())
+        emb = torch.cat(embs)
+        metrics: dict[str, float] = {}
+        if self.head is not None:
+            logits = self.head(emb)
+            metrics["test_ce_loss"] = float(F.cross_entropy(logits, y_all))
+            metrics["accuracy"] = float((logits.argmax(1) == y_all).float().mean())
+        # MS loss on test batches of the training batch size, in a fixed shuffled order
+        # (the test files are sorted by class: unshuffled batches would hold one class).
+        order = torch.randperm(len(y_all), generator=torch.Generator().manual_seed(0)).to(self.device)
+        ms = [float(self.ms_loss(emb[idx], y_all[idx])) for idx in order.split(self.cfg.batch_size) if len(idx) > 1]
+        metrics["test_ms_loss"] = float(np.mean(ms))
+        normed = F.normalize(emb, dim=1).cpu()
+        acc = self.accuracy.get_accuracy(normed, y_all.cpu())
+        metrics.update({k: float(acc[k]) for k in RETRIEVAL_METRICS})
+        return metrics
+
+    # ----- checkpoints -------------------------------------------------------------
+    def save(self) -> None:
+        """Write the resume state, then the published files; each file atomically.
+
+        The resume folder is built beside the old one and swapped in with renames, so
+        an interruption at any point leaves one complete resume state on disk.
+        """
+        self.out.mkdir(parents=True, exist_ok=True)
+        resume, tmp, old = self.out / "resume", self.out / "resume.tmp", self.out / "resume.old"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        if self.head is not None:
+            tensors.update({f"head.{k}": v for k, v in self.head.state_dict().items()})
+        opt = self.optimizer.state_dict()
+        for pid, state in opt["state"].items():
+            for k, v in state.items():
+                tensors[f"opt.{pid}.{k}"] = torch.as_tensor(v)
+        atomic_save_tensors(tmp / "state.safetensors", tensors)
+        atomic_write_json(tmp / "state.json", {
+            "epoch": self.epoch,
+            "train_config": dataclasses.asdict(self.cfg),
+            "param_groups": opt["param_groups"],
+            "history": self.history,
+        })
+        if resume.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            resume.rename(old)
+        tmp.rename(resume)
+        shutil.rmtree(old, ignore_errors=True)
+        save_checkpoint(self.out, self.model, self.model_config)
+        atomic_write_json(self.out / "metrics.json", self.metrics_summary())
+
+    def load(self) -> None:
+        """Restore the state written by save(); see resume_state_dir for torn writes."""
+        folder = resume_state_dir(self.out)
+        state = load_file(str(folder / "state.safetensors"), device=str(self.device))
+        info = _read_json(folder / "state.json")
+        self.model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
+        if self.head is not None:
+            self.head.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("head.")})
+        opt_state: dict[int, dict[str, torch.Tensor]] = {}
+        for k, v in state.items():
+            if k.startswith("opt."):
+                _, pid, name = k.split(".", 2)
+                opt_state.setdefault(int(pid), {})[name] = v.cpu() if name == "step" else v
+        self.optimizer.load_state_dict({"state": opt_state, "param_groups": info["param_groups"]})
+        self.epoch, self.history = info["epoch"], info["history"]
+
+    def metrics_summary(self) -> dict[str, Any]:
+        seconds = [h["seconds"] for h in self.history]
+        return {
+            "dataset": self.data.name,
+            "data_source": self.cfg.data_source,
+            "model": self.cfg.model,
+            "loss": self.cfg.loss,
+            "epochs_done": self.epoch,
+            "train_config": dataclasses.asdict(self.cfg),
+            "keras_param_count": keras_param_count(self.model),
+            "weights_bytes": (self.out / WEIGHTS_NAME).stat().st_size if (self.out / WEIGHTS_NAME).exists() else None,
+            "device": describe_device(self.device),
+            "seconds_per_epoch": float(np.mean(seconds)) if seconds else None,
+            "train_images_per_s": float(np.mean([h["images_per_s"] for h in self.history])) if seconds else None,
+            "final": self.history[-1] if self.history else None,
+            "epochs": self.history,
+        }
+
+    # ----- the run -----------------------------------------------------------------
+    def fit(self, log=print) -> dict[str, Any]:
+        for epoch in range(self.epoch, self.cfg.epochs):
+            stats = self.train_epoch(epoch)
+            metrics = self.evaluate()
+            self.epoch = epoch + 1
+            self.history.append({"epoch": self.epoch, **stats, **metrics})
+            self.save()
+            log(format_epoch(self.history[-1], self.cfg.epochs))
+        return self.metrics_summary()
+
+
+def format_epoch(row: dict[str, float], epochs: int) -> str:
+    parts = [f"epoch {row['epoch']:>3}/{epochs}", f"train {row['train_loss']:.4f}"]
+    for key, label in (("test_ce_loss", "test CE"), ("test_ms_loss", "test MS"), ("accuracy", "acc"),
+                       ("precision_at_1", "P@1"), ("r_precision", "R-P"), ("mean_average_precision_at_r", "MAP@R")):
+        if key in row:
+            parts.append(f"{label} {row[key]:.4f}")
+    parts.append(f"{row['images_per_s']:.0f} img/s, {row['seconds']:.1f} s")
+    return " | ".join(parts)
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return device.type
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads(path.read_text())
+
+
+def resume_state_dir(out: Path) -> Path:
+    """The complete resume state in `out`: resume/, or resume.old/ if a save was torn
+    between its two renames."""
+    for name in ("resume", "resume.old"):
+        folder = out / name
+        if (folder / "state.json").is_file() and (folder / "state.safetensors").is_file():
+            return folder
+    raise TrainingError(f"{out} holds no resume state (resume/state.json); start a new run without --resume")
+
+
+def saved_train_config(out: Path) -> TrainConfig:
+    info = _read_json(resume_state_dir(out) / "state.json")
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in info["train_config"].items() if k in fields})
+
+
+__all__ = ["TrainConfig", "Trainer", "TrainingError", "pick_device", "saved_train_config", "read_config"]

@@ -1,0 +1,42 @@
+"""Shared fixtures: small synthetic datasets in the offline .npz format, so no test needs the network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def synthetic_arrays(n_train: int, n_test: int, size: int = 28, channels: int = 1, seed: int = 0):
+    """Ten classes, each a grating of its own orientation, frequency and brightness,
+    plus noise: learnable in a few epochs by a small CNN."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    protos = np.stack([
+        (0.5 + 0.5 * np.sin(2 * np.pi * (2 + c % 3) * (np.cos(c) * xx + np.sin(c) * yy))) * (120 + 13 * c)
+        for c in range(10)
+    ])[..., None].repeat(channels, axis=-1)
+
+    def make(n):
+        y = np.arange(n) % 10
+        rng.shuffle(y)
+        x = protos[y] * 0.7 + rng.uniform(0, 255, size=(n, size, size, channels)) * 0.3
+        x = x.round().clip(0, 255).astype(np.uint8)
+        return (x[..., 0] if channels == 1 else x), y.astype(np.uint8)
+
+    (xtr, ytr), (xte, yte) = make(n_train), make(n_test)
+    return xtr, ytr, xte, yte
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """A --data-dir holding a synthetic mnist.npz (300 train / 100 test) and cifar10.npz."""
+    folder = tmp_path_factory.mktemp("data")
+    for name, size, ch in (("mnist", 28, 1), ("cifar10", 32, 3)):
+        xtr, ytr, xte, yte = synthetic_arrays(300, 100, size, ch)
+        np.savez(folder / f"{name}.npz", x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
+    return folder

@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from model import DataError, load_dataset
+from model.data import random_crop_flip
+
+
+def test_npz_loads_as_uint8_nchw(data_dir) -> None:
+    data = load_dataset("mnist", data_dir)
+    assert data.train_x.dtype == torch.uint8 and data.train_x.shape == (300, 1, 28, 28)
+    assert data.test_y.dtype == torch.int64 and len(data.class_names) == 10
+    assert not data.augment
+    cifar = load_dataset("CIFAR-10", data_dir, max_train_samples=50)
+    assert cifar.train_x.shape == (50, 3, 32, 32) and cifar.augment
+    mean, std = cifar.mean_std()
+    assert len(mean) == 3 and all(0 < s < 1 for s in std)
+
+
+def test_unknown_dataset_names_the_choices(tmp_path) -> None:
+    with pytest.raises(DataError, match="unknown dataset 'svhn'.*mnist, fashion_mnist, cifar10"):
+        load_dataset("svhn", tmp_path)
+
+
+def test_missing_offline_file_without_network_names_the_fix(tmp_path, monkeypatch) -> None:
+    import torchvision
+
+    def offline(*args, **kwargs):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", offline)
+    with pytest.raises(DataError, match="fashion_mnist.npz.*--data-dir"):
+        load_dataset("fashion_mnist", tmp_path)
+
+
+def test_cifar_archive_without_npz_says_how_to_convert(tmp_path) -> None:
+    (tmp_path / "cifar10-jpeg.tar.gz").write_bytes(b"")
+    with pytest.raises(DataError, match="cifar10_jpeg_to_npz.py"):
+        load_dataset("cifar10", tmp_path)
+
+
+def test_corrupt_npz_is_a_clear_error(tmp_path) -> None:
+    (tmp_path / "mnist.npz").write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="not a dataset .npz"):
+        load_dataset("mnist", tmp_path)
+
+
+def test_image_folder(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for cls in ("cats", "dogs"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(3):
+                arr = rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)
+                Image.fromarray(arr).save(tmp_path / split / cls / f"{i}.png")
+    data = load_dataset(str(tmp_path), image_size=24)
+    assert data.train_x.shape == (6, 3, 24, 24) and data.class_names == ["cats", "dogs"]
+    (tmp_path / "only_train" / "train" / "cats").mkdir(parents=True)
+    with pytest.raises(DataError, match="no test/ folder"):
+        load_dataset(str(tmp_path / "only_train"))
+
+
+def test_crop_flip_is_a_per_sample_shift_or_mirror() -> None:
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8).to(torch.uint8)
+    out = random_crop_flip(x, torch.Generator().manual_seed(1), pad=2)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    # every output pixel is either zero padding or a pixel of the same image and channel
+    for b in range(2):
+        for c in range(3):
+            assert set(out[b, c].flatten().tolist()) <= set(x[b, c].flatten().tolist()) | {0}
+    same = random_crop_flip(x, torch.Generator().manual_seed(1), pad=2)
+    assert torch.equal(out, same)

@@ -1,0 +1,73 @@
+import pytest
+import torch
+
+from model import Involution
+
+
+def naive_involution(inv: Involution, x: torch.Tensor) -> torch.Tensor:
+    """Per-pixel loops straight from the definition: pool the s x s cell (clipped at the
+    border), generate the kernel from that pixel, weight the K x K window of each channel."""
+    b, c, h, w = x.shape
+    k, s, g = inv.kernel_size, inv.stride, inv.groups
+    pad = (k - 1) // 2
+    h_out, w_out = (h + 2 * pad - k) // s + 1, (w + 2 * pad - k) // s + 1
+    xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    w0, b0 = inv.reduce.weight[:, :, 0, 0], inv.reduce.bias
+    w1, b1 = inv.span.weight[:, :, 0, 0], inv.span.bias
+    bn = inv.bn
+    out = torch.zeros(b, c, h_out, w_out, dtype=x.dtype)
+    for n in range(b):
+        for i in range(h_out):
+            for j in range(w_out):
+                cell = x[n, :, i * s : i * s + s, j * s : j * s + s].mean(dim=(1, 2))  # (C,)
+                hidden = w0 @ cell + b0
+                hidden = (hidden - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
+                kern = w1 @ torch.relu(hidden) + b1  # (K*K*G,)
+                kern = kern.view(g, k, k)
+                for ch in range(c):
+                    grp = ch // (c // g)
+                    window = xp[n, ch, i * s : i * s + k, j * s : j * s + k]
+                    out[n, ch, i, j] = (kern[grp] * window).sum()
+    return out
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("size", [(7, 7), (8, 6)])
+def test_matches_naive_loop(groups: int, stride: int, size: tuple[int, int]) -> None:
+    torch.manual_seed(0)
+    inv = Involution(4, kernel_size=3, stride=stride, groups=groups, reduction_ratio=2)
+    with torch.no_grad():  # non-trivial BN statistics
+        inv.bn.running_mean.uniform_(-0.5, 0.5)
+        inv.bn.running_var.uniform_(0.5, 2.0)
+        inv.bn.weight.uniform_(0.5, 1.5)
+        inv.bn.bias.uniform_(-0.5, 0.5)
+    inv.eval()
+    x = torch.randn(2, 4, *size)
+    with torch.no_grad():
+        fast, slow = inv(x), naive_involution(inv, x)
+    assert fast.shape == slow.shape
+    rel = (fast - slow).norm() / slow.norm()
+    assert rel < 1e-5, rel
+
+
+def test_kernel_shape_and_channels_kept() -> None:
+    inv = Involution(6, kernel_size=5, stride=2, groups=3)
+    x = torch.randn(2, 6, 9, 10)
+    assert inv.kernel(x).shape == (2, 3, 25, 5, 5)
+    assert inv(x).shape == (2, 6, 5, 5)
+    assert Involution(3)(torch.randn(1, 3, 32, 32)).shape == (1, 3, 32, 32)
+
+
+def test_paper_layer_parameter_counts() -> None:
+    from model import keras_param_count
+
+    assert keras_param_count(Involution(1)) == 24
+    assert keras_param_count(Involution(3)) == 26
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="divisible"):
+        Involution(3, groups=2)
+    with pytest.raises(ValueError, match="odd"):
+        Involution(3, kernel_size=4)

@@ -1,0 +1,182 @@
+"""End-to-end training on synthetic data: the loss falls, checkpoints round-trip
+bit-exactly, an interrupted run resumed equals an uninterrupted one, errors are clear."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import train
+from model import CheckpointError, load_dataset, load_embedder
+from model.data import normalize
+from model.training import Trainer
+
+QUICK = ["--dataset", "mnist", "--model", "hybrid1", "--batch-size", "50", "--device", "cpu", "--no-index"]
+
+
+def run(args, data_dir, out) -> int:
+    return train.main([*args, "--data-dir", str(data_dir), "--out", str(out)])
+
+
+@pytest.mark.parametrize("loss", ["ce", "ms"])
+def test_loss_falls_and_checkpoint_round_trips(loss, data_dir, tmp_path) -> None:
+    out = tmp_path / loss
+    assert run([*QUICK, "--loss", loss, "--epochs", "4", "--lr", "3e-3"], data_dir, out) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    losses = [row["train_loss"] for row in metrics["epochs"]]
+    assert losses[-1] < 0.8 * losses[0], losses
+    final = metrics["final"]
+    for key in ("test_ms_loss", "precision_at_1", "r_precision", "mean_average_precision_at_r"):
+        assert 0 <= final[key] < 10
+    assert ("test_ce_loss" in final) == ("accuracy" in final) == (loss == "ce")
+    assert metrics["keras_param_count"] == 116_344
+    assert metrics["weights_bytes"] == (out / "model.safetensors").stat().st_size < 1_000_000
+    assert (out / "curves.png").stat().st_size > 1000
+
+    # load_embedder reproduces the trained network's embeddings bit-exactly
+    embedder = load_embedder(out)
+    data = load_dataset("mnist", data_dir)
+    trained = load_file(str(out / "resume" / "state.safetensors"))
+    assert all(torch.equal(trained[f"model.{k}"], v) for k, v in embedder.model.state_dict().items())
+    x = data.test_x[:16]
+    with torch.no_grad():
+        ref = torch.nn.functional.normalize(embedder.model(normalize(x, embedder.mean, embedder.std)), dim=1)
+    got = embedder.embed(x.permute(0, 2, 3, 1).numpy())
+    assert got.dtype == np.float32 and got.shape == (16, 256)
+    assert np.array_equal(got, ref.numpy())
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1, rtol=1e-5)
+
+
+def test_resumed_run_equals_uninterrupted(data_dir, tmp_path, monkeypatch) -> None:
+    args = [*QUICK, "--loss", "ms", "--epochs", "3", "--schedule", "cosine"]
+    assert run(args, data_dir, tmp_path / "straight") == 0
+
+    original = Trainer.train_epoch
+
+    def interrupted(self, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", interrupted)
+    assert run(args, data_dir, tmp_path / "cut") == 130
+    assert json.loads((tmp_path / "cut" / "metrics.json").read_text())["epochs_done"] == 1
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    assert run(args, data_dir, tmp_path / "cut") == 2  # no --resume: refuses to overwrite
+    assert train.main(["--resume", "--out", str(tmp_path / "cut"), "--data-dir", str(data_dir), "--no-index"]) == 0
+
+    a = load_file(str(tmp_path / "straight" / "resume" / "state.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "resume" / "state.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+    ma = json.loads((tmp_path / "straight" / "metrics.json").read_text())["final"]
+    mb = json.loads((tmp_path / "cut" / "metrics.json").read_text())["final"]
+    assert ma["precision_at_1"] == mb["precision_at_1"] and ma["test_ms_loss"] == mb["test_ms_loss"]
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path, monkeypatch, capsys) -> None:
+    out = tmp_path / "nan"
+    assert run([*QUICK, "--loss", "ce", "--epochs", "1"], data_dir, out) == 0
+    good = (out / "model.safetensors").read_bytes()
+    monkeypatch.setattr(Trainer, "loss_on", lambda self, x, y: self.model(x).sum() * float("nan"))
+    code = train.main(["--resume", "--out", str(out), "--data-dir", str(data_dir), "--no-index"])
+    assert code == 0  # already finished: nothing to train, nothing changes
+    assert run([*QUICK, "--loss", "ce", "--epochs", "2"], data_dir, tmp_path / "nan2") == 2
+    err = capsys.readouterr().err
+    assert "loss became nan" in err and "last good checkpoint" in err
+    assert (out / "model.safetensors").read_bytes() == good
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--dataset", "nope"], "unknown dataset 'nope'"),
+        (["--dataset", "mnist", "--epochs", "0"], "--epochs must be at least 1"),
+        (["--dataset", "mnist", "--lr", "-1"], "--lr must be a positive number"),
+        (["--dataset", "mnist", "--device", "cuda"], "no CUDA GPU"),
+        ([], "--dataset is required"),
+        (["--dataset", "mnist", "--batch-size", "512"], "too few images per class"),
+    ],
+)
+def test_bad_arguments_give_one_clear_line(args, message, data_dir, tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert train.main([*args, "--data-dir", str(data_dir), "--out", str(tmp_path / "x"), "--no-index"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_resume_needs_out(capsys) -> None:
+    assert train.main(["--resume"]) == 2
+    assert "--resume needs --out" in capsys.readouterr().err
+
+
+def test_resume_without_state(tmp_path, capsys) -> None:
+    assert train.main(["--resume", "--out", str(tmp_path)]) == 2
+    assert "holds no resume state" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def checkpoint(data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ckpt")
+    assert run([*QUICK, "--loss", "ce", "--epochs", "1", "--max-train-samples", "100"], data_dir, out) == 0
+    return out
+
+
+def test_bad_checkpoints_give_clear_errors(checkpoint, tmp_path) -> None:
+    import shutil
+
+    with pytest.raises(CheckpointError, match="config.json is missing"):
+        load_embedder(tmp_path)
+
+    bad = tmp_path / "bad"
+    shutil.copytree(checkpoint, bad)
+    (bad / "model.safetensors").write_bytes(b"\x00" * 50)
+    with pytest.raises(CheckpointError, match="not a readable safetensors"):
+        load_embedder(bad)
+
+    config = json.loads((checkpoint / "config.json").read_text())
+    shutil.copy(checkpoint / "model.safetensors", bad / "model.safetensors")
+    (bad / "config.json").write_text(json.dumps({**config, "model": "cnn3b"}))
+    with pytest.raises(CheckpointError, match="does not match config.json"):
+        load_embedder(bad)
+    (bad / "config.json").write_text(json.dumps({**config, "in_channels": 3}))
+    with pytest.raises(CheckpointError, match="does not match config.json"):
+        load_embedder(bad)
+    (bad / "config.json").write_text(json.dumps({**config, "model": "resnet9000"}))
+    with pytest.raises(CheckpointError, match="no buildable model"):
+        load_embedder(bad)
+    (bad / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_embedder(bad)
+    (bad / "config.json").write_text(json.dumps({"model": "hybrid1"}))
+    with pytest.raises(CheckpointError, match="lacks"):
+        load_embedder(bad)
+    (bad / "config.json").write_text(json.dumps(config))
+    state = load_file(str(checkpoint / "model.safetensors"))
+    state.pop("embed.bias")
+    save_file(state, str(bad / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="embed.bias"):
+        load_embedder(bad)
+
+
+def test_embed_accepts_any_size_and_mode(checkpoint) -> None:
+    from PIL import Image
+
+    embedder = load_embedder(checkpoint)
+    rng = np.random.default_rng(0)
+    images = [
+        Image.fromarray(rng.integers(0, 255, (50, 40, 3), dtype=np.uint8)),
+        Image.fromarray(rng.integers(0, 255, (28, 28), dtype=np.uint8)),
+        Image.fromarray(rng.integers(0, 255, (9, 9, 4), dtype=np.uint8), "RGBA"),
+        Image.fromarray(rng.integers(0, 65535, (30, 30), dtype=np.uint16)),
+        Image.new("P", (20, 20)),
+        Image.new("CMYK", (33, 31), (10, 20, 30, 40)),
+    ]
+    emb = embedder.embed(images)
+    assert emb.shape == (6, 256) and np.isfinite(emb).all()
+    assert embedder.embed(rng.integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)).shape == (3, 256)
+    assert embedder.embed(rng.integers(0, 255, (2, 28, 28), dtype=np.uint8)).shape == (2, 256)
+    with pytest.raises(ValueError, match="uint8"):
+        embedder.embed(np.zeros((1, 28, 28), dtype=np.float32))

@@ -1,0 +1,103 @@
+"""Train an embedding model: `python train.py --dataset cifar10 --model hybrid1 --loss ms`.
+
+Defaults follow the paper's protocol (Adam, lr 1e-3, 20 epochs for the digits and
+FashionMNIST, 25 for CIFAR-10).  The output folder holds model.safetensors, config.json,
+metrics.json and curves.png; `--resume` continues an interrupted run in the same folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from model.data import DataError, canonical_name, load_dataset
+from model.embedder import CheckpointError
+from model.networks import REGISTRY
+from model.training import TrainConfig, Trainer, TrainingError, format_epoch, pick_device, saved_train_config
+from model.visualize import plot_training_curves
+
+PAPER_EPOCHS = {"mnist": 20, "fashion_mnist": 20, "cifar10": 25}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", help="mnist, fashion_mnist, cifar10, or a folder with train/ and test/ subfolders")
+    p.add_argument("--model", default="hybrid1", choices=list(REGISTRY))
+    p.add_argument("--loss", default="ms", choices=["ce", "ms"], help="cross-entropy or Multi-Similarity")
+    p.add_argument("--epochs", type=int, help="default: 20 (MNIST, FashionMNIST, folders) or 25 (CIFAR-10)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--schedule", default="constant", choices=["constant", "cosine"])
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="random crop + flip (default: on for CIFAR-10 and folders, off for digits)")
+    p.add_argument("--label-smoothing", type=float, default=0.0, help="CE only")
+    p.add_argument("--activation", default="gelu", choices=["gelu", "relu"])
+    p.add_argument("--image-size", type=int, default=32, help="image folders only: side of the resized images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
+    p.add_argument("--data-dir", help="folder with mnist.npz / fashion_mnist.npz / cifar10.npz, or where to download")
+    p.add_argument("--out", help="output folder (default runs/<dataset>-<model>-<loss>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out with its saved settings")
+    p.add_argument("--max-train-samples", type=int, help="train on a random subset (quick runs)")
+    p.add_argument("--no-index", action="store_true", help="skip building the demo's search bundle at the end")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        device = pick_device(args.device)
+        if args.resume:
+            if not args.out:
+                raise TrainingError("--resume needs --out, the folder of the run to continue")
+            cfg = saved_train_config(Path(args.out))
+            print(f"resuming {args.out}: {cfg.model} on {cfg.dataset}, {cfg.loss} loss (saved settings)")
+        else:
+            if not args.dataset:
+                raise TrainingError("--dataset is required (mnist, fashion_mnist, cifar10, or an image folder)")
+            name = canonical_name(args.dataset)
+            cfg = TrainConfig(
+                dataset=args.dataset, model=args.model, loss=args.loss,
+                epochs=args.epochs if args.epochs is not None else PAPER_EPOCHS.get(name, 20),
+                batch_size=args.batch_size, lr=args.lr,
+                weight_decay=args.weight_decay, schedule=args.schedule, augment=args.augment,
+                label_smoothing=args.label_smoothing, activation=args.activation, seed=args.seed,
+                max_train_samples=args.max_train_samples,
+            )
+        out = Path(args.out or f"runs/{Path(cfg.dataset).name}-{cfg.model}-{cfg.loss}")
+        if not args.resume and (out / "resume").exists():
+            raise TrainingError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+        data = load_dataset(cfg.dataset, args.data_dir, cfg.max_train_samples, args.image_size)
+        cfg.data_source = data.source
+        trainer = Trainer(cfg, data, out, device)
+        if args.resume:
+            trainer.load()
+            for row in trainer.history:
+                print(format_epoch(row, cfg.epochs))
+        print(f"{cfg.model} ({cfg.activation}) on {data.name}: {len(data.train_y)} train / {len(data.test_y)} test "
+              f"images, {cfg.loss} loss, {cfg.epochs} epochs, device {device}")
+        try:
+            summary = trainer.fit()
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: the checkpoint after epoch {trainer.epoch} is in {out}; "
+                  f"continue with `python train.py --resume --out {out}`", file=sys.stderr)
+            return 130
+        plot_training_curves(trainer.history, out / "curves.png", f"{cfg.model} / {data.name} / {cfg.loss}")
+        final = summary["final"]
+        print(f"done: {out} | P@1 {final['precision_at_1']:.4f} | MAP@R {final['mean_average_precision_at_r']:.4f}"
+              f" | {summary['keras_param_count']:,} params | {summary['weights_bytes']:,} bytes")
+        if not args.no_index:
+            from model.index import build_bundle
+
+            bundle = build_bundle(out, data_dir=args.data_dir, dataset=cfg.dataset, image_size=args.image_size)
+            print(f"search bundle: {bundle}")
+    except (DataError, TrainingError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
