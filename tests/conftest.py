@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+import train
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -40,3 +43,22 @@ def data_dir(tmp_path_factory) -> Path:
         xtr, ytr, xte, yte = synthetic_arrays(300, 100, size, ch)
         np.savez(folder / f"{name}.npz", x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
     return folder
+
+
+@pytest.fixture(scope="session")
+def assets(data_dir, tmp_path_factory) -> Path:
+    """assets/ with MNIST Hybrid-1 and CNN-3a checkpoints (1 epoch on synthetic data) and their bundles."""
+    folder = tmp_path_factory.mktemp("assets")
+    for model in ("hybrid1", "cnn3a"):
+        out = folder / f"mnist-{model}"
+        args = ["--dataset", "mnist", "--model", model, "--loss", "ce", "--epochs", "1", "--batch-size", "50",
+                "--device", "cpu", "--data-dir", str(data_dir), "--out", str(out)]
+        assert train.main(args) == 0  # also builds the bundle, as train.py does by default
+        assert (out / "index.npz").is_file() and (folder / "gallery" / "mnist.npz").is_file()
+    return folder
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,238 @@
+"""What the demo does, without the UI: read queries, search, lay out the map and the
+feature maps.  app.py only wires these functions to Gradio components."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from .index import BundleError, Hit, SearchIndex, load_index
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+DATASETS = {"MNIST": "mnist", "FashionMNIST": "fashion_mnist", "CIFAR-10": "cifar10"}
+MODELS = {"Hybrid-1": "hybrid1", "CNN-3a": "cnn3a"}
+MIN_SIDE = 8
+MAX_PIXELS = 25_000_000  # larger uploads are refused as possible decompression bombs
+MAX_FILE_BYTES = 20 * 1024 * 1024
+THUMB = 112  # gallery thumbnails: small images upscaled with nearest neighbour
+
+
+class QueryError(Exception):
+    """The query image cannot be used; the message says why and what to do."""
+
+
+def open_upload(path: str | Path) -> tuple[Image.Image, str]:
+    """Open an uploaded file as a fully decoded image, or raise QueryError naming the problem.
+
+    Returns (image, note): the note tells about repairs made, e.g. the first frame of an
+    animation.  Mode, bit depth, EXIF rotation and transparency are handled by the embedder.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise QueryError("no file was received; upload an image (PNG, JPEG, WebP, BMP, GIF)")
+    size = path.stat().st_size
+    if size == 0:
+        raise QueryError("the uploaded file is empty (0 bytes); upload an image file")
+    if size > MAX_FILE_BYTES:
+        raise QueryError(f"the file is {size / 2**20:.0f} MB; upload an image under {MAX_FILE_BYTES // 2**20} MB")
+    note = ""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, MAX_PIXELS
+            try:
+                image = Image.open(path)
+                w, h = image.size
+                if w * h > MAX_PIXELS:
+                    raise Image.DecompressionBombError
+                if getattr(image, "n_frames", 1) > 1:
+                    image.seek(0)
+                    note = f"animated image: searched with its first frame of {image.n_frames}"
+                image.load()
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise QueryError(f"the image is too large to decode safely (over {MAX_PIXELS // 10**6} megapixels); "
+                         "upload a smaller image") from None
+    except UnidentifiedImageError:
+        raise QueryError("the file is not an image PIL can read; upload PNG, JPEG, WebP, BMP or GIF") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise QueryError(f"the image file is truncated or corrupt ({e}); upload it again or use another file") from None
+    if min(image.size) < MIN_SIDE:
+        raise QueryError(f"the image is {image.size[0]}x{image.size[1]} pixels; it needs at least "
+                         f"{MIN_SIDE}x{MIN_SIDE} to be searched")
+    return image, note
+
+
+def sketch_to_image(value: dict | np.ndarray | None, size: int = 28) -> Image.Image | None:
+    """A sketchpad drawing -> a white-on-black, MNIST-style centred digit; None when empty.
+
+    Strokes are found from alpha (transparent canvas) or darkness (white canvas), cropped
+    to their bounding box, scaled into 20x20 and centred in 28x28, as MNIST was made.
+    """
+    if isinstance(value, dict):
+        value = value.get("composite")
+    if value is None:
+        return None
+    arr = np.asarray(value)
+    if arr.ndim == 3 and arr.shape[2] == 4 and arr[..., 3].min() < 255:
+        ink = arr[..., 3].astype(np.float32) * (1 - arr[..., :3].mean(-1) / 255 * 0.5)
+    else:
+        grey = arr if arr.ndim == 2 else arr[..., :3].mean(-1)
+        ink = 255 - grey.astype(np.float32)
+    mask = ink > 40
+    if mask.sum() < 5:
+        return None
+    ys, xs = np.nonzero(mask)
+    crop = ink[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    side = max(crop.shape)
+    square = np.zeros((side, side), np.float32)
+    oy, ox = (side - crop.shape[0]) // 2, (side - crop.shape[1]) // 2
+    square[oy : oy + crop.shape[0], ox : ox + crop.shape[1]] = crop
+    inner = round(size * 20 / 28)
+    digit = Image.fromarray(square.clip(0, 255).astype(np.uint8)).resize((inner, inner), Image.LANCZOS)
+    canvas = Image.new("L", (size, size), 0)
+    canvas.paste(digit, ((size - inner) // 2, (size - inner) // 2))
+    return canvas
+
+
+def thumbnail(image: np.ndarray | Image.Image, side: int = THUMB) -> Image.Image:
+    """Upscale small images with nearest neighbour so pixels stay crisp."""
+    im = image if isinstance(image, Image.Image) else Image.fromarray(np.squeeze(image))
+    scale = max(1, side // max(im.size))
+    return im.resize((im.size[0] * scale, im.size[1] * scale), Image.NEAREST)
+
+
+@dataclass
+class SearchResult:
+    query_embedding: np.ndarray
+    hits: list[Hit]
+    gallery: list[tuple[Image.Image, str]]
+    table: pd.DataFrame
+    precision: float | None
+    query_xy: tuple[float, float]
+
+
+@dataclass
+class Demo:
+    """The shipped checkpoints and their search bundles, loaded on first use."""
+
+    assets: Path = ASSETS
+    log: object = print
+    _indexes: dict[tuple[str, str], SearchIndex] = field(default_factory=dict)
+
+    def checkpoint(self, dataset: str, model: str) -> Path:
+        return self.assets / f"{DATASETS.get(dataset, dataset)}-{MODELS.get(model, model)}"
+
+    def available(self) -> list[tuple[str, str]]:
+        return [(d, m) for d in DATASETS for m in MODELS if (self.checkpoint(d, m) / "config.json").is_file()]
+
+    def index(self, dataset: str, model: str) -> SearchIndex:
+        key = (dataset, model)
+        if key not in self._indexes:
+            folder = self.checkpoint(dataset, model)
+            if not (folder / "config.json").is_file():
+                raise BundleError(f"no {model} weights for {dataset} in {folder}: train them with train.py")
+            self._indexes[key] = load_index(folder, log=self.log)
+        return self._indexes[key]
+
+    def search(self, dataset: str, model: str, image: Image.Image | np.ndarray, k: int,
+               query_label: int | None = None, exclude: int | None = None) -> SearchResult:
+        """Top-k gallery images for a query; `exclude` drops the query's own gallery entry."""
+        index = self.index(dataset, model)
+        query = index.embedder.embed([image])[0]
+        hits = index.search_embedding(query, k + (exclude is not None))
+        hits = [h for h in hits if h.index != exclude][:k]
+        names = index.class_names
+        gallery = [(thumbnail(index.images[h.index]), f"{names[h.label]} · {h.similarity:.3f}") for h in hits]
+        table = pd.DataFrame({"gallery index": [h.index for h in hits], "label": [names[h.label] for h in hits],
+                              "similarity": [round(h.similarity, 4) for h in hits]})
+        return SearchResult(query, hits, gallery, table, SearchIndex.precision_at_k(query_label, hits),
+                            index.place_on_map(hits))
+
+    def map_frame(self, dataset: str, model: str, result: SearchResult | None = None) -> pd.DataFrame:
+        """The UMAP scatter as a table: one row per gallery image, then the query; the
+        query's neighbours get their own colour."""
+        index = self.index(dataset, model)
+        names = np.array(index.class_names)
+        df = pd.DataFrame({"x": index.xy[:, 0], "y": index.xy[:, 1], "class": names[index.labels],
+                           "label": names[index.labels], "index": np.arange(len(index))})
+        if result is not None:
+            df.loc[[h.index for h in result.hits], "class"] = "● top-k neighbour"
+            df = pd.concat([df, pd.DataFrame([{"x": result.query_xy[0], "y": result.query_xy[1],
+                                               "class": "★ query", "label": "query", "index": -1}])])
+        return df
+
+
+def _fig_to_image(fig) -> Image.Image:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    buf.seek(0)
+    return Image.open(buf).convert("RGB")
+
+
+def _show(ax, arr: np.ndarray, title: str, cmap: str = "viridis") -> None:
+    ax.imshow(arr, cmap=cmap, interpolation="nearest")
+    ax.set_title(title, fontsize=8)
+    ax.axis("off")
+
+
+@torch.inference_mode()
+def involution_maps(demo: Demo, dataset: str, image: Image.Image | np.ndarray, pixel: tuple[int, int]) -> Image.Image:
+    """One figure: the input; each involution layer's output; the generated kernels across
+    positions (one map per kernel tap); the 3x3 kernel at `pixel`; Hybrid-1's and CNN-3a's
+    first convolution feature maps on the same image."""
+    hyb = demo.index(dataset, "Hybrid-1").embedder
+    x_u8 = hyb.to_uint8([image])
+    x = (x_u8.float() / 255 - hyb.mean.view(1, -1, 1, 1)) / hyb.std.view(1, -1, 1, 1)
+    net = hyb.model
+    inv_outs, kernels, h = [], [], x
+    for block in net.involutions:
+        kernels.append(block.inv.kernel(h)[0, 0])  # (K*K, H, W)
+        h = block(h)
+        inv_outs.append(h[0])
+    hyb_conv = net.convs[0].act(net.convs[0].conv(h))[0]
+    cnn_conv = None
+    if (demo.checkpoint(dataset, "CNN-3a") / "config.json").is_file():
+        cnn = demo.index(dataset, "CNN-3a").embedder
+        xc = (x_u8.float() / 255 - cnn.mean.view(1, -1, 1, 1)) / cnn.std.view(1, -1, 1, 1)
+        cnn_conv = cnn.model.convs[0].act(cnn.model.convs[0].conv(xc))[0]
+
+    rows = 3 + (cnn_conv is not None)
+    fig, axes = plt.subplots(rows, 9, figsize=(13, 1.6 * rows + 0.4))
+    for ax in axes.flat:
+        ax.axis("off")
+    img = x_u8[0].permute(1, 2, 0).numpy()
+    _show(axes[0, 0], img.squeeze(), "input", "gray")
+    for i, out in enumerate(inv_outs[:4]):
+        _show(axes[0, 1 + i], out.mean(0).numpy(), f"involution {i + 1} output")
+    r, c = pixel
+    r, c = int(np.clip(r, 0, img.shape[0] - 1)), int(np.clip(c, 0, img.shape[1] - 1))
+    axes[0, 0].plot([c], [r], "r+", ms=10)
+    kern = kernels[0][:, r, c].view(3, 3).numpy()
+    ax = axes[0, 6]
+    ax.imshow(kern, cmap="coolwarm", vmin=-abs(kern).max(), vmax=abs(kern).max())
+    for (i, j), v in np.ndenumerate(kern):
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6)
+    ax.set_title(f"3x3 kernel at ({r},{c})", fontsize=8)
+    for t in range(9):
+        _show(axes[1, t], kernels[0][t].numpy(), f"kernel tap ({t // 3},{t % 3})", "coolwarm")
+    for ch in range(min(9, hyb_conv.shape[0])):
+        _show(axes[2, ch], hyb_conv[ch].numpy(), f"Hybrid-1 conv1 #{ch}")
+    if cnn_conv is not None:
+        for ch in range(min(9, cnn_conv.shape[0])):
+            _show(axes[3, ch], cnn_conv[ch].numpy(), f"CNN-3a conv1 #{ch}")
+    fig.suptitle("row 2: how the generated kernel changes from pixel to pixel (one map per tap)", fontsize=9)
+    return _fig_to_image(fig)

@@ -1,0 +1,208 @@
+"""The search index behind the demo: a gallery, its embeddings and a 2-D UMAP map.
+
+    python -m model.index --checkpoint assets/cifar10-hybrid1 [--data-dir DIR]
+
+writes two files (both safe to load: npz without pickle, JSON):
+
+    <gallery-dir>/<dataset>.npz        the gallery: a class-stratified sample of the test
+                                       set (images uint8, labels, test-set indices),
+                                       shared by every model of that dataset
+    <checkpoint>/index.npz + index.json  embeddings and UMAP coordinates of that gallery,
+                                       keyed by the sha256 of the weights and the gallery
+
+The app loads the bundle as it is when the keys match the files, and rebuilds it
+(embed ~2,000 images, fit UMAP) when they do not.  UMAP is fitted offline only: a query
+is placed on the map at the similarity-weighted mean of its neighbours' positions,
+since the fitted UMAP object could only be stored as a pickle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from .data import DataError, load_dataset
+from .embedder import WEIGHTS_NAME, CheckpointError, Embedder, atomic_write_bytes, atomic_write_json, load_embedder
+
+GALLERY_SIZE = 2000
+INDEX_NPZ, INDEX_JSON = "index.npz", "index.json"
+
+
+class BundleError(Exception):
+    """A gallery or index bundle is missing or does not belong to the weights."""
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def default_gallery_dir(checkpoint: Path) -> Path:
+    return Path(checkpoint).parent / "gallery"
+
+
+def stratified_indices(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """n indices with every class represented in proportion (as near as integers allow)."""
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    picks = []
+    for c in classes:
+        idx = np.flatnonzero(labels == c)
+        take = min(len(idx), int(round(n * len(idx) / len(labels))))
+        picks.append(rng.choice(idx, take, replace=False))
+    return np.sort(np.concatenate(picks))
+
+
+def write_npz(path: Path, **arrays: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except (OSError, ValueError) as e:
+        raise BundleError(f"{path} is not a readable .npz ({e}); rebuild it with `python -m model.index`") from None
+
+
+def build_gallery(dataset: str, data_dir: str | Path | None, path: Path, size: int = GALLERY_SIZE,
+                  image_size: int = 32) -> Path:
+    """Sample the gallery from the test set and write it (NHWC uint8)."""
+    data = load_dataset(dataset, data_dir, image_size=image_size)
+    labels = data.test_y.numpy()
+    keep = stratified_indices(labels, min(size, len(labels)))
+    images = data.test_x[keep].permute(0, 2, 3, 1).numpy()
+    write_npz(path, images=images, labels=labels[keep].astype(np.int64), test_index=keep.astype(np.int64),
+              class_names=np.array(data.class_names))
+    return path
+
+
+def fit_umap(embeddings: np.ndarray, seed: int = 0) -> np.ndarray:
+    import umap  # slow import (numba): only when a map is (re)fitted
+
+    reducer = umap.UMAP(n_neighbors=15, min_dist=0.1, metric="cosine", random_state=seed)
+    xy = reducer.fit_transform(embeddings).astype(np.float32)
+    return xy
+
+
+def bundle_key(checkpoint: Path, gallery_path: Path) -> dict[str, str]:
+    return {"weights_sha256": sha256_file(checkpoint / WEIGHTS_NAME), "gallery_sha256": sha256_file(gallery_path)}
+
+
+def build_bundle(checkpoint: str | Path, data_dir: str | Path | None = None, dataset: str | None = None,
+                 gallery_dir: str | Path | None = None, image_size: int = 32, log=print) -> Path:
+    """Write <checkpoint>/index.npz and index.json; sample the gallery first if it is missing."""
+    checkpoint = Path(checkpoint)
+    embedder = load_embedder(checkpoint)
+    dataset = dataset or embedder.config.get("dataset")
+    if not dataset:
+        raise BundleError(f"{checkpoint}/config.json names no dataset: pass --dataset")
+    gallery_path = Path(gallery_dir or default_gallery_dir(checkpoint)) / f"{Path(dataset).name}.npz"
+    if not gallery_path.is_file():
+        log(f"sampling a {GALLERY_SIZE}-image gallery from the {dataset} test set -> {gallery_path}")
+        build_gallery(dataset, data_dir, gallery_path, image_size=image_size)
+    gallery = read_npz(gallery_path)
+    log(f"embedding {len(gallery['labels'])} gallery images and fitting UMAP ...")
+    embeddings = embedder.embed(gallery["images"])
+    xy = fit_umap(embeddings)
+    write_npz(checkpoint / INDEX_NPZ, embeddings=embeddings, umap=xy)
+    atomic_write_json(checkpoint / INDEX_JSON, {**bundle_key(checkpoint, gallery_path), "gallery": gallery_path.name,
+                                                "n": int(len(xy)), "umap": "umap-learn, cosine, 15 neighbours"})
+    return checkpoint / INDEX_NPZ
+
+
+@dataclass
+class Hit:
+    index: int  # position in the gallery
+    label: int
+    similarity: float
+
+
+class SearchIndex:
+    """Exact cosine search over a gallery (faiss inner product on unit vectors)."""
+
+    def __init__(self, embedder: Embedder, images: np.ndarray, labels: np.ndarray, class_names: list[str],
+                 embeddings: np.ndarray, xy: np.ndarray) -> None:
+        self.embedder, self.images, self.labels, self.class_names = embedder, images, labels, class_names
+        self.embeddings, self.xy = np.ascontiguousarray(embeddings, dtype=np.float32), xy
+        self.faiss = faiss.IndexFlatIP(self.embeddings.shape[1])
+        self.faiss.add(self.embeddings)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def search_embedding(self, query: np.ndarray, k: int) -> list[Hit]:
+        k = max(1, min(int(k), len(self)))
+        sims, idx = self.faiss.search(np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32), k)
+        return [Hit(int(i), int(self.labels[i]), float(s)) for s, i in zip(sims[0], idx[0], strict=True)]
+
+    def search(self, image, k: int = 8) -> tuple[np.ndarray, list[Hit]]:
+        """Embed one image (PIL or uint8 array) and return (its embedding, the k nearest gallery images)."""
+        query = self.embedder.embed([image])[0]
+        return query, self.search_embedding(query, k)
+
+    def place_on_map(self, hits: list[Hit]) -> tuple[float, float]:
+        """Where a query goes on the UMAP map: the similarity-weighted mean of its neighbours."""
+        w = np.array([max(h.similarity, 0.0) for h in hits]) + 1e-6
+        pos = (self.xy[[h.index for h in hits]] * w[:, None]).sum(0) / w.sum()
+        return float(pos[0]), float(pos[1])
+
+    @staticmethod
+    def precision_at_k(query_label: int | None, hits: list[Hit]) -> float | None:
+        if query_label is None:
+            return None
+        return sum(h.label == query_label for h in hits) / len(hits)
+
+
+def load_index(checkpoint: str | Path, gallery_dir: str | Path | None = None, rebuild: bool = True,
+               log=print) -> SearchIndex:
+    """Load a checkpoint and its bundle; rebuild the bundle when it is missing or stale."""
+    checkpoint = Path(checkpoint)
+    embedder = load_embedder(checkpoint)
+    dataset = embedder.config.get("dataset", "")
+    gallery_path = Path(gallery_dir or default_gallery_dir(checkpoint)) / f"{dataset}.npz"
+    if not gallery_path.is_file():
+        raise BundleError(f"no gallery for {dataset} at {gallery_path}: build it with "
+                          f"`python -m model.index --checkpoint {checkpoint} --data-dir DIR`")
+    gallery = read_npz(gallery_path)
+    meta_path = checkpoint / INDEX_JSON
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    fresh = {k: meta.get(k) for k in ("weights_sha256", "gallery_sha256")} == bundle_key(checkpoint, gallery_path)
+    if not fresh or not (checkpoint / INDEX_NPZ).is_file():
+        if not rebuild:
+            raise BundleError(f"the search bundle in {checkpoint} does not match its weights or gallery: "
+                              f"rebuild it with `python -m model.index --checkpoint {checkpoint}`")
+        log(f"{checkpoint}: search bundle missing or stale, rebuilding (embedding + UMAP, ~30 s) ...")
+        build_bundle(checkpoint, dataset=dataset, gallery_dir=gallery_path.parent, log=log)
+    bundle = read_npz(checkpoint / INDEX_NPZ)
+    return SearchIndex(embedder, gallery["images"], gallery["labels"], [str(c) for c in gallery["class_names"]],
+                       bundle["embeddings"], bundle["umap"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Build the demo's search bundle for a checkpoint.")
+    p.add_argument("--checkpoint", required=True, help="folder with model.safetensors and config.json")
+    p.add_argument("--data-dir", help="where the dataset's .npz lives (only needed to sample a new gallery)")
+    p.add_argument("--dataset", help="default: the dataset named in config.json")
+    p.add_argument("--gallery-dir", help="default: <checkpoint>/../gallery")
+    args = p.parse_args(argv)
+    try:
+        path = build_bundle(args.checkpoint, args.data_dir, args.dataset, args.gallery_dir)
+    except (BundleError, CheckpointError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Rewrite the README's table of shipped models from assets/*/metrics.json.
+
+    python scripts/update_readme.py
+
+The figures are read, never typed: the table always shows what the shipped weights measured.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+START, END = "<!-- metrics:start -->", "<!-- metrics:end -->"
+ORDER = ("mnist", "fashion_mnist", "cifar10")
+
+
+def table(assets: Path = ROOT / "assets") -> str:
+    rows = ["| dataset | model | params (Keras count) | weights | epochs | recipe | test accuracy | test CE | "
+            "test MS | P@1 | R-precision | MAP@R | s/epoch (device) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    paths = sorted(assets.glob("*/metrics.json"), key=lambda p: (ORDER.index(p.parent.name.split("-")[0])
+                                                                 if p.parent.name.split("-")[0] in ORDER else 9,
+                                                                 p.parent.name))
+    for path in paths:
+        m = json.loads(path.read_text())
+        f, c = m["final"], m["train_config"]
+        augmented = c["augment"] if c["augment"] is not None else m["dataset"] not in ("mnist", "fashion_mnist")
+        recipe = (f"{c['loss'].upper()}, Adam {c['lr']:g} {c['schedule']}, batch {c['batch_size']}"
+                  f"{', label smoothing ' + format(c['label_smoothing'], 'g') if c['label_smoothing'] else ''}"
+                  f"{', crop+flip' if augmented else ''}")
+        rows.append(
+            f"| {m['dataset']} | {m['model']} | {m['keras_param_count']:,} | {m['weights_bytes'] / 1024:.1f} KiB | "
+            f"{m['epochs_done']} | {recipe} | {f.get('accuracy', float('nan')):.4f} | "
+            f"{f.get('test_ce_loss', float('nan')):.4f} | {f['test_ms_loss']:.4f} | {f['precision_at_1']:.4f} | "
+            f"{f['r_precision']:.4f} | {f['mean_average_precision_at_r']:.4f} | "
+            f"{m['seconds_per_epoch']:.0f} ({m['device']}) |")
+    return "\n".join(rows)
+
+
+def main() -> int:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    if START not in text or END not in text:
+        print(f"README.md lacks the {START} ... {END} markers", file=sys.stderr)
+        return 2
+    new = re.sub(re.escape(START) + ".*?" + re.escape(END), f"{START}\n{table()}\n{END}", text, flags=re.S)
+    readme.write_text(new)
+    print(table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""The demo's logic on small synthetic checkpoints: bundles, search, bad uploads, sketches,
+feature maps, and the /search endpoint through gradio_client against a launched app."""
+
+import io
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import free_port
+from PIL import Image
+
+from model.demo import Demo, QueryError, involution_maps, open_upload, sketch_to_image
+from model.index import INDEX_JSON, BundleError, load_index
+
+
+def test_gallery_image_finds_itself_first(assets) -> None:
+    index = load_index(assets / "mnist-hybrid1", rebuild=False)
+    assert len(index) == 100 and index.xy.shape == (100, 2)
+    assert sorted(np.bincount(index.labels)) == [10] * 10  # stratified
+    for i in (0, 17, 99):
+        _, hits = index.search(index.images[i], k=5)
+        assert hits[0].index == i and hits[0].similarity == pytest.approx(1.0, abs=1e-5)
+        assert [h.similarity for h in hits] == sorted((h.similarity for h in hits), reverse=True)
+
+
+def test_stale_bundle_is_detected_and_rebuilt(assets, tmp_path) -> None:
+    import shutil
+
+    ckpt = tmp_path / "mnist-hybrid1"
+    shutil.copytree(assets / "mnist-hybrid1", ckpt)
+    shutil.copytree(assets / "gallery", tmp_path / "gallery")
+    meta = json.loads((ckpt / INDEX_JSON).read_text())
+    (ckpt / INDEX_JSON).write_text(json.dumps({**meta, "weights_sha256": "0" * 64}))
+    with pytest.raises(BundleError, match="does not match its weights"):
+        load_index(ckpt, rebuild=False)
+    messages = []
+    index = load_index(ckpt, log=messages.append)
+    assert any("stale" in m for m in messages)
+    assert json.loads((ckpt / INDEX_JSON).read_text())["weights_sha256"] == meta["weights_sha256"]
+    assert index.search(index.images[3], 1)[1][0].index == 3
+    (tmp_path / "gallery" / "mnist.npz").unlink()
+    with pytest.raises(BundleError, match="no gallery for mnist"):
+        load_index(ckpt)
+
+
+def test_bundle_cli_errors_are_one_line(tmp_path, capsys) -> None:
+    from model.index import main
+
+    assert main(["--checkpoint", str(tmp_path)]) == 2
+    assert "config.json is missing" in capsys.readouterr().err
+
+
+def test_demo_search_and_map(assets) -> None:
+    demo = Demo(assets=assets)
+    assert ("MNIST", "Hybrid-1") in demo.available() and ("CIFAR-10", "Hybrid-1") not in demo.available()
+    index = demo.index("MNIST", "Hybrid-1")
+    result = demo.search("MNIST", "Hybrid-1", index.images[7], 8, int(index.labels[7]), exclude=7)
+    assert len(result.gallery) == 8 and 7 not in result.table["gallery index"].tolist()
+    assert 0 <= result.precision <= 1
+    assert result.gallery[0][0].size == (112, 112)  # 28 px upscaled x4, nearest neighbour
+    frame = demo.map_frame("MNIST", "Hybrid-1", result)
+    assert len(frame) == 101 and (frame["class"] == "★ query").sum() == 1
+    assert (frame["class"] == "● top-k neighbour").sum() == 8
+    with pytest.raises(BundleError, match="no Hybrid-1 weights for CIFAR-10"):
+        demo.index("CIFAR-10", "Hybrid-1")
+
+
+def test_feature_maps_figure(assets) -> None:
+    demo = Demo(assets=assets)
+    image = involution_maps(demo, "MNIST", demo.index("MNIST", "Hybrid-1").images[0], (3, 40))
+    assert image.size[0] > 600 and image.size[1] > 300
+
+
+def _png_bytes(image: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", **kw)
+    return buf.getvalue()
+
+
+def _bomb_png(side: int = 12000) -> bytes:
+    """A tiny PNG whose header claims side x side pixels."""
+    raw = zlib.compress(b"\x00" * (side // 8 + 1) * 4)
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
+
+
+BAD_UPLOADS = {
+    "empty": (b"", "empty"),
+    "text": (b"hello, I am not a picture", "not an image"),
+    "truncated": (_png_bytes(Image.new("RGB", (64, 64), "red"))[:60], "truncated or corrupt"),
+    "tiny": (_png_bytes(Image.new("RGB", (1, 1))), "1x1 pixels"),
+    "bomb": (_bomb_png(), "too large"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_UPLOADS))
+def test_bad_uploads_are_named(kind, tmp_path) -> None:
+    data, message = BAD_UPLOADS[kind]
+    path = tmp_path / f"{kind}.png"
+    path.write_bytes(data)
+    with pytest.raises(QueryError, match=message):
+        open_upload(path)
+
+
+def _odd_images(tmp_path: Path) -> dict[str, Path]:
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 255, (40, 30, 3), dtype=np.uint8))
+    files = {}
+    def save(name, image, fmt="PNG", **kw):
+        files[name] = tmp_path / f"{name}.{fmt.lower()}"
+        image.save(files[name], format=fmt, **kw)
+    save("rgba", rgb.convert("RGBA"))
+    save("palette", rgb.convert("P"))
+    save("cmyk", rgb.convert("CMYK"), "JPEG")
+    save("sixteen_bit", Image.fromarray(rng.integers(0, 65535, (30, 30), dtype=np.uint16)))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees
+    save("exif_rotated", rgb, "JPEG", exif=exif)
+    frames = [Image.new("RGB", (32, 32), c) for c in ("red", "green", "blue")]
+    files["animated"] = tmp_path / "animated.gif"
+    frames[0].save(files["animated"], save_all=True, append_images=frames[1:])
+    return files
+
+
+def test_unusual_but_valid_uploads_are_searched(assets, tmp_path) -> None:
+    demo = Demo(assets=assets)
+    for name, path in _odd_images(tmp_path).items():
+        image, note = open_upload(path)
+        result = demo.search("MNIST", "Hybrid-1", image, 4)
+        assert len(result.hits) == 4, name
+        assert ("first frame" in note) == (name == "animated")
+    exif_image, _ = open_upload(tmp_path / "exif_rotated.jpeg")
+    assert exif_image.size == (30, 40)  # the embedder applies the EXIF rotation itself
+    assert demo.index("MNIST", "Hybrid-1").embedder.to_uint8([exif_image]).shape == (1, 1, 28, 28)
+
+
+def test_sketches() -> None:
+    assert sketch_to_image(None) is None
+    blank = np.zeros((280, 280, 4), np.uint8)
+    assert sketch_to_image({"composite": blank, "layers": [], "background": None}) is None
+    drawn = blank.copy()
+    drawn[60:220, 130:150] = (0, 0, 0, 255)  # a black vertical stroke: a "1"
+    digit = np.asarray(sketch_to_image({"composite": drawn}))
+    assert digit.shape == (28, 28) and digit.max() > 200 and digit[:, :4].max() == 0
+    white = np.full((280, 280, 3), 255, np.uint8)
+    white[100:180, 100:180] = 0
+    assert np.asarray(sketch_to_image(white)).max() > 200
+
+
+def test_search_endpoint_through_gradio_client(assets, tmp_path, monkeypatch) -> None:
+    from gradio_client import Client, handle_file
+
+    import app
+
+    monkeypatch.setattr(app, "demo_state", Demo(assets=assets))
+    blocks = app.build()
+    blocks.queue(max_size=16).launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                                     quiet=True)
+    try:
+        client = Client(blocks.local_url, verbose=False)
+        index = app.demo_state.index("MNIST", "Hybrid-1")
+        query = tmp_path / "q.png"
+        Image.fromarray(index.images[11].squeeze()).save(query)
+        gallery, table = client.predict("MNIST", handle_file(str(query)), 5, api_name="/search")
+        assert len(gallery) == 5
+        assert table["data"][0][0] == 11 and table["data"][0][2] == pytest.approx(1.0, abs=1e-3)
+        bad = tmp_path / "bad.png"
+        bad.write_bytes(b"nope")
+        with pytest.raises(Exception, match="not an image"):
+            client.predict("MNIST", handle_file(str(bad)), 5, api_name="/search")
+        gallery, _ = client.predict("MNIST", handle_file(str(query)), 3, api_name="/search")
+        assert len(gallery) == 3  # served normally after a bad upload
+    finally:
+        blocks.close()
