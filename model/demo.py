@@ -4,6 +4,7 @@ feature maps.  app.py only wires these functions to Gradio components."""
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .index import BundleError, Hit, SearchIndex, load_index
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = Path(os.environ.get("INVOLUTION_ASSETS", Path(__file__).resolve().parent.parent / "assets"))
 DATASETS = {"MNIST": "mnist", "FashionMNIST": "fashion_mnist", "CIFAR-10": "cifar10"}
 MODELS = {"Hybrid-1": "hybrid1", "CNN-3a": "cnn3a"}
 MIN_SIDE = 8

@@ -127,7 +127,9 @@ class Trainer:
         self.mean, self.std = torch.tensor(mean, device=device), torch.tensor(std, device=device)
         self.augment = data.augment if cfg.augment is None else cfg.augment
         torch.manual_seed(cfg.seed)
-        self.model = build_model(cfg.model, data.channels, cfg.embedding_dim, cfg.activation).to(device)
+        # channels_last: oneDNN's convolutions run ~25% faster on a CPU in this layout
+        self.model = build_model(cfg.model, data.channels, cfg.embedding_dim, cfg.activation).to(
+            device, memory_format=torch.channels_last)
         self.head = nn.Linear(cfg.embedding_dim, len(data.class_names)).to(device) if cfg.loss == "ce" else None
         params = list(self.model.parameters()) + (list(self.head.parameters()) if self.head else [])
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -185,7 +187,8 @@ class Trainer:
             if self.augment:
                 x = random_crop_flip(x, g)
             y = self.data.train_y[idx]
-            loss = self.loss_on(normalize(x, self.mean, self.std), y)
+            x = normalize(x, self.mean, self.std).contiguous(memory_format=torch.channels_last)
+            loss = self.loss_on(x, y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
