@@ -83,7 +83,7 @@ def run(source, upload, sketch, example_index, dataset, model, k, row, col):
         status = note
         if result.precision is not None:
             status += f"  precision@{int(k)} = {result.precision:.3f} (query label known)"
-        maps = involution_maps(demo_state, dataset, image, (int(row), int(col)))
+        maps = involution_maps(demo_state, dataset, image, (int(row), int(col)), model)
         index = demo_state.index(dataset, model)
         seen = thumbnail(index.embedder.to_uint8([image])[0].permute(1, 2, 0).numpy())
         return (seen, result.gallery, result.table, demo_state.map_frame(dataset, model, result), status.strip(), maps)
@@ -106,6 +106,21 @@ def show_map(dataset, model):
         return demo_state.map_frame(dataset, model)
     except (BundleError, CheckpointError) as e:
         _fail(e)
+
+
+def result_as_query(table, evt: gr.SelectData):
+    """Clicking a result makes it the query."""
+    return "example", int(table.iloc[evt.index]["gallery index"])
+
+
+def map_band_as_query(dataset, model, evt: gr.SelectData):
+    """Brushing a narrow band across a point on the map makes that point the query."""
+    x0, x1 = evt.index
+    return "example", demo_state.point_in_band(dataset, model, float(x0), float(x1))
+
+
+def sketch_visibility(dataset):
+    return gr.update(visible=dataset != "CIFAR-10")
 
 
 def about_markdown() -> str:
@@ -137,7 +152,8 @@ def build() -> gr.Blocks:
                     "One involution layer in front of a small CNN (the paper's Hybrid-1), under 0.5 MB of weights.")
         with gr.Row():
             dataset = gr.Dropdown(list(DATASETS), value="MNIST", label="dataset")
-            model = gr.Dropdown(list(MODELS), value="Hybrid-1", label="model")
+            shipped = {m for _, m in demo_state.available()}
+            model = gr.Dropdown([m for m in MODELS if m in shipped] or ["Hybrid-1"], value="Hybrid-1", label="model")
             k = gr.Slider(1, 24, value=8, step=1, label="top-k")
         with gr.Tab("Search"):
             with gr.Row():
@@ -158,6 +174,8 @@ def build() -> gr.Blocks:
                     table = gr.Dataframe(label="results", interactive=False)
             plot = gr.ScatterPlot(x="x", y="y", color="class", tooltip=["label", "index"],
                                   label="embedding map (UMAP of the gallery)", height=480, caption=MAP_NOTE)
+            gr.Markdown("Hover a point for its label and gallery index. Drag a narrow band across a point to make "
+                        "it the query; clicking a result does the same.")
         with gr.Tab("Involution feature maps"):
             with gr.Row():
                 row = gr.Slider(0, 31, value=14, step=1, label="kernel pixel row")
@@ -174,6 +192,11 @@ def build() -> gr.Blocks:
         go.click(run, inputs, outputs, api_visibility="private")
         for trigger in (dataset.change, model.change):
             trigger(show_map, [dataset, model], plot, api_visibility="private")
+        dataset.change(sketch_visibility, dataset, sketch, api_visibility="private")
+        results.select(result_as_query, table, [source, example_index], api_visibility="private").then(
+            run, inputs, outputs, api_visibility="private")
+        plot.select(map_band_as_query, [dataset, model], [source, example_index], api_visibility="private").then(
+            run, inputs, outputs, api_visibility="private")
         app.load(run, inputs, outputs, api_visibility="private")
         api_button.click(search_api, [dataset, api_image, k], [results, table], api_name="search")
     return app

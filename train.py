@@ -34,6 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="random crop + flip (default: on for CIFAR-10 and folders, off for digits)")
     p.add_argument("--label-smoothing", type=float, default=0.0, help="CE only")
     p.add_argument("--activation", default="gelu", choices=["gelu", "relu"])
+    p.add_argument("--pretrained", action="store_true",
+                   help="ImageNet weights for the torchvision baselines (downloads them; not for the paper's models)")
     p.add_argument("--image-size", type=int, default=32, help="image folders only: side of the resized images")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
@@ -63,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
                 epochs=args.epochs if args.epochs is not None else PAPER_EPOCHS.get(name, 20),
                 batch_size=args.batch_size, lr=args.lr,
                 weight_decay=args.weight_decay, schedule=args.schedule, augment=args.augment,
-                label_smoothing=args.label_smoothing, activation=args.activation, seed=args.seed,
+                label_smoothing=args.label_smoothing, activation=args.activation, pretrained=args.pretrained,
+                seed=args.seed,
                 max_train_samples=args.max_train_samples,
             )
         out = Path(args.out or f"runs/{Path(cfg.dataset).name}-{cfg.model}-{cfg.loss}")

@@ -22,7 +22,7 @@ from .index import BundleError, Hit, SearchIndex, load_index
 
 ASSETS = Path(os.environ.get("INVOLUTION_ASSETS", Path(__file__).resolve().parent.parent / "assets"))
 DATASETS = {"MNIST": "mnist", "FashionMNIST": "fashion_mnist", "CIFAR-10": "cifar10"}
-MODELS = {"Hybrid-1": "hybrid1", "CNN-3a": "cnn3a"}
+MODELS = {"Hybrid-1": "hybrid1", "CNN-3a": "cnn3a", "Hybrid-2": "hybrid2", "Hybrid-3": "hybrid3"}
 MIN_SIDE = 8
 MAX_PIXELS = 25_000_000  # larger uploads are refused as possible decompression bombs
 MAX_FILE_BYTES = 20 * 1024 * 1024
@@ -162,6 +162,12 @@ class Demo:
         return SearchResult(query, hits, gallery, table, SearchIndex.precision_at_k(query_label, hits),
                             index.place_on_map(hits))
 
+    def point_in_band(self, dataset: str, model: str, x0: float, x1: float) -> int:
+        """The gallery point nearest the centre of a brushed x-range on the map (Gradio's
+        scatter plot reports a brushed x-interval, not a clicked point)."""
+        xs = self.index(dataset, model).xy[:, 0]
+        return int(np.abs(xs - (x0 + x1) / 2).argmin())
+
     def map_frame(self, dataset: str, model: str, result: SearchResult | None = None) -> pd.DataFrame:
         """The UMAP scatter as a table: one row per gallery image, then the query; the
         query's neighbours get their own colour."""
@@ -191,11 +197,15 @@ def _show(ax, arr: np.ndarray, title: str, cmap: str = "viridis") -> None:
 
 
 @torch.inference_mode()
-def involution_maps(demo: Demo, dataset: str, image: Image.Image | np.ndarray, pixel: tuple[int, int]) -> Image.Image:
-    """One figure: the input; each involution layer's output; the generated kernels across
-    positions (one map per kernel tap); the 3x3 kernel at `pixel`; Hybrid-1's and CNN-3a's
-    first convolution feature maps on the same image."""
-    hyb = demo.index(dataset, "Hybrid-1").embedder
+def involution_maps(demo: Demo, dataset: str, image: Image.Image | np.ndarray, pixel: tuple[int, int],
+                    model: str = "Hybrid-1") -> Image.Image:
+    """One figure: the input; each involution layer's output (one for Hybrid-1, two or three
+    for Hybrid-2/3 weights: the paper's Figure 3); the first layer's generated kernels across
+    positions (one map per kernel tap); its 3x3 kernel at `pixel`; the first convolution's
+    feature maps of the hybrid beside CNN-3a's on the same image."""
+    if not model.startswith("Hybrid") or not (demo.checkpoint(dataset, model) / "config.json").is_file():
+        model = "Hybrid-1"
+    hyb = demo.index(dataset, model).embedder
     x_u8 = hyb.to_uint8([image])
     x = (x_u8.float() / 255 - hyb.mean.view(1, -1, 1, 1)) / hyb.std.view(1, -1, 1, 1)
     net = hyb.model
@@ -231,7 +241,7 @@ def involution_maps(demo: Demo, dataset: str, image: Image.Image | np.ndarray, p
     for t in range(9):
         _show(axes[1, t], kernels[0][t].numpy(), f"kernel tap ({t // 3},{t % 3})", "coolwarm")
     for ch in range(min(9, hyb_conv.shape[0])):
-        _show(axes[2, ch], hyb_conv[ch].numpy(), f"Hybrid-1 conv1 #{ch}")
+        _show(axes[2, ch], hyb_conv[ch].numpy(), f"{model} conv1 #{ch}")
     if cnn_conv is not None:
         for ch in range(min(9, cnn_conv.shape[0])):
             _show(axes[3, ch], cnn_conv[ch].numpy(), f"CNN-3a conv1 #{ch}")

@@ -55,6 +55,7 @@ class TrainConfig:
     augment: bool | None = None  # None: the dataset's default (crop+flip for CIFAR-10 and folders)
     label_smoothing: float = 0.0
     activation: str = "gelu"
+    pretrained: bool = False  # ImageNet weights for the torchvision baselines (needs internet)
     embedding_dim: int = 256
     seed: int = 0
     max_train_samples: int | None = None
@@ -128,8 +129,14 @@ class Trainer:
         self.augment = data.augment if cfg.augment is None else cfg.augment
         torch.manual_seed(cfg.seed)
         # channels_last: oneDNN's convolutions run ~25% faster on a CPU in this layout
-        self.model = build_model(cfg.model, data.channels, cfg.embedding_dim, cfg.activation).to(
-            device, memory_format=torch.channels_last)
+        try:
+            net = build_model(cfg.model, data.channels, cfg.embedding_dim, cfg.activation, cfg.pretrained)
+        except ValueError as e:
+            raise TrainingError(str(e)) from None
+        except Exception as e:  # a failed weights download
+            raise TrainingError(f"could not get pretrained weights for {cfg.model} ({type(e).__name__}: {e}); "
+                                "drop --pretrained to start from random weights") from None
+        self.model = net.to(device, memory_format=torch.channels_last)
         self.head = nn.Linear(cfg.embedding_dim, len(data.class_names)).to(device) if cfg.loss == "ce" else None
         params = list(self.model.parameters()) + (list(self.head.parameters()) if self.head else [])
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -177,3 +177,10 @@ def test_search_endpoint_through_gradio_client(assets, tmp_path, monkeypatch) ->
         assert len(gallery) == 3  # served normally after a bad upload
     finally:
         blocks.close()
+
+
+def test_brushed_band_picks_the_nearest_point(assets) -> None:
+    demo = Demo(assets=assets)
+    xy = demo.index("MNIST", "Hybrid-1").xy
+    i = 42
+    assert xy[demo.point_in_band("MNIST", "Hybrid-1", xy[i, 0] - 1e-6, xy[i, 0] + 1e-6), 0] == xy[i, 0]

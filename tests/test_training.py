@@ -98,6 +98,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path, monke
         (["--dataset", "mnist", "--device", "cuda"], "no CUDA GPU"),
         ([], "--dataset is required"),
         (["--dataset", "mnist", "--batch-size", "512"], "too few images per class"),
+        (["--dataset", "mnist", "--model", "hybrid1", "--pretrained"], "pretrained weights exist only for"),
     ],
 )
 def test_bad_arguments_give_one_clear_line(args, message, data_dir, tmp_path, capsys, monkeypatch) -> None:
