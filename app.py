@@ -190,6 +190,12 @@ def build() -> gr.Blocks:
         inputs = [source, upload, sketch, example_index, dataset, model, k, row, col]
         outputs = [preview, results, table, plot, status, maps]
         go.click(run, inputs, outputs, api_visibility="private")
+        # using a query widget selects it as the source
+        upload.upload(lambda: "upload", None, source, queue=False, api_visibility="private").then(
+            run, inputs, outputs, api_visibility="private")
+        sketch.change(lambda: "draw", None, source, queue=False, show_progress="hidden", api_visibility="private")
+        example_index.submit(lambda: "example", None, source, queue=False, api_visibility="private").then(
+            run, inputs, outputs, api_visibility="private")
         for trigger in (dataset.change, model.change):
             trigger(show_map, [dataset, model], plot, api_visibility="private")
         dataset.change(sketch_visibility, dataset, sketch, api_visibility="private")
