@@ -30,8 +30,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--schedule", default="constant", choices=["constant", "cosine"])
-    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="random crop + flip (default: on for CIFAR-10 and folders, off for digits)")
+    p.add_argument("--augment", default="auto", choices=["auto", "none", "shift", "crop-flip"],
+                   help="auto: crop-flip for CIFAR-10 and folders, none for MNIST and FashionMNIST; "
+                        "shift: translate by up to 2 px")
     p.add_argument("--label-smoothing", type=float, default=0.0, help="CE only")
     p.add_argument("--activation", default="gelu", choices=["gelu", "relu"])
     p.add_argument("--pretrained", action="store_true",
@@ -64,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
                 dataset=args.dataset, model=args.model, loss=args.loss,
                 epochs=args.epochs if args.epochs is not None else PAPER_EPOCHS.get(name, 20),
                 batch_size=args.batch_size, lr=args.lr,
-                weight_decay=args.weight_decay, schedule=args.schedule, augment=args.augment,
+                weight_decay=args.weight_decay, schedule=args.schedule,
+                augment=None if args.augment == "auto" else args.augment,
                 label_smoothing=args.label_smoothing, activation=args.activation, pretrained=args.pretrained,
                 seed=args.seed,
                 max_train_samples=args.max_train_samples,

@@ -31,22 +31,22 @@ class DatasetInfo:
     npz: str  # file name in --data-dir
     torchvision_class: str
     class_names: tuple[str, ...]
-    augment: bool  # random crop + horizontal flip (not for digits: a flipped 2 is no 2)
+    augment: str  # default augmentation (see AUGMENTATIONS); none for digits: a flipped 2 is no 2
 
 
 KNOWN: dict[str, DatasetInfo] = {
-    "mnist": DatasetInfo("mnist.npz", "MNIST", tuple(str(i) for i in range(10)), False),
+    "mnist": DatasetInfo("mnist.npz", "MNIST", tuple(str(i) for i in range(10)), "none"),
     "fashion_mnist": DatasetInfo(
         "fashion_mnist.npz",
         "FashionMNIST",
         ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
-        False,
+        "none",
     ),
     "cifar10": DatasetInfo(
         "cifar10.npz",
         "CIFAR10",
         ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
-        True,
+        "crop-flip",
     ),
 }
 ALIASES = {"fashionmnist": "fashion_mnist", "fashion-mnist": "fashion_mnist", "cifar-10": "cifar10", "cifar": "cifar10"}
@@ -63,7 +63,7 @@ class ImageData:
     test_x: torch.Tensor
     test_y: torch.Tensor
     class_names: list[str]
-    augment: bool
+    augment: str  # the dataset's default augmentation
     source: str  # where the pixels came from, recorded in metrics.json
 
     @property
@@ -145,7 +145,7 @@ def _load_image_folder(root: Path, image_size: int) -> ImageData:
         raise DataError(f"{root}: train/ and test/ must hold the same class folders")
     (xtr, ytr, classes), (xte, yte, _) = splits["train"], splits["test"]
     return ImageData(root.name, _nhwc_to_nchw(xtr), torch.from_numpy(ytr).long(), _nhwc_to_nchw(xte),
-                     torch.from_numpy(yte).long(), list(classes), True, f"image folder {root}")
+                     torch.from_numpy(yte).long(), list(classes), "crop-flip", f"image folder {root}")
 
 
 def load_dataset(
@@ -196,8 +196,21 @@ def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.T
     return (x.float().div_(255) - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
 
 
-def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Per-sample random crop (zero padding `pad`) and horizontal flip of a (B, C, H, W) batch.
+AUGMENTATIONS = ("none", "shift", "crop-flip")
+
+
+def augment(x: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Tensor:
+    """none; shift: random translation by up to 2 px (digits, where flips change the class);
+    crop-flip: random 4-px-padded crop and horizontal flip (the CIFAR-10 standard)."""
+    if mode == "shift":
+        return random_crop_flip(x, generator, pad=2, flip=False)
+    if mode == "crop-flip":
+        return random_crop_flip(x, generator, pad=4, flip=True)
+    return x
+
+
+def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4, flip: bool = True) -> torch.Tensor:
+    """Per-sample random crop (zero padding `pad`) and, if `flip`, horizontal flip of a (B, C, H, W) batch.
 
     torchvision's RandomCrop applies one crop to a whole batch tensor; this draws one per
     image with a single gather, on whatever device x lives on.  Randomness comes from a
@@ -206,7 +219,7 @@ def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) 
     b, _, h, w = x.shape
     dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
     dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
-    flip = (torch.rand(b, generator=generator) < 0.5).to(x.device)
+    flip = (torch.rand(b, generator=generator) < (0.5 if flip else 0.0)).to(x.device)
     padded = F.pad(x, (pad, pad, pad, pad))
     rows = dy[:, None] + torch.arange(h, device=x.device)  # (B, H)
     cols = torch.arange(w, device=x.device).expand(b, w)

@@ -31,7 +31,7 @@ from safetensors.torch import load_file
 from torch import nn
 from tqdm import tqdm
 
-from .data import ImageData, normalize, random_crop_flip
+from .data import AUGMENTATIONS, ImageData, augment, normalize
 from .embedder import WEIGHTS_NAME, atomic_save_tensors, atomic_write_json, read_config, save_checkpoint
 from .networks import build_model, keras_param_count
 
@@ -52,7 +52,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     schedule: str = "constant"  # "constant" (the paper) or "cosine"
-    augment: bool | None = None  # None: the dataset's default (crop+flip for CIFAR-10 and folders)
+    augment: str | None = None  # none, shift or crop-flip; None: the dataset's default
     label_smoothing: float = 0.0
     activation: str = "gelu"
     pretrained: bool = False  # ImageNet weights for the torchvision baselines (needs internet)
@@ -68,6 +68,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.loss not in ("ce", "ms"):
             raise TrainingError(f"unknown loss {self.loss!r}: use ce or ms")
+        if isinstance(self.augment, bool):  # settings saved before augmentation had modes
+            self.augment = "crop-flip" if self.augment else "none"
+        if self.augment is not None and self.augment not in AUGMENTATIONS:
+            raise TrainingError(f"unknown augmentation {self.augment!r}: use one of {', '.join(AUGMENTATIONS)}")
         if self.schedule not in ("constant", "cosine"):
             raise TrainingError(f"unknown schedule {self.schedule!r}: use constant or cosine")
         for name in ("epochs", "batch_size"):
@@ -195,8 +199,7 @@ class Trainer:
         for step, idx in enumerate(bar):
             idx = idx.to(self.device)
             x = self.data.train_x[idx]
-            if self.augment:
-                x = random_crop_flip(x, g)
+            x = augment(x, self.augment, g)
             y = self.data.train_y[idx]
             x = normalize(x, self.mean, self.std).contiguous(memory_format=torch.channels_last)
             loss = self.loss_on(x, y)

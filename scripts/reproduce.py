@@ -83,7 +83,7 @@ def run_cell(cell: Cell, args: argparse.Namespace, device: torch.device, cache: 
         limit = min(limit, 500)
     cfg = TrainConfig(dataset=cell.dataset, model=cell.model, loss=cell.loss, epochs=epochs,
                       batch_size=args.batch_size, activation=cell.activation, seed=cell.seed,
-                      augment=False, max_train_samples=limit)
+                      augment="none", max_train_samples=limit)
     metrics_path = out / "metrics.json"
     if metrics_path.is_file():
         done = json.loads(metrics_path.read_text())
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         seeds = args.seeds or (3 if device.type == "cuda" else 1)
         cells = [c for c in plan(seeds) if not args.only or c.name.startswith(args.only)]
         settings = {"optimizer": "Adam", "lr": 1e-3, "schedule": "constant", "batch_size": args.batch_size,
-                    "augment": False, "epochs": "1 (quick)" if args.quick else EPOCHS, "seeds": seeds,
+                    "augment": "none", "epochs": "1 (quick)" if args.quick else EPOCHS, "seeds": seeds,
                     "ms_loss": {k: v for k, v in asdict(TrainConfig(dataset="-")).items()
                                 if k.startswith(("ms_", "miner_"))},
                     "pooling": "max-pool 2x2 after conv1 and conv2, global average pooling"}

@@ -27,10 +27,12 @@ def table(assets: Path = ROOT / "assets") -> str:
     for path in paths:
         m = json.loads(path.read_text())
         f, c = m["final"], m["train_config"]
-        augmented = c["augment"] if c["augment"] is not None else m["dataset"] not in ("mnist", "fashion_mnist")
+        aug = c["augment"]
+        if aug is None or isinstance(aug, bool):
+            aug = "crop-flip" if aug or (aug is None and m["dataset"] not in ("mnist", "fashion_mnist")) else "none"
         recipe = (f"{c['loss'].upper()}, Adam {c['lr']:g} {c['schedule']}, batch {c['batch_size']}"
                   f"{', label smoothing ' + format(c['label_smoothing'], 'g') if c['label_smoothing'] else ''}"
-                  f"{', crop+flip' if augmented else ''}")
+                  f"{', ' + aug if aug != 'none' else ''}")
         rows.append(
             f"| {m['dataset']} | {m['model']} | {m['keras_param_count']:,} | {m['weights_bytes'] / 1024:.1f} KiB | "
             f"{m['epochs_done']} | {recipe} | {f.get('accuracy', float('nan')):.4f} | "

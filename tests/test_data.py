@@ -11,9 +11,9 @@ def test_npz_loads_as_uint8_nchw(data_dir) -> None:
     data = load_dataset("mnist", data_dir)
     assert data.train_x.dtype == torch.uint8 and data.train_x.shape == (300, 1, 28, 28)
     assert data.test_y.dtype == torch.int64 and len(data.class_names) == 10
-    assert not data.augment
+    assert data.augment == "none"
     cifar = load_dataset("CIFAR-10", data_dir, max_train_samples=50)
-    assert cifar.train_x.shape == (50, 3, 32, 32) and cifar.augment
+    assert cifar.train_x.shape == (50, 3, 32, 32) and cifar.augment == "crop-flip"
     mean, std = cifar.mean_std()
     assert len(mean) == 3 and all(0 < s < 1 for s in std)
 
@@ -71,3 +71,14 @@ def test_crop_flip_is_a_per_sample_shift_or_mirror() -> None:
             assert set(out[b, c].flatten().tolist()) <= set(x[b, c].flatten().tolist()) | {0}
     same = random_crop_flip(x, torch.Generator().manual_seed(1), pad=2)
     assert torch.equal(out, same)
+
+
+def test_shift_never_flips() -> None:
+    from model.data import augment
+
+    x = torch.zeros(64, 1, 12, 12, dtype=torch.uint8)
+    x[:, :, 6, 2] = 255  # one bright pixel left of centre
+    out = augment(x, "shift", torch.Generator().manual_seed(0))
+    cols = out[:, 0].amax(dim=1).argmax(dim=1)  # column of the bright pixel per image
+    assert cols.min() >= 0 and cols.max() <= 4  # shifted by at most 2, never mirrored to the right half
+    assert torch.equal(augment(x, "none", torch.Generator()), x)
