@@ -18,6 +18,7 @@ import torch  # noqa: E402
 
 from model.demo import (  # noqa: E402
     DATASETS,
+    MAP_COLORS,
     MAX_FILE_BYTES,
     MODELS,
     Demo,
@@ -174,10 +175,11 @@ def build() -> gr.Blocks:
                         status = gr.Markdown()
                     results = gr.Gallery(label="most similar", columns=8, format="png", height="auto")
                     table = gr.Dataframe(label="results", interactive=False)
-            plot = gr.ScatterPlot(x="x", y="y", color="class", tooltip=["label", "index"],
+            plot = gr.ScatterPlot(x="x", y="y", color="group", color_map=MAP_COLORS, tooltip=["label", "index"],
                                   label="embedding map (UMAP of the gallery)", height=480, caption=MAP_NOTE)
-            gr.Markdown("Hover a point for its label and gallery index. Drag a narrow band across a point to make "
-                        "it the query; clicking a result does the same.")
+            gr.Markdown("Colour = class (hover a point for its class name and gallery index); the query is red, "
+                        "its top-k neighbours black. Drag a narrow band across a point to make it the query; "
+                        "clicking a result does the same.")
         with gr.Tab("Involution feature maps"):
             with gr.Row():
                 row = gr.Slider(0, 31, value=14, step=1, label="kernel pixel row")

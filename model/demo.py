@@ -23,6 +23,12 @@ from .index import BundleError, Hit, SearchIndex, load_index
 ASSETS = Path(os.environ.get("INVOLUTION_ASSETS", Path(__file__).resolve().parent.parent / "assets"))
 DATASETS = {"MNIST": "mnist", "FashionMNIST": "fashion_mnist", "CIFAR-10": "cifar10"}
 MODELS = {"Hybrid-1": "hybrid1", "CNN-3a": "cnn3a", "Hybrid-2": "hybrid2", "Hybrid-3": "hybrid3"}
+NEIGHBOUR, QUERY = "top-k neighbour", "query"
+# One colour domain for every dataset: Gradio's scatter plot keeps the colour domain of
+# its first value, so per-dataset class names would vanish after switching datasets.
+MAP_GROUPS = [f"class {i}" for i in range(10)] + [NEIGHBOUR, QUERY]
+MAP_COLORS = dict(zip(MAP_GROUPS, ["#4e79a7", "#f28e2b", "#59a14f", "#b6992d", "#499894", "#86bcb6", "#e15759",
+                                   "#ff9d9a", "#b07aa1", "#9d7660", "#000000", "#ff0000"], strict=True))
 MIN_SIDE = 8
 MAX_PIXELS = 25_000_000  # larger uploads are refused as possible decompression bombs
 MAX_FILE_BYTES = 20 * 1024 * 1024
@@ -169,16 +175,17 @@ class Demo:
         return int(np.abs(xs - (x0 + x1) / 2).argmin())
 
     def map_frame(self, dataset: str, model: str, result: SearchResult | None = None) -> pd.DataFrame:
-        """The UMAP scatter as a table: one row per gallery image, then the query; the
-        query's neighbours get their own colour."""
+        """The UMAP scatter as a table: one row per gallery image, then the query. `group`
+        (the colour) is the class id, or top-k neighbour / query; `label` is the class name."""
         index = self.index(dataset, model)
         names = np.array(index.class_names)
-        df = pd.DataFrame({"x": index.xy[:, 0], "y": index.xy[:, 1], "class": names[index.labels],
-                           "label": names[index.labels], "index": np.arange(len(index))})
+        groups = np.array(MAP_GROUPS)[np.minimum(index.labels, 9)]  # datasets of > 10 classes share colours
+        df = pd.DataFrame({"x": index.xy[:, 0], "y": index.xy[:, 1], "group": groups.astype(object),
+                           "label": names[index.labels].astype(object), "index": np.arange(len(index))})
         if result is not None:
-            df.loc[[h.index for h in result.hits], "class"] = "● top-k neighbour"
+            df.loc[[h.index for h in result.hits], "group"] = NEIGHBOUR
             df = pd.concat([df, pd.DataFrame([{"x": result.query_xy[0], "y": result.query_xy[1],
-                                               "class": "★ query", "label": "query", "index": -1}])])
+                                               "group": QUERY, "label": "query", "index": -1}])])
         return df
 
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import free_port
 from PIL import Image
 
-from model.demo import Demo, QueryError, involution_maps, open_upload, sketch_to_image
+from model.demo import MAP_COLORS, Demo, QueryError, involution_maps, open_upload, sketch_to_image
 from model.index import INDEX_JSON, BundleError, load_index
 
 
@@ -62,8 +62,9 @@ def test_demo_search_and_map(assets) -> None:
     assert 0 <= result.precision <= 1
     assert result.gallery[0][0].size == (112, 112)  # 28 px upscaled x4, nearest neighbour
     frame = demo.map_frame("MNIST", "Hybrid-1", result)
-    assert len(frame) == 101 and (frame["class"] == "★ query").sum() == 1
-    assert (frame["class"] == "● top-k neighbour").sum() == 8
+    assert len(frame) == 101 and (frame["group"] == "query").sum() == 1
+    assert (frame["group"] == "top-k neighbour").sum() == 8
+    assert set(frame["group"]) <= set(MAP_COLORS)  # one colour domain for every dataset
     with pytest.raises(BundleError, match="no Hybrid-1 weights for CIFAR-10"):
         demo.index("CIFAR-10", "Hybrid-1")
 
