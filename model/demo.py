@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from .data import normalize
 from .index import BundleError, Hit, SearchIndex, load_index
 
 ASSETS = Path(os.environ.get("INVOLUTION_ASSETS", Path(__file__).resolve().parent.parent / "assets"))
@@ -214,7 +215,7 @@ def involution_maps(demo: Demo, dataset: str, image: Image.Image | np.ndarray, p
         model = "Hybrid-1"
     hyb = demo.index(dataset, model).embedder
     x_u8 = hyb.to_uint8([image])
-    x = (x_u8.float() / 255 - hyb.mean.view(1, -1, 1, 1)) / hyb.std.view(1, -1, 1, 1)
+    x = normalize(x_u8, hyb.mean, hyb.std)
     net = hyb.model
     inv_outs, kernels, h = [], [], x
     for block in net.involutions:
@@ -225,7 +226,7 @@ def involution_maps(demo: Demo, dataset: str, image: Image.Image | np.ndarray, p
     cnn_conv = None
     if (demo.checkpoint(dataset, "CNN-3a") / "config.json").is_file():
         cnn = demo.index(dataset, "CNN-3a").embedder
-        xc = (x_u8.float() / 255 - cnn.mean.view(1, -1, 1, 1)) / cnn.std.view(1, -1, 1, 1)
+        xc = normalize(x_u8, cnn.mean, cnn.std)
         cnn_conv = cnn.model.convs[0].act(cnn.model.convs[0].conv(xc))[0]
 
     rows = 3 + (cnn_conv is not None)

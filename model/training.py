@@ -15,6 +15,7 @@ Layout of an output folder:
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import shutil
 import time
@@ -345,8 +346,6 @@ def describe_device(device: torch.device) -> str:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    import json
-
     return json.loads(path.read_text())
 
 

@@ -22,6 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from model.data import normalize  # noqa: E402
 from model.demo import DATASETS, Demo  # noqa: E402
 from model.embedder import load_embedder  # noqa: E402
 
@@ -51,7 +52,7 @@ def figure3(checkpoint: Path, demo: Demo, path: Path, picks: tuple[int, ...] = (
     embedder = load_embedder(checkpoint)
     index = demo.index("CIFAR-10", "Hybrid-1")
     x_u8 = embedder.to_uint8([index.images[i] for i in picks])
-    x = (x_u8.float() / 255 - embedder.mean.view(1, -1, 1, 1)) / embedder.std.view(1, -1, 1, 1)
+    x = normalize(x_u8, embedder.mean, embedder.std)
     outs, h = [], x
     for block in embedder.model.involutions:
         h = block(h)
