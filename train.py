@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from model.data import DataError, canonical_name, load_dataset
@@ -44,6 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", help="output folder (default runs/<dataset>-<model>-<loss>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out with its saved settings")
     p.add_argument("--max-train-samples", type=int, help="train on a random subset (quick runs)")
+    p.add_argument("--time-budget", type=float, metavar="MINUTES",
+                   help="stop at the first epoch end after this many minutes (a lent GPU's limit); --resume continues")
     p.add_argument("--no-index", action="store_true", help="skip building the demo's search bundle at the end")
     return p.parse_args(argv)
 
@@ -84,12 +87,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{cfg.model} ({cfg.activation}) on {data.name}: {len(data.train_y)} train / {len(data.test_y)} test "
               f"images, {cfg.loss} loss, {cfg.epochs} epochs, device {device}")
         try:
-            summary = trainer.fit()
+            stop_at = None if args.time_budget is None else time.time() + 60 * args.time_budget
+            summary = trainer.fit(stop_at=stop_at)
         except KeyboardInterrupt:
             print(f"\ninterrupted: the checkpoint after epoch {trainer.epoch} is in {out}; "
                   f"continue with `python train.py --resume --out {out}`", file=sys.stderr)
             return 130
         plot_training_curves(trainer.history, out / "curves.png", f"{cfg.model} / {data.name} / {cfg.loss}")
+        if trainer.epoch < cfg.epochs:
+            print(f"time budget spent after epoch {trainer.epoch}/{cfg.epochs}; "
+                  f"continue with `python train.py --resume --out {out}`")
+            return 0
         final = summary["final"]
         print(f"done: {out} | P@1 {final['precision_at_1']:.4f} | MAP@R {final['mean_average_precision_at_r']:.4f}"
               f" | {summary['keras_param_count']:,} params | {summary['weights_bytes']:,} bytes")

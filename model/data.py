@@ -199,27 +199,48 @@ def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.T
 AUGMENTATIONS = ("none", "shift", "crop-flip")
 
 
+PADS = {"shift": 2, "crop-flip": 4}  # padding of the random crop per augmentation mode
+
+
 def augment(x: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Tensor:
     """none; shift: random translation by up to 2 px (digits, where flips change the class);
     crop-flip: random 4-px-padded crop and horizontal flip (the CIFAR-10 standard)."""
-    if mode == "shift":
-        return random_crop_flip(x, generator, pad=2, flip=False)
-    if mode == "crop-flip":
-        return random_crop_flip(x, generator, pad=4, flip=True)
-    return x
+    offsets = draw_offsets(mode, len(x), generator)
+    return x if offsets is None else crop_flip(x, *(t.to(x.device) for t in offsets), pad=PADS[mode])
+
+
+def draw_offsets(mode: str, n: int, generator: torch.Generator) -> tuple[torch.Tensor, ...] | None:
+    """The random draws of `augment` for n images: (dy, dx, flip), or None for mode none.
+
+    Drawn on the CPU from `generator`, so that a resumed run draws exactly what an
+    uninterrupted one would; the trainer draws a whole epoch at once and moves it to the
+    GPU in one copy, keeping per-step host-device synchronisations out of the loop.
+    """
+    if mode not in PADS:
+        return None
+    pad = PADS[mode]
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    flip = torch.rand(n, generator=generator) < (0.5 if mode == "crop-flip" else 0.0)
+    return dy, dx, flip
 
 
 def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4, flip: bool = True) -> torch.Tensor:
-    """Per-sample random crop (zero padding `pad`) and, if `flip`, horizontal flip of a (B, C, H, W) batch.
+    """Per-sample random crop (zero padding `pad`) and, if `flip`, horizontal flip of a (B, C, H, W) batch."""
+    b = len(x)
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    flips = torch.rand(b, generator=generator) < (0.5 if flip else 0.0)
+    return crop_flip(x, dy.to(x.device), dx.to(x.device), flips.to(x.device), pad)
 
-    torchvision's RandomCrop applies one crop to a whole batch tensor; this draws one per
-    image with a single gather, on whatever device x lives on.  Randomness comes from a
-    CPU generator so that a resumed run draws exactly what an uninterrupted one would.
+
+def crop_flip(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor, pad: int) -> torch.Tensor:
+    """Crop each image of a (B, C, H, W) batch at offset (dy, dx) of its `pad`-padded copy and
+    mirror those with flip set, in one gather on x's device.
+
+    torchvision's RandomCrop applies one crop to a whole batch tensor; this gives each image its own.
     """
     b, _, h, w = x.shape
-    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
-    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
-    flip = (torch.rand(b, generator=generator) < (0.5 if flip else 0.0)).to(x.device)
     padded = F.pad(x, (pad, pad, pad, pad))
     rows = dy[:, None] + torch.arange(h, device=x.device)  # (B, H)
     cols = torch.arange(w, device=x.device).expand(b, w)

@@ -27,12 +27,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pytorch_metric_learning import losses, miners
+from pytorch_metric_learning.distances import CosineSimilarity
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+from pytorch_metric_learning.utils.inference import CustomKNN
 from safetensors.torch import load_file
 from torch import nn
 from tqdm import tqdm
 
-from .data import AUGMENTATIONS, ImageData, augment, normalize
+from .data import AUGMENTATIONS, PADS, ImageData, crop_flip, draw_offsets, normalize
 from .embedder import WEIGHTS_NAME, atomic_save_tensors, atomic_write_json, read_config, save_checkpoint
 from .networks import build_model, keras_param_count
 
@@ -133,6 +135,8 @@ class Trainer:
         self.mean, self.std = torch.tensor(mean, device=device), torch.tensor(std, device=device)
         self.augment = data.augment if cfg.augment is None else cfg.augment
         torch.manual_seed(cfg.seed)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
         if device.type == "cpu":
             # near convergence, gradients and Adam moments go denormal, which x86 handles
             # far slower (an MNIST run fell from 650 to 370 img/s): flush them to zero
@@ -151,7 +155,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.ms_loss = losses.MultiSimilarityLoss(alpha=cfg.ms_alpha, beta=cfg.ms_beta, base=cfg.ms_base)
         self.miner = miners.MultiSimilarityMiner(epsilon=cfg.miner_epsilon)
-        self.accuracy = AccuracyCalculator(include=RETRIEVAL_METRICS, k="max_bin_count", device=torch.device("cpu"))
+        self.accuracy, self.knn_device = retrieval_calculator(device)
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
         self.model_config = {
@@ -172,13 +176,16 @@ class Trainer:
             return self.cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / self.cfg.epochs))
         return self.cfg.lr
 
-    def batches(self, epoch: int) -> tuple[torch.Tensor, torch.Generator]:
+    def epoch_plan(self, epoch: int) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """The epoch's sample order (consecutive batch_size slices are its batches) and its
+        augmentation draws, from a generator seeded with (seed, epoch): resumable exactly."""
         g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
         labels = self.data.train_y.cpu()
         if self.cfg.loss == "ms":
-            return class_balanced_order(labels, self.cfg.batch_size, g), g
-        order = torch.randperm(len(labels), generator=g)
-        return list(order.split(self.cfg.batch_size)), g  # type: ignore[return-value]
+            order = class_balanced_order(labels, self.cfg.batch_size, g).flatten()
+        else:
+            order = torch.randperm(len(labels), generator=g)
+        return order, draw_offsets(self.augment, len(order), g)
 
     def loss_on(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
@@ -194,13 +201,19 @@ class Trainer:
             self.head.train()
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(epoch)
-        batches, g = self.batches(epoch)
+        # one host-to-device copy per epoch: no synchronisation inside the loop but the loss checks
+        order, offsets = self.epoch_plan(epoch)
+        order = order.to(self.device)
+        offsets = None if offsets is None else tuple(t.to(self.device) for t in offsets)
+        n_steps = math.ceil(len(order) / self.cfg.batch_size)
         total, count, start = torch.zeros((), device=self.device), 0, time.perf_counter()
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", leave=False, dynamic_ncols=True)
-        for step, idx in enumerate(bar):
-            idx = idx.to(self.device)
+        bar = tqdm(range(n_steps), desc=f"epoch {epoch + 1}/{self.cfg.epochs}", leave=False, dynamic_ncols=True)
+        for step in bar:
+            batch = slice(step * self.cfg.batch_size, (step + 1) * self.cfg.batch_size)
+            idx = order[batch]
             x = self.data.train_x[idx]
-            x = augment(x, self.augment, g)
+            if offsets is not None:
+                x = crop_flip(x, *(t[batch] for t in offsets), pad=PADS[self.augment])
             y = self.data.train_y[idx]
             x = normalize(x, self.mean, self.std).contiguous(memory_format=torch.channels_last)
             loss = self.loss_on(x, y)
@@ -209,7 +222,7 @@ class Trainer:
             self.optimizer.step()
             total += loss.detach() * len(idx)
             count += len(idx)
-            if step % 20 == 0 or step == len(batches) - 1:
+            if step % 20 == 0 or step == n_steps - 1:
                 value = loss.detach().item()
                 if not math.isfinite(value):
                     raise TrainingError(
@@ -243,8 +256,8 @@ class Trainer:
         order = torch.randperm(len(y_all), generator=torch.Generator().manual_seed(0)).to(self.device)
         ms = [float(self.ms_loss(emb[idx], y_all[idx])) for idx in order.split(self.cfg.batch_size) if len(idx) > 1]
         metrics["test_ms_loss"] = float(np.mean(ms))
-        normed = F.normalize(emb, dim=1).cpu()
-        acc = self.accuracy.get_accuracy(normed, y_all.cpu())
+        normed = F.normalize(emb, dim=1).to(self.knn_device)
+        acc = self.accuracy.get_accuracy(normed, y_all.to(self.knn_device))
         metrics.update({k: float(acc[k]) for k in RETRIEVAL_METRICS})
         return metrics
 
@@ -316,7 +329,9 @@ class Trainer:
         }
 
     # ----- the run -----------------------------------------------------------------
-    def fit(self, log=print) -> dict[str, Any]:
+    def fit(self, log=print, stop_at: float | None = None) -> dict[str, Any]:
+        """Train the remaining epochs; with `stop_at` (a time.time() value), stop after the
+        first epoch that ends later, leaving a resumable checkpoint (a sweep's time budget)."""
         for epoch in range(self.epoch, self.cfg.epochs):
             stats = self.train_epoch(epoch)
             metrics = self.evaluate()
@@ -324,7 +339,28 @@ class Trainer:
             self.history.append({"epoch": self.epoch, **stats, **metrics})
             self.save()
             log(format_epoch(self.history[-1], self.cfg.epochs))
+            if stop_at is not None and time.time() >= stop_at and self.epoch < self.cfg.epochs:
+                log(f"time budget reached after epoch {self.epoch}/{self.cfg.epochs}; --resume continues")
+                break
         return self.metrics_summary()
+
+
+def retrieval_calculator(device: torch.device) -> tuple[AccuracyCalculator, torch.device]:
+    """AccuracyCalculator for P@1, R-precision and MAP@R (k = the largest class), and the device
+    it runs on: faiss on a CPU; on a GPU, or where faiss is missing, pytorch-metric-learning's
+    exact torch k-NN on that device (a 10,000 x 10,000 similarity matrix is nothing to a GPU)."""
+    try:
+        import faiss  # noqa: F401
+
+        has_faiss = True
+    except ImportError:
+        has_faiss = False
+    if device.type == "cpu" and has_faiss:
+        return AccuracyCalculator(include=RETRIEVAL_METRICS, k="max_bin_count", device=device), device
+    knn_device = device if device.type == "cuda" else torch.device("cpu")
+    knn = CustomKNN(CosineSimilarity())
+    return AccuracyCalculator(include=RETRIEVAL_METRICS, k="max_bin_count", device=knn_device,
+                              knn_func=knn), knn_device
 
 
 def format_epoch(row: dict[str, float], epochs: int) -> str:

@@ -50,7 +50,7 @@ def test_loss_falls_and_checkpoint_round_trips(loss, data_dir, tmp_path) -> None
 
 
 def test_resumed_run_equals_uninterrupted(data_dir, tmp_path, monkeypatch) -> None:
-    args = [*QUICK, "--loss", "ms", "--epochs", "3", "--schedule", "cosine"]
+    args = [*QUICK, "--loss", "ms", "--epochs", "3", "--schedule", "cosine", "--augment", "shift"]
     assert run(args, data_dir, tmp_path / "straight") == 0
 
     original = Trainer.train_epoch
@@ -74,6 +74,15 @@ def test_resumed_run_equals_uninterrupted(data_dir, tmp_path, monkeypatch) -> No
     ma = json.loads((tmp_path / "straight" / "metrics.json").read_text())["final"]
     mb = json.loads((tmp_path / "cut" / "metrics.json").read_text())["final"]
     assert ma["precision_at_1"] == mb["precision_at_1"] and ma["test_ms_loss"] == mb["test_ms_loss"]
+
+
+def test_time_budget_stops_at_an_epoch_end_and_resume_finishes(data_dir, tmp_path, capsys) -> None:
+    out = tmp_path / "budget"
+    assert run([*QUICK, "--loss", "ce", "--epochs", "3", "--time-budget", "0"], data_dir, out) == 0
+    assert "time budget spent after epoch 1/3" in capsys.readouterr().out
+    assert json.loads((out / "metrics.json").read_text())["epochs_done"] == 1
+    assert train.main(["--resume", "--out", str(out), "--data-dir", str(data_dir), "--no-index"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["epochs_done"] == 3
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path, monkeypatch, capsys) -> None:
