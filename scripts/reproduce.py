@@ -2,19 +2,28 @@
 
     python scripts/reproduce.py --data-dir DIR            # the full protocol (a GPU: 3 seeds)
     python scripts/reproduce.py --data-dir DIR --quick    # smoke run on a CPU: 1 epoch, 2,000 images
+    python scripts/reproduce.py --data-dir DIR --jobs 12 --time-budget 9   # a GPU lent for minutes
 
 The protocol is the paper's: Adam, lr 1e-3 constant, 20 epochs (MNIST, FashionMNIST) or 25
 (CIFAR-10), no augmentation, the same batch size everywhere.  Each cell (model x dataset x
 loss x activation x seed) trains into results/runs/<cell>/ and keeps its metrics.json; a
 rerun skips finished cells and resumes a cell that was interrupted.  The tables in results/
 are rewritten from whatever cells exist, each marked with the epochs and seeds it had.
+
+Small models leave a GPU mostly idle (each step is a few dozen tiny kernels), so --jobs N
+trains N cells at once, each in its own process.  --time-budget stops starting cells once
+it is spent and stops running ones at their next epoch end: such a cell keeps the epochs it
+finished, is marked as reduced, and a rerun resumes it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from model.data import DataError, load_dataset  # noqa: E402
-from model.training import TrainConfig, Trainer, TrainingError, pick_device  # noqa: E402
+from model.training import TrainConfig, Trainer, TrainingError, describe_device, pick_device  # noqa: E402
 
 PAPER_MODELS = ("cnn3a", "cnn3b", "inn2", "inn3", "inn4", "hybrid1", "hybrid2", "hybrid3")
 BASELINES = ("mobilenet_v2", "efficientnet_b0", "resnet50", "vgg16")
@@ -60,35 +69,49 @@ class Cell:
 
 
 def plan(seeds: int) -> list[Cell]:
+    """Every cell, in the order they are run: seed by seed, Table 1, the ablation, Table 2,
+    so that a time budget that runs out leaves whole tables at fewer seeds."""
     cells = []
     for s in range(seeds):
-        for d in DATASETS:
-            for m in PAPER_MODELS:
-                for loss in ("ce", "ms"):
-                    cells.append(Cell(d, m, loss, "gelu", s))
-            for m in ("hybrid1", "cnn3a"):  # the ablation
-                for loss in ("ce", "ms"):
-                    cells.append(Cell(d, m, loss, "relu", s))
-        for m in BASELINES:
-            for loss in ("ce", "ms"):
-                cells.append(Cell("cifar10", m, loss, "gelu", s))
+        cells += [Cell(d, m, loss, "gelu", s) for d in DATASETS for m in PAPER_MODELS for loss in ("ce", "ms")]
+        cells += [Cell(d, m, loss, "relu", s) for d in DATASETS for m in ("hybrid1", "cnn3a") for loss in ("ce", "ms")]
+        cells += [Cell("cifar10", m, loss, "gelu", s) for m in BASELINES for loss in ("ce", "ms")]
     return cells
 
 
-def run_cell(cell: Cell, args: argparse.Namespace, device: torch.device, cache: dict) -> dict:
-    out = Path(args.out) / cell.name
-    epochs = 1 if args.quick else EPOCHS[cell.dataset]
+def cell_epochs(cell: Cell, args: argparse.Namespace) -> int:
+    if args.quick:
+        return 1
+    if cell.model in BASELINES and args.baseline_epochs:
+        return args.baseline_epochs
+    return EPOCHS[cell.dataset]
+
+
+def cell_limit(cell: Cell, args: argparse.Namespace) -> int | None:
     limit = args.max_train_samples or (2000 if args.quick else None)
     if cell.model in BASELINES and args.quick:
         limit = min(limit, 500)
+    return limit
+
+
+def is_finished(cell: Cell, args: argparse.Namespace) -> bool:
+    path = Path(args.out) / cell.name / "metrics.json"
+    if not path.is_file():
+        return False
+    done = json.loads(path.read_text())
+    return (done["epochs_done"] >= cell_epochs(cell, args)
+            and done["train_config"]["max_train_samples"] == cell_limit(cell, args))
+
+
+def run_cell(cell: Cell, args: argparse.Namespace, device: torch.device, cache: dict,
+             stop_at: float | None = None) -> None:
+    out = Path(args.out) / cell.name
+    epochs, limit = cell_epochs(cell, args), cell_limit(cell, args)
     cfg = TrainConfig(dataset=cell.dataset, model=cell.model, loss=cell.loss, epochs=epochs,
                       batch_size=args.batch_size, activation=cell.activation, seed=cell.seed,
                       augment="none", max_train_samples=limit)
-    metrics_path = out / "metrics.json"
-    if metrics_path.is_file():
-        done = json.loads(metrics_path.read_text())
-        if done["epochs_done"] >= epochs and done["train_config"]["max_train_samples"] == limit:
-            return done
+    if is_finished(cell, args):
+        return
     key = (cell.dataset, limit)
     if key not in cache:
         cache[key] = load_dataset(cell.dataset, args.data_dir, limit)
@@ -97,8 +120,41 @@ def run_cell(cell: Cell, args: argparse.Namespace, device: torch.device, cache: 
     trainer = Trainer(cfg, data, out, device)
     if (out / "resume").exists():
         trainer.load()
-    summary = trainer.fit(log=lambda line: print(f"  {cell.name}: {line}", flush=True))
-    return summary
+    trainer.fit(log=lambda line: print(f"  {cell.name}: {line}", flush=True), stop_at=stop_at)
+
+
+def run_parallel(cells: list[Cell], args: argparse.Namespace, argv: list[str], stop_at: float | None,
+                 on_done) -> None:
+    """Run each cell in a child process (`--cell NAME`), args.jobs at a time; a child's
+    output goes to <out>/<cell>.log.  A failed cell is reported and the sweep goes on."""
+    pending, running = list(cells), {}
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    try:
+        while pending or running:
+            while pending and len(running) < args.jobs and (stop_at is None or time.time() < stop_at):
+                cell = pending.pop(0)
+                cmd = [sys.executable, __file__, *argv, "--cell", cell.name, "--jobs", "1"]
+                if stop_at is not None:
+                    cmd += ["--stop-at", str(stop_at)]
+                log = open(Path(args.out) / f"{cell.name}.log", "w")  # closed when the child ends
+                running[subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)] = (cell, log,
+                                                                                                time.time())
+            if pending and stop_at is not None and time.time() >= stop_at:
+                print(f"time budget spent with {len(pending)} cells not started: rerun the same command to "
+                      "continue", flush=True)
+                pending.clear()
+            for proc in [p for p in running if p.poll() is not None]:
+                cell, log, started = running.pop(proc)
+                log.close()
+                status = "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode}, see its .log)"
+                print(f"{cell.name}: {status} in {time.time() - started:.0f} s; "
+                      f"{len(pending)} waiting, {len(running)} running", flush=True)
+                on_done()
+            time.sleep(0.2)
+    finally:
+        for proc in running:
+            proc.terminate()
 
 
 def fmt(values: list[float], digits: int = 4) -> str:
@@ -118,20 +174,40 @@ def collect(out: Path) -> dict[tuple, list[dict]]:
     return groups
 
 
+def is_full(run: dict) -> bool:
+    return run["epochs_done"] == EPOCHS[run["dataset"]] and not run["train_config"]["max_train_samples"]
+
+
+def usable(runs: list[dict]) -> list[dict]:
+    """The runs a cell reports: the full-protocol ones if any, else those with the most epochs
+    (a mean over seeds stopped at different epochs would mean nothing)."""
+    full = [r for r in runs if is_full(r)]
+    if full:
+        return full
+    most = max((r["epochs_done"] for r in runs), default=0)
+    return [r for r in runs if r["epochs_done"] == most]
+
+
 def cell_text(runs: list[dict], key: str, digits: int = 4) -> str:
-    vals = [r["final"][key] for r in runs if r.get("final") and key in r["final"]]
-    if not vals:
+    runs = [r for r in usable(runs) if r.get("final") and key in r["final"]]
+    if not runs:
         return "–"
-    full = all(r["epochs_done"] == EPOCHS[r["dataset"]] and not r["train_config"]["max_train_samples"] for r in runs)
-    mark = "" if full else " †"
-    return fmt(vals, digits) + mark
+    text = fmt([r["final"][key] for r in runs], digits)
+    if is_full(runs[0]):
+        return text
+    r = runs[0]
+    notes = [f"{r['epochs_done']} ep"] if r["epochs_done"] != EPOCHS[r["dataset"]] else []
+    if r["train_config"]["max_train_samples"]:
+        notes.append(f"{r['train_config']['max_train_samples']} imgs")
+    return f"{text} †({', '.join(notes)})"
 
 
 def write_tables(out: Path, results: Path, settings: dict) -> None:
     groups = collect(out)
     lines = ["# Table 1, re-measured", "",
              "Ours: mean ± std over seeds (n in the last column); † marks a reduced cell (fewer epochs or a "
-             "training subset). Paper: test CE / MS loss as printed. Retrieval: test set, each image queried "
+             "training subset; the epochs or images it had). s/epoch is measured with `cells_at_once` cells sharing "
+             "the device. Paper: test CE / MS loss as printed. Retrieval: test set, each image queried "
              "against the rest.", "", f"Settings: `{json.dumps(settings)}`", ""]
     for d in DATASETS:
         lines += [f"## {d}", "", "| model | act | params | weights KB | s/epoch (device) | CE: test CE | CE: P@1 | "
@@ -150,7 +226,7 @@ def write_tables(out: Path, results: Path, settings: dict) -> None:
                     f"{cell_text(ce, 'precision_at_1')} | {cell_text(ce, 'mean_average_precision_at_r')} | "
                     f"{cell_text(ms, 'test_ms_loss')} | {cell_text(ms, 'precision_at_1')} | "
                     f"{cell_text(ms, 'mean_average_precision_at_r')} | {paper[0]} | {paper[1]} | "
-                    f"{len(ce)}/{len(ms)} |")
+                    f"{len(usable(ce))}/{len(usable(ms))} |")
         lines.append("")
     (results / "table1.md").write_text("\n".join(lines))
 
@@ -199,6 +275,7 @@ def plot_map_vs_params(groups: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir")
     p.add_argument("--out", default=str(ROOT / "results" / "runs"))
@@ -207,24 +284,50 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, help="default: 3 on a GPU, 1 on a CPU")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--max-train-samples", type=int)
+    p.add_argument("--baseline-epochs", type=int, help="fewer epochs for the Table 2 baselines (marked reduced)")
     p.add_argument("--only", help="run only cells whose name starts with this, e.g. cifar10-hybrid1")
+    p.add_argument("--jobs", type=int, default=1, help="cells trained at once, each in its own process")
+    p.add_argument("--time-budget", type=float, help="minutes; then no new cells, and running ones stop "
+                   "at their next epoch end (resumable)")
+    p.add_argument("--cell", help=argparse.SUPPRESS)  # one cell, run by --jobs children
+    p.add_argument("--stop-at", type=float, help=argparse.SUPPRESS)
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
     try:
         device = pick_device(args.device)
         seeds = args.seeds or (3 if device.type == "cuda" else 1)
         cells = [c for c in plan(seeds) if not args.only or c.name.startswith(args.only)]
+        stop_at = args.stop_at or (None if args.time_budget is None else time.time() + 60 * args.time_budget)
+        if args.cell:
+            chosen = [c for c in plan(max(seeds, 10)) if c.name == args.cell]
+            if not chosen:
+                raise TrainingError(f"no cell named {args.cell!r}")
+            run_cell(chosen[0], args, device, {}, stop_at)
+            return 0
         settings = {"optimizer": "Adam", "lr": 1e-3, "schedule": "constant", "batch_size": args.batch_size,
-                    "augment": "none", "epochs": "1 (quick)" if args.quick else EPOCHS, "seeds": seeds,
+                    "augment": "none", "epochs": "1 (quick)" if args.quick else EPOCHS,
+                    "baseline_epochs": args.baseline_epochs or "as above", "seeds": seeds,
                     "ms_loss": {k: v for k, v in asdict(TrainConfig(dataset="-")).items()
                                 if k.startswith(("ms_", "miner_"))},
                     "pooling": "max-pool 2x2 after conv1 and conv2, global average pooling"}
-        cache: dict = {}
-        for i, cell in enumerate(cells):
-            print(f"[{i + 1}/{len(cells)}] {cell.name}", flush=True)
-            run_cell(cell, args, device, cache)
-            write_tables(Path(args.out), Path(args.results), settings)  # progress saved after every cell
-        write_tables(Path(args.out), Path(args.results), settings)
+        todo = [c for c in cells if not is_finished(c, args)]
+        print(f"{len(cells)} cells, {len(cells) - len(todo)} already finished", flush=True)
+
+        def tables() -> None:  # progress saved after every cell
+            write_tables(Path(args.out), Path(args.results), settings)
+
+        if args.jobs > 1:
+            run_parallel(todo, args, argv, stop_at, tables)
+        else:
+            cache: dict = {}
+            for i, cell in enumerate(todo):
+                if stop_at is not None and time.time() >= stop_at:
+                    print("time budget spent: rerun the same command to continue", flush=True)
+                    break
+                print(f"[{i + 1}/{len(todo)}] {cell.name}", flush=True)
+                run_cell(cell, args, device, cache, stop_at)
+                tables()
+        tables()
     except (DataError, TrainingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -33,3 +33,25 @@ def test_quick_sweep_writes_tables_and_skips_finished_cells(data_dir, tmp_path, 
     assert reproduce.main(args) == 0
     assert "epoch" not in capsys.readouterr().out  # finished cells are not trained again
     assert json.loads((tmp_path / "runs" / cells[0] / "metrics.json").read_text()) == before
+
+
+def test_parallel_cells_run_in_child_processes(data_dir, tmp_path) -> None:
+    reproduce = load_script()
+    args = ["--data-dir", str(data_dir), "--out", str(tmp_path / "runs"), "--results", str(tmp_path),
+            "--quick", "--only", "mnist-cnn3a-", "--batch-size", "50", "--device", "cpu",
+            "--max-train-samples", "200", "--jobs", "2"]
+    assert reproduce.main(args) == 0
+    names = [f"mnist-cnn3a-{loss}-{act}-s0" for act in ("gelu", "relu") for loss in ("ce", "ms")]
+    for name in names:
+        assert json.loads((tmp_path / "runs" / name / "metrics.json").read_text())["epochs_done"] == 1
+        assert "epoch   1/1" in (tmp_path / "runs" / f"{name}.log").read_text()
+    assert "| cnn3a | relu | 116,320 |" in (tmp_path / "table1.md").read_text()
+
+
+def test_a_spent_time_budget_starts_nothing(data_dir, tmp_path, capsys) -> None:
+    reproduce = load_script()
+    args = ["--data-dir", str(data_dir), "--out", str(tmp_path / "runs"), "--results", str(tmp_path),
+            "--quick", "--only", "mnist-cnn3a-ce", "--device", "cpu", "--time-budget", "0"]
+    assert reproduce.main(args) == 0
+    assert "time budget spent" in capsys.readouterr().out
+    assert not list((tmp_path / "runs").glob("*/metrics.json"))
