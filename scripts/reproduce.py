@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from model.data import DataError, load_dataset  # noqa: E402
-from model.training import TrainConfig, Trainer, TrainingError, describe_device, pick_device  # noqa: E402
+from model.training import TrainConfig, Trainer, TrainingError, pick_device  # noqa: E402
 
 PAPER_MODELS = ("cnn3a", "cnn3b", "inn2", "inn3", "inn4", "hybrid1", "hybrid2", "hybrid3")
 BASELINES = ("mobilenet_v2", "efficientnet_b0", "resnet50", "vgg16")

@@ -17,6 +17,11 @@ START, END = "<!-- metrics:start -->", "<!-- metrics:end -->"
 ORDER = ("mnist", "fashion_mnist", "cifar10")
 
 
+def num(row: dict, key: str) -> str:
+    """A metric to 4 places, or – where the run has none (accuracy and CE loss exist only for CE runs)."""
+    return f"{row[key]:.4f}" if key in row else "–"
+
+
 def table(assets: Path = ROOT / "assets") -> str:
     rows = ["| dataset | model | params (Keras count) | weights | epochs | recipe | test accuracy | test CE | "
             "test MS | P@1 | R-precision | MAP@R | s/epoch (device) |",
@@ -35,10 +40,10 @@ def table(assets: Path = ROOT / "assets") -> str:
                   f"{', ' + aug if aug != 'none' else ''}")
         rows.append(
             f"| {m['dataset']} | {m['model']} | {m['keras_param_count']:,} | {m['weights_bytes'] / 1024:.1f} KiB | "
-            f"{m['epochs_done']} | {recipe} | {f.get('accuracy', float('nan')):.4f} | "
-            f"{f.get('test_ce_loss', float('nan')):.4f} | {f['test_ms_loss']:.4f} | {f['precision_at_1']:.4f} | "
+            f"{m['epochs_done']} | {recipe} | {num(f, 'accuracy')} | {num(f, 'test_ce_loss')} | "
+            f"{f['test_ms_loss']:.4f} | {f['precision_at_1']:.4f} | "
             f"{f['r_precision']:.4f} | {f['mean_average_precision_at_r']:.4f} | "
-            f"{m['seconds_per_epoch']:.0f} ({m['device']}) |")
+            f"{m['seconds_per_epoch']:.1f} ({m['device']}) |")
     return "\n".join(rows)
 
 
