@@ -3,8 +3,12 @@ feature maps.  app.py only wires these functions to Gradio components."""
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
+import shutil
+import tempfile
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,6 +143,7 @@ class Demo:
     assets: Path = ASSETS
     log: object = print
     _indexes: dict[tuple[str, str], SearchIndex] = field(default_factory=dict)
+    _thumbs: Path = field(default_factory=lambda: _temporary_folder("involution-thumbs-"))
 
     def checkpoint(self, dataset: str, model: str) -> Path:
         return self.assets / f"{DATASETS.get(dataset, dataset)}-{MODELS.get(model, model)}"
@@ -163,11 +168,23 @@ class Demo:
         hits = index.search_embedding(query, k + (exclude is not None))
         hits = [h for h in hits if h.index != exclude][:k]
         names = index.class_names
-        gallery = [(thumbnail(index.images[h.index]), f"{names[h.label]} · {h.similarity:.3f}") for h in hits]
+        gallery = [(self.thumbnail_file(dataset, model, h.index), f"{names[h.label]} · {h.similarity:.3f}")
+                   for h in hits]
         table = pd.DataFrame({"gallery index": [h.index for h in hits], "label": [names[h.label] for h in hits],
                               "similarity": [round(h.similarity, 4) for h in hits]})
         return SearchResult(query, hits, gallery, table, SearchIndex.precision_at_k(query_label, hits),
                             index.place_on_map(hits))
+
+    def thumbnail_file(self, dataset: str, model: str, i: int) -> str:
+        """Gallery image i as an upscaled PNG file, rendered on first use: Gradio serves a file
+        as it is, so a search encodes no images (PNG encoding took a fifth of the server's
+        time per search under load)."""
+        path = self._thumbs / f"{DATASETS.get(dataset, dataset)}-{MODELS.get(model, model)}-{i}.png"
+        if not path.exists():
+            tmp = path.with_name(f"{path.stem}.{threading.get_ident()}.tmp")
+            thumbnail(self.index(dataset, model).images[i]).save(tmp, format="PNG")
+            os.replace(tmp, path)  # concurrent searches may render the same image: last one wins, whole
+        return str(path)
 
     def point_in_band(self, dataset: str, model: str, x0: float, x1: float) -> int:
         """The gallery point nearest the centre of a brushed x-range on the map (Gradio's
@@ -188,6 +205,12 @@ class Demo:
             df = pd.concat([df, pd.DataFrame([{"x": result.query_xy[0], "y": result.query_xy[1],
                                                "group": QUERY, "label": "query", "index": -1}])])
         return df
+
+
+def _temporary_folder(prefix: str) -> Path:
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def _fig_to_image(fig) -> Image.Image:

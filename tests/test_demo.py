@@ -60,7 +60,7 @@ def test_demo_search_and_map(assets) -> None:
     result = demo.search("MNIST", "Hybrid-1", index.images[7], 8, int(index.labels[7]), exclude=7)
     assert len(result.gallery) == 8 and 7 not in result.table["gallery index"].tolist()
     assert 0 <= result.precision <= 1
-    assert result.gallery[0][0].size == (112, 112)  # 28 px upscaled x4, nearest neighbour
+    assert Image.open(result.gallery[0][0]).size == (112, 112)  # 28 px upscaled x4, nearest neighbour
     frame = demo.map_frame("MNIST", "Hybrid-1", result)
     assert len(frame) == 101 and (frame["group"] == "query").sum() == 1
     assert (frame["group"] == "top-k neighbour").sum() == 8
