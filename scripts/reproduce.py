@@ -19,6 +19,7 @@ finished, is marked as reduced, and a rerun resumes it.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import subprocess
@@ -34,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from model.data import DataError, load_dataset  # noqa: E402
+from model.embedder import atomic_write_bytes  # noqa: E402
 from model.networks import build_model, keras_param_count  # noqa: E402
 from model.training import TrainConfig, Trainer, TrainingError, pick_device  # noqa: E402
 
@@ -229,7 +231,7 @@ def write_tables(out: Path, results: Path, settings: dict) -> None:
                 f"{cell_text(ms, 'mean_average_precision_at_r')} | {paper[0]} | {paper[1]} | "
                 f"{len(usable(ce))}/{len(usable(ms))} |")
         lines.append("")
-    (results / "table1.md").write_text("\n".join(lines))
+    atomic_write_bytes(results / "table1.md", "\n".join(lines).encode())
 
     lines = ["# Table 2 (CIFAR-10), re-measured", "",
              "torchvision models as embedding networks, random init, stem fitted to 32 px. NASNetMobile is not "
@@ -247,7 +249,7 @@ def write_tables(out: Path, results: Path, settings: dict) -> None:
                      f"{cell_text(ce, 'precision_at_1')} | {cell_text(ms, 'test_ms_loss')} | "
                      f"{cell_text(ms, 'precision_at_1')} | {cell_text(ms, 'mean_average_precision_at_r')} | "
                      f"{p[0]} | {p[1]} |")
-    (results / "table2.md").write_text("\n".join(lines) + "\n")
+    atomic_write_bytes(results / "table2.md", ("\n".join(lines) + "\n").encode())
     plot_map_vs_params(groups, results / "map_at_r_vs_params.png")
 
 
@@ -271,7 +273,9 @@ def plot_map_vs_params(groups: dict, path: Path) -> None:
         ax.set_xlabel("parameters (Keras count, log)")
         ax.set_ylabel("MAP@R")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    atomic_write_bytes(path, buf.getvalue())
     plt.close(fig)
 
 
