@@ -47,6 +47,15 @@ def pct(ms: list[float]) -> str:
     return f"p50 {np.percentile(ms, 50):.1f} ms, p95 {np.percentile(ms, 95):.1f} ms (n={len(ms)})"
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (Linux /proc), to tell where load goes."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def load_test(make_client, clients: int, per_client: int, dataset: str,
               files: list[Path]) -> tuple[list[float], list[str], float]:
     """`clients` threads, each with its own gradio_client, each sending `per_client` searches
@@ -153,10 +162,16 @@ def main() -> int:
             print(f"HTTP /search, 1 client, {mode}: {pct(ms)}")
 
             per_client = 10
+            server0, clients0 = cpu_seconds(proc.pid), time.process_time()
             results, errors, wall = load_test(lambda c, d=download: make_client(f"client{c}", d), args.clients,
                                               per_client, args.dataset, files)
             print(f"HTTP /search, {args.clients} concurrent clients x {per_client}, {mode}: {pct(results)}, "
                   f"{len(errors)} errors, {len(results) / wall:.1f} req/s")
+            server1 = cpu_seconds(proc.pid)
+            if server0 is not None and server1 is not None:
+                print(f"  CPU over those {wall:.1f} s: server {(server1 - server0) / wall:.2f} cores, "
+                      f"the clients (this process) {(time.process_time() - clients0) / wall:.2f} cores, "
+                      f"of {os.cpu_count()}")
             if errors:
                 print("first error:", errors[0])
     finally:
