@@ -2,7 +2,9 @@
 # One lent-GPU session, as it was run for results/ and the long Hybrid-1 runs: the
 # reproduction sweep (scripts/reproduce.py, several cells at once) beside long-schedule
 # Hybrid-1 runs, all stopped at an epoch end when the time budget is spent, results packed
-# into $OUT every minute so that a cut-off call still brings them back.
+# into $OUT every minute so that a cut-off call still brings them back. Its long run
+# fashion-ce-cnn3a became assets/fashion_mnist-cnn3a; the others were cut by the budget and
+# informed the recipes of scripts/device_long_runs.sh, the session's second call.
 #
 #   .gpu/ (git-ignored) holds mnist.npz, fashion_mnist.npz, cifar10-jpeg.tar.gz,
 #   cifar10_jpeg_to_npz.py (from ../shared/datasets) and whl/ (pytorch-metric-learning's wheel).
