@@ -9,6 +9,7 @@ Figure 3: CIFAR-10 images after one, two and three involution layers of a Hybrid
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -54,9 +55,10 @@ def figure3(checkpoint: Path, demo: Demo, path: Path, picks: tuple[int, ...] = (
     x_u8 = embedder.to_uint8([index.images[i] for i in picks])
     x = normalize(x_u8, embedder.mean, embedder.std)
     outs, h = [], x
-    for block in embedder.model.involutions:
-        h = block(h)
-        outs.append(h)
+    with torch.inference_mode():
+        for block in embedder.model.involutions:
+            h = block(h)
+            outs.append(h)
     fig, axes = plt.subplots(len(picks), 1 + len(outs), figsize=(2 * (1 + len(outs)), 2 * len(picks)))
     for r in range(len(picks)):
         axes[r, 0].imshow(x_u8[r].permute(1, 2, 0).numpy(), interpolation="nearest")
@@ -68,7 +70,11 @@ def figure3(checkpoint: Path, demo: Demo, path: Path, picks: tuple[int, ...] = (
             axes[r, c + 1].set_title(f"after involution {c + 1}", fontsize=8)
         for ax in axes[r]:
             ax.axis("off")
-    fig.suptitle(f"Figure 3: CIFAR-10 after each involution layer ({checkpoint.name})", fontsize=9)
+    trained = ""
+    if (checkpoint / "metrics.json").is_file():  # say how far the model was trained
+        m = json.loads((checkpoint / "metrics.json").read_text())
+        trained = f", {m['loss'].upper()} {m['epochs_done']} of {m['train_config']['epochs']} epochs, {m['device']}"
+    fig.suptitle(f"Figure 3: CIFAR-10 after each involution layer ({checkpoint.name}{trained})", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
