@@ -264,14 +264,19 @@ def plot_map_vs_params(groups: dict, path: Path) -> None:
         for (ds, m, loss, act), runs in groups.items():
             if ds != d or act != "gelu":
                 continue
+            runs = usable(runs)
             x = runs[0]["keras_param_count"]
             y = np.mean([r["final"]["mean_average_precision_at_r"] for r in runs])
-            ax.scatter(x, y, marker="o" if loss == "ms" else "s", color="C1" if "hybrid" in m else "C0")
+            color = "C1" if "hybrid" in m else "C0"
+            ax.scatter(x, y, marker="o" if loss == "ms" else "s", edgecolors=color,
+                       facecolors=color if is_full(runs[0]) else "none")  # hollow: a reduced cell
             ax.annotate(f"{m}/{loss}", (x, y), fontsize=6)
         ax.set_xscale("log")
+        ax.set_xlim(300, 5e7)  # the INN models up to ResNet50, the same on every panel
+        ax.set_ylim(0, 1.02)
         ax.set_title(d)
         ax.set_xlabel("parameters (Keras count, log)")
-        ax.set_ylabel("MAP@R")
+        ax.set_ylabel("MAP@R (squares CE, circles MS; hollow: reduced)")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
