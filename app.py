@@ -132,10 +132,10 @@ def about_markdown() -> str:
             continue
         mt = json.loads(path.read_text())
         f = mt["final"]
+        test_ce = f"{f['test_ce_loss']:.4f}" if "test_ce_loss" in f else "–"  # CE runs only
         rows.append(f"| {d} | {m} | {mt['keras_param_count']:,} | {mt['weights_bytes'] / 1024:.1f} KB | "
-                    f"{f['precision_at_1']:.4f} | {f['mean_average_precision_at_r']:.4f} | "
-                    f"{f['test_ce_loss']:.4f} | " if "test_ce_loss" in f else "– | ")
-        rows[-1] += f"{f['test_ms_loss']:.4f} | {mt['loss'].upper()}, {mt['epochs_done']} epochs |"
+                    f"{f['precision_at_1']:.4f} | {f['mean_average_precision_at_r']:.4f} | {test_ce} | "
+                    f"{f['test_ms_loss']:.4f} | {mt['loss'].upper()}, {mt['epochs_done']} epochs |")
     return "\n".join([
         "### Shipped models (measured on the test set, queries against the rest of the test set)",
         "| dataset | model | params (Keras count) | weights | P@1 | MAP@R | test CE | test MS | training |",
