@@ -218,20 +218,20 @@ def draw_offsets(mode: str, n: int, generator: torch.Generator) -> tuple[torch.T
     """
     if mode not in PADS:
         return None
-    pad = PADS[mode]
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    flip = torch.rand(n, generator=generator) < (0.5 if mode == "crop-flip" else 0.0)
-    return dy, dx, flip
+    return _draw_crop_flip(n, PADS[mode], mode == "crop-flip", generator)
 
 
 def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4, flip: bool = True) -> torch.Tensor:
     """Per-sample random crop (zero padding `pad`) and, if `flip`, horizontal flip of a (B, C, H, W) batch."""
-    b = len(x)
-    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-    flips = torch.rand(b, generator=generator) < (0.5 if flip else 0.0)
+    dy, dx, flips = _draw_crop_flip(len(x), pad, flip, generator)
     return crop_flip(x, dy.to(x.device), dx.to(x.device), flips.to(x.device), pad)
+
+
+def _draw_crop_flip(n: int, pad: int, flip: bool, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    flips = torch.rand(n, generator=generator) < (0.5 if flip else 0.0)
+    return dy, dx, flips
 
 
 def crop_flip(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor, pad: int) -> torch.Tensor:

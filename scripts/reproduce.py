@@ -19,6 +19,7 @@ finished, is marked as reduced, and a rerun resumes it.
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import os
@@ -205,6 +206,13 @@ def cell_text(runs: list[dict], key: str, digits: int = 4) -> str:
     return f"{text} †({', '.join(notes)})"
 
 
+@functools.cache
+def planned_params(model: str, in_channels: int, activation: str) -> int:
+    """Keras parameter count of a planned cell's network, measured or not (built once: the
+    tables are rewritten after every cell, and ResNet50 or VGG16 take a while to build)."""
+    return keras_param_count(build_model(model, in_channels, activation=activation))
+
+
 def write_tables(out: Path, results: Path, settings: dict) -> None:
     groups = collect(out)
     lines = ["# Table 1, re-measured", "",
@@ -220,7 +228,7 @@ def write_tables(out: Path, results: Path, settings: dict) -> None:
         for m, act in rows:  # every planned cell, measured or not: gaps stay visible
             ce, ms = groups.get((d, m, "ce", act), []), groups.get((d, m, "ms", act), [])
             paper = PAPER_T1[m][d] if act == "gelu" else ("", "")
-            params = keras_param_count(build_model(m, 3 if d == "cifar10" else 1, activation=act))
+            params = planned_params(m, 3 if d == "cifar10" else 1, act)
             any_run = (ce or ms or [None])[0]
             measured = (f"{any_run['weights_bytes'] / 1024:.1f} | {any_run['seconds_per_epoch']:.1f} "
                         f"({any_run['device']})") if any_run else "– | not run yet"
@@ -241,7 +249,7 @@ def write_tables(out: Path, results: Path, settings: dict) -> None:
     for m in ("cnn3b", *BASELINES, "hybrid1"):
         ce, ms = groups.get(("cifar10", m, "ce", "gelu"), []), groups.get(("cifar10", m, "ms", "gelu"), [])
         r = (ce or ms or [None])[0]
-        params = keras_param_count(build_model(m, 3))
+        params = planned_params(m, 3, "gelu")
         measured = (f"{r['weights_bytes'] / 2**20:.2f} | {r['seconds_per_epoch']:.1f} ({r['device']})" if r
                     else "– | not run yet")
         p = PAPER_T2.get(m, ("", ""))
