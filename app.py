@@ -151,6 +151,8 @@ def about_markdown() -> str:
 
 
 def build() -> gr.Blocks:
+    # thumbnails are write-once files: served in place, not hashed and copied on every search
+    gr.set_static_paths([demo_state.thumbnail_folder])
     with gr.Blocks(title="Involution similarity search") as app:
         gr.Markdown("# Similarity search with a 116k-parameter involution + CNN model\n"
                     "One involution layer in front of a small CNN (the paper's Hybrid-1), under 0.5 MB of weights.")

@@ -175,6 +175,13 @@ class Demo:
         return SearchResult(query, hits, gallery, table, SearchIndex.precision_at_k(query_label, hits),
                             index.place_on_map(hits))
 
+    @property
+    def thumbnail_folder(self) -> Path:
+        """Where thumbnail_file renders: write-once files, so the app can serve them as static
+        files (gr.set_static_paths) instead of Gradio hashing and copying each into its cache
+        on every search."""
+        return self._thumbs
+
     def thumbnail_file(self, dataset: str, model: str, i: int) -> str:
         """Gallery image i as an upscaled PNG file, rendered on first use: Gradio serves a file
         as it is, so a search encodes no images (PNG encoding took a fifth of the server's

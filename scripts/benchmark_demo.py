@@ -8,6 +8,10 @@
 3. HTTP: /search through gradio_client, sequential, p50 / p95.
 4. HTTP under load: 16 concurrent clients, each sending its next query as soon as the last
    is answered, p50 / p95, throughput and the error count.
+5. the floor: 3. and 4. again against scripts/gradio_floor_app.py, whose /search has the
+   same signature and queue settings but does no work, and whose /echo returns its text.
+   The ratio demo p95 / no-op p95 says how much of the latency is ours and how much is
+   Gradio's and gradio_client's on the same machine.
 
 HTTP is measured twice: as gradio_client returns the gallery by default (downloading the k
 images) and with download_files=False (the gallery as URLs). The clients run on this
@@ -56,12 +60,9 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
-def load_test(make_client, clients: int, per_client: int, dataset: str,
-              files: list[Path]) -> tuple[list[float], list[str], float]:
-    """`clients` threads, each with its own gradio_client, each sending `per_client` searches
-    back to back; returns latencies (ms), errors and the wall time."""
-    from gradio_client import handle_file
-
+def load_test(make_client, clients: int, per_client: int, call) -> tuple[list[float], list[str], float]:
+    """`clients` threads, each with its own gradio_client, each sending `per_client` requests
+    (`call(client, i)`) back to back; returns latencies (ms), errors and the wall time."""
     results: list[float] = []
     errors: list[str] = []
 
@@ -70,7 +71,7 @@ def load_test(make_client, clients: int, per_client: int, dataset: str,
         for i in range(per_client):
             t = time.perf_counter()
             try:
-                cl.predict(dataset, handle_file(str(files[(c + i) % len(files)])), 8, api_name="/search")
+                call(cl, c + i)
                 results.append((time.perf_counter() - t) * 1000)
             except Exception as e:  # counted, not hidden
                 errors.append(repr(e))
@@ -84,16 +85,75 @@ def load_test(make_client, clients: int, per_client: int, dataset: str,
     return results, errors, time.perf_counter() - t
 
 
+def start_app(script: Path, env: dict[str, str], first_call,
+              timeout: float = 120) -> tuple[subprocess.Popen, list[str], str, float]:
+    """Start `script` as a server on a free port; returns the process, its output lines, its URL
+    and the seconds from process start until `first_call(client)` succeeded."""
+    from gradio_client import Client
+
+    port = free_port()
+    env = {**env, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1"}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+    url = f"http://127.0.0.1:{port}/"
+    while True:
+        try:
+            first_call(Client(url, verbose=False))
+            return proc, lines, url, time.perf_counter() - t0
+        except Exception:
+            if proc.poll() is not None or time.perf_counter() - t0 > timeout:
+                proc.terminate()
+                raise RuntimeError(f"{script.name} did not start:\n" + "".join(lines)) from None
+            time.sleep(0.1)
+
+
+def http_tests(url: str, proc: subprocess.Popen, name: str, call, download: bool, clients: int,
+               sequential: int) -> float:
+    """Sequential and concurrent latency of one endpoint; prints them and returns the concurrent p95 (ms)."""
+    from gradio_client import Client
+
+    downloads = Path(tempfile.mkdtemp())
+
+    def make_client(folder: str) -> Client:
+        return Client(url, verbose=False, ssl_verify=False, download_files=downloads / folder if download else False)
+
+    client = make_client("sequential")
+    ms = []
+    for i in range(sequential):
+        t = time.perf_counter()
+        call(client, i)
+        ms.append((time.perf_counter() - t) * 1000)
+    print(f"{name}, 1 client: {pct(ms)}")
+
+    per_client = 10
+    server0, clients0 = cpu_seconds(proc.pid), time.process_time()
+    results, errors, wall = load_test(lambda c: make_client(f"client{c}"), clients, per_client, call)
+    print(f"{name}, {clients} concurrent clients x {per_client}: {pct(results)}, "
+          f"{len(errors)} errors, {len(results) / wall:.1f} req/s")
+    server1 = cpu_seconds(proc.pid)
+    if server0 is not None and server1 is not None:
+        print(f"  CPU over those {wall:.1f} s: server {(server1 - server0) / wall:.2f} cores, "
+              f"the clients (this process) {(time.process_time() - clients0) / wall:.2f} cores, "
+              f"of {os.cpu_count()}")
+    if errors:
+        print("  first error:", errors[0])
+    return float(np.percentile(results, 95)) if results else float("nan")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--assets", default=str(ROOT / "assets"))
     p.add_argument("--dataset", default="MNIST")
     p.add_argument("--requests", type=int, default=200)
     p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--no-floor", action="store_true", help="skip the no-op Gradio app (section 5)")
     args = p.parse_args()
 
     import torch
-    from gradio_client import Client, handle_file
+    from gradio_client import handle_file
 
     from model.demo import Demo
 
@@ -107,29 +167,23 @@ def main() -> int:
         files.append(tmp / f"q{i}.png")
         Image.fromarray(np.squeeze(q)).save(files[-1])
 
+    def search(client, i: int):
+        return client.predict(args.dataset, handle_file(str(files[i % len(files)])), 8, api_name="/search")
+
+    sequential = min(args.requests, 100)
+    modes = {True: "gallery downloaded", False: "download_files=False"}
+
     # 1. start-up, in a fresh process
-    port = free_port()
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1"}
+    env = dict(os.environ)
     if Path(args.assets).resolve() != (ROOT / "assets").resolve():
         env["INVOLUTION_ASSETS"] = str(Path(args.assets).resolve())
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
-    url = f"http://127.0.0.1:{port}/"
     try:
-        while True:
-            try:
-                client = Client(url, verbose=False)
-                client.predict(args.dataset, handle_file(str(files[0])), 8, api_name="/search")
-                break
-            except Exception:
-                if proc.poll() is not None or time.perf_counter() - t0 > 120:
-                    print("the app did not start:\n" + "".join(lines), file=sys.stderr)
-                    return 1
-                time.sleep(0.1)
-        first = time.perf_counter() - t0
+        proc, lines, url, first = start_app(ROOT / "app.py", env, lambda c: search(c, 0))
+    except RuntimeError as e:
+        print(e, file=sys.stderr)
+        return 1
+    demo_p95 = {}
+    try:
         imports = next((float(x.split("took")[1].split("s")[0]) for x in lines if "[startup] imports" in x), None)
         print(f"start-up: first /search answered {first:.1f} s after process start"
               + (f"; imports {imports:.1f} s, so ready {first - imports:.1f} s after imports" if imports else ""))
@@ -145,35 +199,24 @@ def main() -> int:
         print(f"in-process Demo.search (k=8): {pct(ms)}")
 
         # 3. and 4. HTTP, sequential and under load, with and without downloading the gallery
-        downloads = Path(tempfile.mkdtemp())
+        for download, mode in modes.items():
+            demo_p95[download] = http_tests(url, proc, f"demo /search, {mode}", search, download,
+                                            args.clients, sequential)
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
-        def make_client(name: str, download: bool) -> Client:
-            folder = downloads / name if download else False
-            return Client(url, verbose=False, ssl_verify=False, download_files=folder)
-
-        for download in (True, False):
-            mode = "gallery downloaded" if download else "download_files=False"
-            client = make_client("sequential", download)
-            ms = []
-            for i in range(min(args.requests, 100)):
-                t = time.perf_counter()
-                client.predict(args.dataset, handle_file(str(files[i % len(files)])), 8, api_name="/search")
-                ms.append((time.perf_counter() - t) * 1000)
-            print(f"HTTP /search, 1 client, {mode}: {pct(ms)}")
-
-            per_client = 10
-            server0, clients0 = cpu_seconds(proc.pid), time.process_time()
-            results, errors, wall = load_test(lambda c, d=download: make_client(f"client{c}", d), args.clients,
-                                              per_client, args.dataset, files)
-            print(f"HTTP /search, {args.clients} concurrent clients x {per_client}, {mode}: {pct(results)}, "
-                  f"{len(errors)} errors, {len(results) / wall:.1f} req/s")
-            server1 = cpu_seconds(proc.pid)
-            if server0 is not None and server1 is not None:
-                print(f"  CPU over those {wall:.1f} s: server {(server1 - server0) / wall:.2f} cores, "
-                      f"the clients (this process) {(time.process_time() - clients0) / wall:.2f} cores, "
-                      f"of {os.cpu_count()}")
-            if errors:
-                print("first error:", errors[0])
+    if args.no_floor:
+        return 0
+    # 5. the floor: the same load on a Gradio app whose /search does nothing (same signature,
+    # same queue settings, a fixed 8-image gallery), and on a text echo
+    proc, _, url, _ = start_app(ROOT / "scripts" / "gradio_floor_app.py", dict(os.environ), lambda c: search(c, 0))
+    try:
+        for download, mode in modes.items():
+            floor = http_tests(url, proc, f"no-op /search, {mode}", search, download, args.clients, sequential)
+            print(f"  demo p95 / no-op p95 = {demo_p95[download] / floor:.2f} ({mode})")
+        http_tests(url, proc, "no-op /echo (text in, text out)", lambda c, i: c.predict(f"q{i}", api_name="/echo"),
+                   False, args.clients, sequential)
     finally:
         proc.terminate()
         proc.wait(10)

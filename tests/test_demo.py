@@ -169,6 +169,8 @@ def test_search_endpoint_through_gradio_client(assets, tmp_path, monkeypatch) ->
         Image.fromarray(index.images[11].squeeze()).save(query)
         gallery, table = client.predict("MNIST", handle_file(str(query)), 5, api_name="/search")
         assert len(gallery) == 5
+        with Image.open(gallery[0]["image"]) as first:  # downloaded: the thumbnails are served
+            assert first.format == "PNG" and first.size == (112, 112)
         assert table["data"][0][0] == 11 and table["data"][0][2] == pytest.approx(1.0, abs=1e-3)
         bad = tmp_path / "bad.png"
         bad.write_bytes(b"nope")
