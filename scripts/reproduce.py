@@ -244,8 +244,8 @@ def write_tables(out: Path, results: Path, settings: dict) -> None:
     lines = ["# Table 2 (CIFAR-10), re-measured", "",
              "torchvision models as embedding networks, random init, stem fitted to 32 px. NASNetMobile is not "
              "in torchvision and is not measured. † marks a reduced cell.", "",
-             "| model | params (M) | weights MB | s/epoch (device) | CE: test CE | CE: P@1 | MS: test MS | MS: P@1 | "
-             "MS: MAP@R | paper CE | paper MS |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | params (M) | weights MB | s/epoch (device) | CE: test CE | CE: P@1 | CE: MAP@R | MS: test MS | "
+             "MS: P@1 | MS: MAP@R | paper CE | paper MS | n |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for m in ("cnn3b", *BASELINES, "hybrid1"):
         ce, ms = groups.get(("cifar10", m, "ce", "gelu"), []), groups.get(("cifar10", m, "ms", "gelu"), [])
         r = (ce or ms or [None])[0]
@@ -254,9 +254,10 @@ def write_tables(out: Path, results: Path, settings: dict) -> None:
                     else "– | not run yet")
         p = PAPER_T2.get(m, ("", ""))
         lines.append(f"| {m} | {params / 1e6:.3f} | {measured} | {cell_text(ce, 'test_ce_loss')} | "
-                     f"{cell_text(ce, 'precision_at_1')} | {cell_text(ms, 'test_ms_loss')} | "
-                     f"{cell_text(ms, 'precision_at_1')} | {cell_text(ms, 'mean_average_precision_at_r')} | "
-                     f"{p[0]} | {p[1]} |")
+                     f"{cell_text(ce, 'precision_at_1')} | {cell_text(ce, 'mean_average_precision_at_r')} | "
+                     f"{cell_text(ms, 'test_ms_loss')} | {cell_text(ms, 'precision_at_1')} | "
+                     f"{cell_text(ms, 'mean_average_precision_at_r')} | {p[0]} | {p[1]} | "
+                     f"{len(usable(ce))}/{len(usable(ms))} |")
     atomic_write_bytes(results / "table2.md", ("\n".join(lines) + "\n").encode())
     plot_map_vs_params(groups, results / "map_at_r_vs_params.png")
 
