@@ -6,7 +6,8 @@
 and the same queue settings, but returns fixed thumbnails and a fixed table without
 opening the upload or touching a model. `/echo` returns its text. benchmark_demo.py runs
 the same load test against both, so the demo's latency can be read against the floor that
-Gradio and gradio_client set on the same machine, in the same run.
+Gradio and gradio_client set on the same machine, in the same run. Like app.py it serves
+its gallery files as static paths; FLOOR_STATIC=0 turns that off, to measure what it saves.
 """
 
 from __future__ import annotations
