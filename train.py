@@ -12,10 +12,18 @@ import sys
 import time
 from pathlib import Path
 
-from model.data import DataError, canonical_name, load_dataset
+from model.data import AUGMENTATIONS, DataError, canonical_name, load_dataset
 from model.embedder import CheckpointError
 from model.networks import REGISTRY
-from model.training import TrainConfig, Trainer, TrainingError, format_epoch, pick_device, saved_train_config
+from model.training import (
+    LOSSES,
+    TrainConfig,
+    Trainer,
+    TrainingError,
+    format_epoch,
+    pick_device,
+    saved_train_config,
+)
 from model.visualize import plot_training_curves
 
 PAPER_EPOCHS = {"mnist": 20, "fashion_mnist": 20, "cifar10": 25}
@@ -25,16 +33,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", help="mnist, fashion_mnist, cifar10, or a folder with train/ and test/ subfolders")
     p.add_argument("--model", default="hybrid1", choices=list(REGISTRY))
-    p.add_argument("--loss", default="ms", choices=["ce", "ms"], help="cross-entropy or Multi-Similarity")
+    p.add_argument("--loss", default="ms", choices=list(LOSSES),
+                   help="ce: cross-entropy through a linear head (the paper); normsoftmax: cross-entropy over "
+                        "cosine similarities to learned class proxies; ms: Multi-Similarity (the paper)")
     p.add_argument("--epochs", type=int, help="default: 20 (MNIST, FashionMNIST, folders) or 25 (CIFAR-10)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--schedule", default="constant", choices=["constant", "cosine"])
-    p.add_argument("--augment", default="auto", choices=["auto", "none", "shift", "crop-flip"],
+    p.add_argument("--augment", default="auto", choices=["auto", *AUGMENTATIONS],
                    help="auto: crop-flip for CIFAR-10 and folders, none for MNIST and FashionMNIST; "
-                        "shift: translate by up to 2 px")
-    p.add_argument("--label-smoothing", type=float, default=0.0, help="CE only")
+                        "shift: translate by up to 2 px; shift-flip: and mirror")
+    p.add_argument("--label-smoothing", type=float, default=0.0, help="ce and normsoftmax only")
+    p.add_argument("--temperature", type=float, default=0.05, help="normsoftmax only: softmax temperature")
     p.add_argument("--activation", default="gelu", choices=["gelu", "relu"])
     p.add_argument("--pretrained", action="store_true",
                    help="ImageNet weights for the torchvision baselines (downloads them; not for the paper's models)")
@@ -70,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
                 batch_size=args.batch_size, lr=args.lr,
                 weight_decay=args.weight_decay, schedule=args.schedule,
                 augment=None if args.augment == "auto" else args.augment,
-                label_smoothing=args.label_smoothing, activation=args.activation, pretrained=args.pretrained,
+                label_smoothing=args.label_smoothing, temperature=args.temperature,
+                activation=args.activation, pretrained=args.pretrained,
                 seed=args.seed,
                 max_train_samples=args.max_train_samples,
             )

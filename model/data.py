@@ -196,14 +196,15 @@ def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.T
     return (x.float().div_(255) - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
 
 
-AUGMENTATIONS = ("none", "shift", "crop-flip")
+AUGMENTATIONS = ("none", "shift", "shift-flip", "crop-flip")
 
 
-PADS = {"shift": 2, "crop-flip": 4}  # padding of the random crop per augmentation mode
+PADS = {"shift": 2, "shift-flip": 2, "crop-flip": 4}  # padding of the random crop per augmentation mode
 
 
 def augment(x: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Tensor:
     """none; shift: random translation by up to 2 px (digits, where flips change the class);
+    shift-flip: the same and a horizontal flip (clothes, where a mirror image keeps its class);
     crop-flip: random 4-px-padded crop and horizontal flip (the CIFAR-10 standard)."""
     offsets = draw_offsets(mode, len(x), generator)
     return x if offsets is None else crop_flip(x, *(t.to(x.device) for t in offsets), pad=PADS[mode])
@@ -218,7 +219,7 @@ def draw_offsets(mode: str, n: int, generator: torch.Generator) -> tuple[torch.T
     """
     if mode not in PADS:
         return None
-    return _draw_crop_flip(n, PADS[mode], mode == "crop-flip", generator)
+    return _draw_crop_flip(n, PADS[mode], mode.endswith("flip"), generator)
 
 
 def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4, flip: bool = True) -> torch.Tensor:

@@ -1,5 +1,13 @@
-"""The training loop: CE or Multi-Similarity loss, retrieval metrics every epoch,
-atomic checkpoints and exact resume.
+"""The training loop: CE, normalized-softmax or Multi-Similarity loss, retrieval metrics
+every epoch, atomic checkpoints and exact resume.
+
+Losses: "ce" (the paper) is softmax cross-entropy through a linear head on the embedding;
+"normsoftmax" is cross-entropy over the cosine similarities between the L2-normalised
+embedding and one learned proxy per class, divided by a temperature (pytorch-metric-learning's
+NormalizedSoftmaxLoss; Zhai & Wu, "Classification is a strong baseline for deep metric
+learning", 2019): it trains the angular geometry that cosine search uses, where a linear
+head leaves it loose; "ms" is Multi-Similarity on class-balanced batches (the paper). Both
+heads are dropped for search.
 
 Determinism: every epoch draws its batch order and augmentation from a generator seeded
 with (seed, epoch), so a run resumed from the end of epoch n replays epochs n+1... exactly
@@ -9,7 +17,7 @@ Layout of an output folder:
     model.safetensors, config.json   the embedder (see embedder.py), updated every epoch
     metrics.json                     settings, per-epoch and final metrics
     curves.png                       training curves
-    resume/                          optimizer moments, CE head, epoch count: for --resume
+    resume/                          optimizer moments, class head, epoch count: for --resume
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from .embedder import WEIGHTS_NAME, atomic_save_tensors, atomic_write_json, read
 from .networks import build_model, keras_param_count
 
 RETRIEVAL_METRICS = ("precision_at_1", "r_precision", "mean_average_precision_at_r")
+LOSSES = ("ce", "normsoftmax", "ms")
 
 
 class TrainingError(Exception):
@@ -49,14 +58,15 @@ class TrainingError(Exception):
 class TrainConfig:
     dataset: str
     model: str = "hybrid1"
-    loss: str = "ms"  # "ce" or "ms"
+    loss: str = "ms"  # see LOSSES
     epochs: int = 20
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 0.0
     schedule: str = "constant"  # "constant" (the paper) or "cosine"
     augment: str | None = None  # none, shift or crop-flip; None: the dataset's default
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # ce and normsoftmax
+    temperature: float = 0.05  # normsoftmax: NormalizedSoftmaxLoss's default and Zhai & Wu's
     activation: str = "gelu"
     pretrained: bool = False  # ImageNet weights for the torchvision baselines (needs internet)
     embedding_dim: int = 256
@@ -69,8 +79,10 @@ class TrainConfig:
     data_source: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
-        if self.loss not in ("ce", "ms"):
-            raise TrainingError(f"unknown loss {self.loss!r}: use ce or ms")
+        if self.loss not in LOSSES:
+            raise TrainingError(f"unknown loss {self.loss!r}: use one of {', '.join(LOSSES)}")
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise TrainingError(f"--temperature must be a positive number (got {self.temperature})")
         if isinstance(self.augment, bool):  # settings saved before augmentation had modes
             self.augment = "crop-flip" if self.augment else "none"
         if self.augment is not None and self.augment not in AUGMENTATIONS:
@@ -150,7 +162,12 @@ class Trainer:
                                 "drop --pretrained to start from random weights") from None
         # channels_last: oneDNN's convolutions run ~25% faster on a CPU in this layout
         self.model = net.to(device, memory_format=torch.channels_last)
-        self.head = nn.Linear(cfg.embedding_dim, len(data.class_names)).to(device) if cfg.loss == "ce" else None
+        n_classes = len(data.class_names)
+        self.head: nn.Module | None = None  # the class head of ce / normsoftmax runs, dropped for search
+        if cfg.loss == "ce":
+            self.head = nn.Linear(cfg.embedding_dim, n_classes).to(device)
+        elif cfg.loss == "normsoftmax":
+            self.head = losses.NormalizedSoftmaxLoss(n_classes, cfg.embedding_dim, cfg.temperature).to(device)
         params = list(self.model.parameters()) + (list(self.head.parameters()) if self.head else [])
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.ms_loss = losses.MultiSimilarityLoss(alpha=cfg.ms_alpha, beta=cfg.ms_beta, base=cfg.ms_base)
@@ -187,12 +204,19 @@ class Trainer:
             order = torch.randperm(len(labels), generator=g)
         return order, draw_offsets(self.augment, len(order), g)
 
+    def logits(self, emb: torch.Tensor) -> torch.Tensor:  # (B, D) float32 -> (B, classes)
+        if isinstance(self.head, losses.NormalizedSoftmaxLoss):
+            # get_logits, not the loss's forward, which would cast the proxies to the
+            # embedding's dtype in place (bf16 under autocast) behind Adam's back
+            return self.head.get_logits(emb)
+        return self.head(emb)
+
     def loss_on(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             emb = self.model(x)
-            if self.head is not None:
-                return F.cross_entropy(self.head(emb).float(), y, label_smoothing=self.cfg.label_smoothing)
         emb = emb.float()
+        if self.head is not None:
+            return F.cross_entropy(self.logits(emb), y, label_smoothing=self.cfg.label_smoothing)
         return self.ms_loss(emb, y, self.miner(emb, y))
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
@@ -248,7 +272,7 @@ class Trainer:
         emb = torch.cat(embs)
         metrics: dict[str, float] = {}
         if self.head is not None:
-            logits = self.head(emb)
+            logits = self.logits(emb)
             metrics["test_ce_loss"] = float(F.cross_entropy(logits, y_all))
             metrics["accuracy"] = float((logits.argmax(1) == y_all).float().mean())
         # MS loss on test batches of the training batch size, in a fixed shuffled order

@@ -82,3 +82,14 @@ def test_shift_never_flips() -> None:
     cols = out[:, 0].amax(dim=1).argmax(dim=1)  # column of the bright pixel per image
     assert cols.min() >= 0 and cols.max() <= 4  # shifted by at most 2, never mirrored to the right half
     assert torch.equal(augment(x, "none", torch.Generator()), x)
+
+
+def test_shift_flip_shifts_by_two_and_mirrors_about_half() -> None:
+    from model.data import augment
+
+    x = torch.zeros(400, 1, 12, 12, dtype=torch.uint8)
+    x[:, :, 6, 2] = 255
+    cols = augment(x, "shift-flip", torch.Generator().manual_seed(0))[:, 0].amax(dim=1).argmax(dim=1)
+    left, right = cols <= 4, cols >= 7  # unmirrored: column 2 +- 2; mirrored: column 9 +- 2
+    assert bool((left | right).all())
+    assert 0.4 < float(right.float().mean()) < 0.6

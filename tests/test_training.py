@@ -20,7 +20,7 @@ def run(args, data_dir, out) -> int:
     return train.main([*args, "--data-dir", str(data_dir), "--out", str(out)])
 
 
-@pytest.mark.parametrize("loss", ["ce", "ms"])
+@pytest.mark.parametrize("loss", ["ce", "normsoftmax", "ms"])
 def test_loss_falls_and_checkpoint_round_trips(loss, data_dir, tmp_path) -> None:
     out = tmp_path / loss
     assert run([*QUICK, "--loss", loss, "--epochs", "4", "--lr", "3e-3"], data_dir, out) == 0
@@ -30,7 +30,7 @@ def test_loss_falls_and_checkpoint_round_trips(loss, data_dir, tmp_path) -> None
     final = metrics["final"]
     for key in ("test_ms_loss", "precision_at_1", "r_precision", "mean_average_precision_at_r"):
         assert 0 <= final[key] < 10
-    assert ("test_ce_loss" in final) == ("accuracy" in final) == (loss == "ce")
+    assert ("test_ce_loss" in final) == ("accuracy" in final) == (loss != "ms")
     assert metrics["keras_param_count"] == 116_344
     assert metrics["weights_bytes"] == (out / "model.safetensors").stat().st_size < 1_000_000
     assert (out / "curves.png").stat().st_size > 1000
@@ -49,8 +49,9 @@ def test_loss_falls_and_checkpoint_round_trips(loss, data_dir, tmp_path) -> None
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1, rtol=1e-5)
 
 
-def test_resumed_run_equals_uninterrupted(data_dir, tmp_path, monkeypatch) -> None:
-    args = [*QUICK, "--loss", "ms", "--epochs", "3", "--schedule", "cosine", "--augment", "shift"]
+@pytest.mark.parametrize("loss,augment", [("ms", "shift"), ("normsoftmax", "shift-flip")])
+def test_resumed_run_equals_uninterrupted(loss, augment, data_dir, tmp_path, monkeypatch) -> None:
+    args = [*QUICK, "--loss", loss, "--epochs", "3", "--schedule", "cosine", "--augment", augment]
     assert run(args, data_dir, tmp_path / "straight") == 0
 
     original = Trainer.train_epoch
@@ -104,6 +105,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path, monke
         (["--dataset", "nope"], "unknown dataset 'nope'"),
         (["--dataset", "mnist", "--epochs", "0"], "--epochs must be at least 1"),
         (["--dataset", "mnist", "--lr", "-1"], "--lr must be a positive number"),
+        (["--dataset", "mnist", "--loss", "normsoftmax", "--temperature", "0"], "--temperature must be a positive"),
         (["--dataset", "mnist", "--device", "cuda"], "no CUDA GPU"),
         ([], "--dataset is required"),
         (["--dataset", "mnist", "--batch-size", "512"], "too few images per class"),
