@@ -35,7 +35,10 @@ def table(assets: Path = ROOT / "assets") -> str:
         aug = c["augment"]
         if aug is None or isinstance(aug, bool):
             aug = "crop-flip" if aug or (aug is None and m["dataset"] not in ("mnist", "fashion_mnist")) else "none"
-        recipe = (f"{c['loss'].upper()}, Adam {c['lr']:g} {c['schedule']}, batch {c['batch_size']}"
+        loss = {"ce": "CE", "ms": "MS"}.get(c["loss"], c["loss"])
+        if c["loss"] == "normsoftmax":
+            loss = f"normalized softmax (temperature {c.get('temperature', 0.05):g})"
+        recipe = (f"{loss}, Adam {c['lr']:g} {c['schedule']}, batch {c['batch_size']}"
                   f"{', label smoothing ' + format(c['label_smoothing'], 'g') if c['label_smoothing'] else ''}"
                   f"{', ' + aug if aug != 'none' else ''}")
         rows.append(
