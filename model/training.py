@@ -6,8 +6,8 @@ Losses: "ce" (the paper) is softmax cross-entropy through a linear head on the e
 embedding and one learned proxy per class, divided by a temperature (pytorch-metric-learning's
 NormalizedSoftmaxLoss; Zhai & Wu, "Classification is a strong baseline for deep metric
 learning", 2019): it trains the angular geometry that cosine search uses, where a linear
-head leaves it loose; "ms" is Multi-Similarity on class-balanced batches (the paper). Both
-heads are dropped for search.
+head leaves it loose; "ms" is Multi-Similarity on class-balanced batches (the paper). The
+class heads of ce and normsoftmax are dropped for search.
 
 Determinism: every epoch draws its batch order and augmentation from a generator seeded
 with (seed, epoch), so a run resumed from the end of epoch n replays epochs n+1... exactly
@@ -64,7 +64,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     schedule: str = "constant"  # "constant" (the paper) or "cosine"
-    augment: str | None = None  # none, shift or crop-flip; None: the dataset's default
+    augment: str | None = None  # one of data.AUGMENTATIONS; None: the dataset's default
     label_smoothing: float = 0.0  # ce and normsoftmax
     temperature: float = 0.05  # normsoftmax: NormalizedSoftmaxLoss's default and Zhai & Wu's
     activation: str = "gelu"
