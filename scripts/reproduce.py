@@ -206,6 +206,23 @@ def cell_text(runs: list[dict], key: str, digits: int = 4) -> str:
     return f"{text} †({', '.join(notes)})"
 
 
+def short_device(device: str) -> str:
+    """'cuda (NVIDIA H100 80GB HBM3)' -> 'H100 80GB HBM3'; 'cpu (1 threads)' -> 'CPU, 1 threads'."""
+    kind, _, detail = device.partition(" (")
+    detail = detail.rstrip(")").removeprefix("NVIDIA ")
+    if kind == "cuda":
+        return detail or "CUDA"
+    return f"{kind.upper()}, {detail}" if detail else kind.upper()
+
+
+def timing(ce: list[dict], ms: list[dict]) -> str:
+    """Seconds per epoch and device of a row's CE and MS runs, each named: the two losses of
+    one model may have run on different devices."""
+    parts = [f"{loss}: {runs[0]['seconds_per_epoch']:.1f} ({short_device(runs[0]['device'])})"
+             for loss, runs in (("CE", usable(ce) if ce else []), ("MS", usable(ms) if ms else [])) if runs]
+    return "; ".join(parts)
+
+
 @functools.cache
 def planned_params(model: str, in_channels: int, activation: str) -> int:
     """Keras parameter count of a planned cell's network, measured or not (built once: the
@@ -230,8 +247,8 @@ def write_tables(out: Path, results: Path, settings: dict) -> None:
             paper = PAPER_T1[m][d] if act == "gelu" else ("", "")
             params = planned_params(m, 3 if d == "cifar10" else 1, act)
             any_run = (ce or ms or [None])[0]
-            measured = (f"{any_run['weights_bytes'] / 1024:.1f} | {any_run['seconds_per_epoch']:.1f} "
-                        f"({any_run['device']})") if any_run else "– | not run yet"
+            measured = (f"{any_run['weights_bytes'] / 1024:.1f} | {timing(ce, ms)}" if any_run
+                        else "– | not run yet")
             lines.append(
                 f"| {m} | {act} | {params:,} | {measured} | {cell_text(ce, 'test_ce_loss')} | "
                 f"{cell_text(ce, 'precision_at_1')} | {cell_text(ce, 'mean_average_precision_at_r')} | "
@@ -250,8 +267,7 @@ def write_tables(out: Path, results: Path, settings: dict) -> None:
         ce, ms = groups.get(("cifar10", m, "ce", "gelu"), []), groups.get(("cifar10", m, "ms", "gelu"), [])
         r = (ce or ms or [None])[0]
         params = planned_params(m, 3, "gelu")
-        measured = (f"{r['weights_bytes'] / 2**20:.2f} | {r['seconds_per_epoch']:.1f} ({r['device']})" if r
-                    else "– | not run yet")
+        measured = f"{r['weights_bytes'] / 2**20:.2f} | {timing(ce, ms)}" if r else "– | not run yet"
         p = PAPER_T2.get(m, ("", ""))
         lines.append(f"| {m} | {params / 1e6:.3f} | {measured} | {cell_text(ce, 'test_ce_loss')} | "
                      f"{cell_text(ce, 'precision_at_1')} | {cell_text(ce, 'mean_average_precision_at_r')} | "
@@ -304,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--max-train-samples", type=int)
     p.add_argument("--baseline-epochs", type=int, help="fewer epochs for the Table 2 baselines (marked reduced)")
-    p.add_argument("--only", help="run only cells whose name starts with this, e.g. cifar10-hybrid1")
+    p.add_argument("--only", help="run only cells whose name starts with one of these comma-separated "
+                   "prefixes, e.g. cifar10-hybrid1 or cifar10-resnet50,cifar10-vgg16")
     p.add_argument("--jobs", type=int, default=1, help="cells trained at once, each in its own process")
     p.add_argument("--time-budget", type=float, help="minutes; then no new cells, and running ones stop "
                    "at their next epoch end (resumable)")
@@ -315,7 +332,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         device = pick_device(args.device)
         seeds = args.seeds or (3 if device.type == "cuda" else 1)
-        cells = [c for c in plan(seeds) if not args.only or c.name.startswith(args.only)]
+        prefixes = tuple(args.only.split(",")) if args.only else ("",)
+        cells = [c for c in plan(seeds) if c.name.startswith(prefixes)]
+        if not cells and not args.cell:
+            raise TrainingError(f"no planned cell matches --only {args.only!r}; cell names look like "
+                                f"{plan(1)[0].name}")
         stop_at = args.stop_at or (None if args.time_budget is None else time.time() + 60 * args.time_budget)
         if args.cell:
             chosen = [c for c in plan(max(seeds, 10)) if c.name == args.cell]

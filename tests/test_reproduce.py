@@ -38,7 +38,7 @@ def test_quick_sweep_writes_tables_and_skips_finished_cells(data_dir, tmp_path, 
 def test_parallel_cells_run_in_child_processes(data_dir, tmp_path) -> None:
     reproduce = load_script()
     args = ["--data-dir", str(data_dir), "--out", str(tmp_path / "runs"), "--results", str(tmp_path),
-            "--quick", "--only", "mnist-cnn3a-", "--batch-size", "50", "--device", "cpu",
+            "--quick", "--only", "mnist-cnn3a-ce,mnist-cnn3a-ms", "--batch-size", "50", "--device", "cpu",
             "--max-train-samples", "200", "--jobs", "2"]
     assert reproduce.main(args) == 0
     names = [f"mnist-cnn3a-{loss}-{act}-s0" for act in ("gelu", "relu") for loss in ("ce", "ms")]
@@ -55,3 +55,11 @@ def test_a_spent_time_budget_starts_nothing(data_dir, tmp_path, capsys) -> None:
     assert reproduce.main(args) == 0
     assert "time budget spent" in capsys.readouterr().out
     assert not list((tmp_path / "runs").glob("*/metrics.json"))
+
+
+def test_an_only_that_matches_no_cell_is_one_clear_error(tmp_path, capsys) -> None:
+    reproduce = load_script()
+    args = ["--out", str(tmp_path / "runs"), "--results", str(tmp_path), "--only", "cifar-hybrid1", "--device", "cpu"]
+    assert reproduce.main(args) == 2
+    err = capsys.readouterr().err
+    assert "no planned cell matches --only 'cifar-hybrid1'" in err and "mnist-cnn3a-ce-gelu-s0" in err
