@@ -196,10 +196,9 @@ def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.T
     return (x.float().div_(255) - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
 
 
-AUGMENTATIONS = ("none", "shift", "shift-flip", "crop-flip")
-
-
-PADS = {"shift": 2, "shift-flip": 2, "crop-flip": 4}  # padding of the random crop per augmentation mode
+# augmentation mode -> (padding of its random crop in px, whether it also flips horizontally)
+CROP_FLIP: dict[str, tuple[int, bool]] = {"shift": (2, False), "shift-flip": (2, True), "crop-flip": (4, True)}
+AUGMENTATIONS = ("none", *CROP_FLIP)
 
 
 def augment(x: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Tensor:
@@ -207,7 +206,7 @@ def augment(x: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Ten
     shift-flip: the same and a horizontal flip (clothes, where a mirror image keeps its class);
     crop-flip: random 4-px-padded crop and horizontal flip (the CIFAR-10 standard)."""
     offsets = draw_offsets(mode, len(x), generator)
-    return x if offsets is None else crop_flip(x, *(t.to(x.device) for t in offsets), pad=PADS[mode])
+    return x if offsets is None else crop_flip(x, *(t.to(x.device) for t in offsets), pad=CROP_FLIP[mode][0])
 
 
 def draw_offsets(mode: str, n: int, generator: torch.Generator) -> tuple[torch.Tensor, ...] | None:
@@ -217,9 +216,10 @@ def draw_offsets(mode: str, n: int, generator: torch.Generator) -> tuple[torch.T
     uninterrupted one would; the trainer draws a whole epoch at once and moves it to the
     GPU in one copy, keeping per-step host-device synchronisations out of the loop.
     """
-    if mode not in PADS:
+    if mode not in CROP_FLIP:
         return None
-    return _draw_crop_flip(n, PADS[mode], mode.endswith("flip"), generator)
+    pad, flip = CROP_FLIP[mode]
+    return _draw_crop_flip(n, pad, flip, generator)
 
 
 def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4, flip: bool = True) -> torch.Tensor:

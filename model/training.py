@@ -42,7 +42,7 @@ from safetensors.torch import load_file
 from torch import nn
 from tqdm import tqdm
 
-from .data import AUGMENTATIONS, PADS, ImageData, crop_flip, draw_offsets, normalize
+from .data import AUGMENTATIONS, CROP_FLIP, ImageData, crop_flip, draw_offsets, normalize
 from .embedder import WEIGHTS_NAME, atomic_save_tensors, atomic_write_json, read_config, save_checkpoint
 from .networks import build_model, keras_param_count
 
@@ -237,7 +237,7 @@ class Trainer:
             idx = order[batch]
             x = self.data.train_x[idx]
             if offsets is not None:
-                x = crop_flip(x, *(t[batch] for t in offsets), pad=PADS[self.augment])
+                x = crop_flip(x, *(t[batch] for t in offsets), pad=CROP_FLIP[self.augment][0])
             y = self.data.train_y[idx]
             x = normalize(x, self.mean, self.std).contiguous(memory_format=torch.channels_last)
             loss = self.loss_on(x, y)
