@@ -7,6 +7,14 @@
 # end when the time budget is spent (a † cell in the tables); metrics and logs are packed into
 # $OUT every 30 s, so that a call cut off early still brings back what was measured.
 #
+# As run for results/ (one H100 session): `BUDGET_S=455 bash scripts/device_cifar.sh` trained the
+# baselines and the CE cells, which used the whole budget (the MS sweep started nothing); a second
+# call on the warm machine ran the eight GELU MS cells alone:
+#   BUDGET_S=225 BASELINES=cifar10-hybrid1-ce-gelu SMALL_CE=cifar10-cnn3a-ce-gelu \
+#   SMALL_MS=cifar10-cnn3b-ms,cifar10-inn2-ms,cifar10-inn3-ms,cifar10-inn4-ms,cifar10-hybrid2-ms,cifar10-hybrid3-ms,cifar10-hybrid1-ms-gelu,cifar10-cnn3a-ms-gelu \
+#   bash scripts/device_cifar.sh
+# (the two named finished cells make the first two sweeps no-ops).
+#
 #   .gpu/ (git-ignored) holds cifar10-jpeg.tar.gz and cifar10_jpeg_to_npz.py (from
 #   ../shared/datasets) and whl/ (pytorch-metric-learning's wheel).
 #   On the GPU machine:  BUDGET_S=470 bash scripts/device_cifar.sh
