@@ -219,7 +219,7 @@ def timing(ce: list[dict], ms: list[dict]) -> str:
     """Seconds per epoch and device of a row's CE and MS runs, each named: the two losses of
     one model may have run on different devices."""
     parts = [f"{loss}: {runs[0]['seconds_per_epoch']:.1f} ({short_device(runs[0]['device'])})"
-             for loss, runs in (("CE", usable(ce) if ce else []), ("MS", usable(ms) if ms else [])) if runs]
+             for loss, runs in (("CE", usable(ce)), ("MS", usable(ms))) if runs]
     return "; ".join(parts)
 
 
