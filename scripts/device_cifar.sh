@@ -18,7 +18,7 @@
 #   .gpu/ (git-ignored) holds cifar10-jpeg.tar.gz and cifar10_jpeg_to_npz.py (from
 #   ../shared/datasets) and whl/ (pytorch-metric-learning's wheel).
 #   On the GPU machine:  BUDGET_S=470 bash scripts/device_cifar.sh
-#   A dry run here, in a copy of the checkout (it deletes a run folder):
+#   A dry run here, in a copy of the checkout (it overwrites the named cells' runs):
 #     QUICK=1 BASELINES=cifar10-mobilenet_v2-ce SMALL_CE=cifar10-inn2-ce SMALL_MS=cifar10-inn2-ms \
 #     BUDGET_S=300 OUT=/tmp/out PY=$PWD/.venv/bin/python bash scripts/device_cifar.sh
 set -u
@@ -36,9 +36,8 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
 $PY -c "import torch, torchvision, pytorch_metric_learning as p; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'pml', p.__version__, 'cuda', torch.cuda.is_available())"
 [ -f .gpu/data/cifar10.npz ] || $PY .gpu/cifar10_jpeg_to_npz.py .gpu/cifar10-jpeg.tar.gz .gpu/data/cifar10.npz || exit 1
-# Hybrid-3 CE stopped at 14 of 25 epochs on the CPU; its resume state stays here, so the GPU
-# runs the cell from the start, on one device.
-rm -rf results/runs/cifar10-hybrid3-ce-gelu-s0
+# An unfinished cell whose resume/ state stayed behind (CIFAR-10 Hybrid-3 CE, 14 of 25 epochs
+# on the CPU) starts again from scratch here, on one device; finished cells are skipped.
 
 if [ -n "${QUICK:-}" ]; then
     COMMON=(--quick --device cpu --seeds 1)
