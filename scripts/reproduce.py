@@ -122,9 +122,29 @@ def run_cell(cell: Cell, args: argparse.Namespace, device: torch.device, cache: 
     data = cache[key]
     cfg.data_source = data.source
     trainer = Trainer(cfg, data, out, device)
-    if (out / "resume").exists():
+    if (out / "resume").exists() or (out / "resume.old").exists():
         trainer.load()
+    elif (out / "metrics.json").exists():
+        keep_earlier_measurement(out)
     trainer.fit(log=lambda line: print(f"  {cell.name}: {line}", flush=True), stop_at=stop_at)
+    if is_finished(cell, args):
+        (out / PREVIOUS).unlink(missing_ok=True)
+
+
+PREVIOUS = "metrics.previous.json"
+
+
+def keep_earlier_measurement(out: Path) -> None:
+    """A stopped cell whose resume state is gone (a lent GPU's, say) restarts from epoch 0 and
+    rewrites metrics.json every epoch.  Its earlier, longer measurement is kept beside it, and
+    the tables report whichever of the two has more epochs, so that a restart cut short loses
+    nothing."""
+    current = json.loads((out / "metrics.json").read_text())
+    earlier = out / PREVIOUS
+    if not earlier.exists() or json.loads(earlier.read_text())["epochs_done"] < current["epochs_done"]:
+        (out / "metrics.json").replace(earlier)
+    else:
+        (out / "metrics.json").unlink()
 
 
 def run_parallel(cells: list[Cell], args: argparse.Namespace, argv: list[str], stop_at: float | None,
@@ -170,9 +190,14 @@ def fmt(values: list[float], digits: int = 4) -> str:
 
 
 def collect(out: Path) -> dict[tuple, list[dict]]:
+    """Each cell folder's run, grouped by (dataset, model, loss, activation): one entry per seed.
+    Of metrics.json and a kept earlier measurement, the one with more epochs counts."""
     groups: dict[tuple, list[dict]] = {}
-    for path in sorted(out.glob("*/metrics.json")):
-        m = json.loads(path.read_text())
+    for folder in sorted(p for p in out.glob("*") if p.is_dir()):
+        runs = [json.loads(f.read_text()) for f in (folder / "metrics.json", folder / PREVIOUS) if f.is_file()]
+        if not runs:
+            continue
+        m = max(runs, key=lambda r: r["epochs_done"])  # ties: the current run
         c = m["train_config"]
         groups.setdefault((c["dataset"], c["model"], c["loss"], c["activation"]), []).append(m)
     return groups
@@ -230,16 +255,21 @@ def planned_params(model: str, in_channels: int, activation: str) -> int:
     return keras_param_count(build_model(model, in_channels, activation=activation))
 
 
+SEEDS_NOTE = ("seeds CE/MS: how many seeds each loss's figures average. The protocol asks for 3 on a "
+              "GPU and at least 1 on a CPU; a cell with fewer than 3 has no ± and cannot separate "
+              "differences of a few thousandths from seed noise.")
+
+
 def write_tables(out: Path, results: Path, settings: dict) -> None:
     groups = collect(out)
     lines = ["# Table 1, re-measured", "",
-             "Ours: mean ± std over seeds (n in the last column); † marks a reduced cell (fewer epochs or a "
-             "training subset; the epochs or images it had). s/epoch is as measured, with other runs sharing the "
+             "Ours: mean ± std over seeds; † marks a reduced cell (fewer epochs or a training subset; the "
+             f"epochs or images it had). {SEEDS_NOTE} s/epoch is as measured, with other runs sharing the "
              "device where results/README.md says so. Paper: test CE / MS loss as printed. Retrieval: test "
              "set, each image queried against the rest.", "", f"Settings: `{json.dumps(settings)}`", ""]
     for d in DATASETS:
         lines += [f"## {d}", "", "| model | act | params | weights KB | s/epoch (device) | CE: test CE | CE: P@1 | "
-                  "CE: MAP@R | MS: test MS | MS: P@1 | MS: MAP@R | paper CE | paper MS | n |",
+                  "CE: MAP@R | MS: test MS | MS: P@1 | MS: MAP@R | paper CE | paper MS | seeds CE/MS |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         rows = [(m, "gelu") for m in PAPER_MODELS] + [(m, "relu") for m in ("hybrid1", "cnn3a")]
         for m, act in rows:  # every planned cell, measured or not: gaps stay visible
@@ -260,9 +290,10 @@ def write_tables(out: Path, results: Path, settings: dict) -> None:
 
     lines = ["# Table 2 (CIFAR-10), re-measured", "",
              "torchvision models as embedding networks, random init, stem fitted to 32 px. NASNetMobile is not "
-             "in torchvision and is not measured. † marks a reduced cell.", "",
+             f"in torchvision and is not measured. † marks a reduced cell. {SEEDS_NOTE}", "",
              "| model | params (M) | weights MB | s/epoch (device) | CE: test CE | CE: P@1 | CE: MAP@R | MS: test MS | "
-             "MS: P@1 | MS: MAP@R | paper CE | paper MS | n |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "MS: P@1 | MS: MAP@R | paper CE | paper MS | seeds CE/MS |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for m in ("cnn3b", *BASELINES, "hybrid1"):
         ce, ms = groups.get(("cifar10", m, "ce", "gelu"), []), groups.get(("cifar10", m, "ms", "gelu"), [])
         r = (ce or ms or [None])[0]

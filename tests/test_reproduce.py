@@ -2,8 +2,14 @@
 
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
+
+import torch
+
+from model.data import load_dataset
+from model.training import TrainConfig, Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,3 +69,30 @@ def test_an_only_that_matches_no_cell_is_one_clear_error(tmp_path, capsys) -> No
     assert reproduce.main(args) == 2
     err = capsys.readouterr().err
     assert "no planned cell matches --only 'cifar-hybrid1'" in err and "mnist-cnn3a-ce-gelu-s0" in err
+
+
+def test_a_restarted_cell_keeps_its_longer_earlier_measurement(data_dir, tmp_path) -> None:
+    """A stopped cell whose resume state is gone restarts from epoch 0; until the new run has
+    more epochs, the tables report the earlier one, and neither is lost."""
+    reproduce = load_script()
+    out = tmp_path / "runs" / "mnist-inn2-ce-gelu-s0"
+    data = load_dataset("mnist", str(data_dir), 100)
+    cfg = TrainConfig(dataset="mnist", model="inn2", loss="ce", epochs=3, batch_size=50, max_train_samples=100,
+                      data_source=data.source)
+    Trainer(cfg, data, out, torch.device("cpu")).fit(log=lambda line: None)
+    shutil.rmtree(out / "resume")  # as when a lent GPU's resume state stays behind
+    args = ["--data-dir", str(data_dir), "--out", str(tmp_path / "runs"), "--results", str(tmp_path),
+            "--only", "mnist-inn2-ce-gelu", "--batch-size", "50", "--device", "cpu", "--max-train-samples", "100"]
+
+    assert reproduce.main([*args, "--cell", out.name, "--stop-at", "1"]) == 0  # a budget spent after 1 epoch
+    assert json.loads((out / "metrics.json").read_text())["epochs_done"] == 1
+    assert json.loads((out / reproduce.PREVIOUS).read_text())["epochs_done"] == 3
+    reproduce.write_tables(tmp_path / "runs", tmp_path, {})
+    row = next(r for r in (tmp_path / "table1.md").read_text().splitlines() if r.startswith("| inn2 | gelu | 560 |"))
+    assert "†(3 ep, 100 imgs)" in row
+
+    assert reproduce.main(args) == 0  # resumes the new run to the full 20 epochs
+    assert json.loads((out / "metrics.json").read_text())["epochs_done"] == 20
+    assert not (out / reproduce.PREVIOUS).exists()
+    row = next(r for r in (tmp_path / "table1.md").read_text().splitlines() if r.startswith("| inn2 | gelu | 560 |"))
+    assert "†(100 imgs)" in row and "3 ep" not in row
