@@ -409,13 +409,20 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def resume_state_dir(out: Path) -> Path:
+def find_resume_state(out: Path) -> Path | None:
     """The complete resume state in `out`: resume/, or resume.old/ if a save was torn
-    between its two renames."""
+    between its two renames; None if there is neither."""
     for name in ("resume", "resume.old"):
         folder = out / name
         if (folder / "state.json").is_file() and (folder / "state.safetensors").is_file():
             return folder
+    return None
+
+
+def resume_state_dir(out: Path) -> Path:
+    """find_resume_state, or one clear error when there is nothing to resume."""
+    if folder := find_resume_state(out):
+        return folder
     raise TrainingError(f"{out} holds no resume state (resume/state.json); start a new run without --resume")
 
 

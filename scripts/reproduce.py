@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from model.data import DataError, load_dataset  # noqa: E402
 from model.embedder import atomic_write_bytes  # noqa: E402
 from model.networks import build_model, keras_param_count  # noqa: E402
-from model.training import TrainConfig, Trainer, TrainingError, pick_device  # noqa: E402
+from model.training import TrainConfig, Trainer, TrainingError, find_resume_state, pick_device  # noqa: E402
 
 PAPER_MODELS = ("cnn3a", "cnn3b", "inn2", "inn3", "inn4", "hybrid1", "hybrid2", "hybrid3")
 BASELINES = ("mobilenet_v2", "efficientnet_b0", "resnet50", "vgg16")
@@ -122,7 +122,7 @@ def run_cell(cell: Cell, args: argparse.Namespace, device: torch.device, cache: 
     data = cache[key]
     cfg.data_source = data.source
     trainer = Trainer(cfg, data, out, device)
-    if (out / "resume").exists() or (out / "resume.old").exists():
+    if find_resume_state(out):
         trainer.load()
     elif (out / "metrics.json").exists():
         keep_earlier_measurement(out)
