@@ -49,6 +49,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--activation", default="gelu", choices=["gelu", "relu"])
     p.add_argument("--pretrained", action="store_true",
                    help="ImageNet weights for the torchvision baselines (downloads them; not for the paper's models)")
+    p.add_argument("--flip-average", action="store_true",
+                   help="search with the mean embedding of an image and its mirror image (test-time augmentation, "
+                        "twice the embedding cost; needs training with flips; not for digits)")
+    p.add_argument("--init-from", metavar="FOLDER",
+                   help="start from the weights of this checkpoint folder (e.g. assets/mnist-hybrid1): fine-tuning")
     p.add_argument("--image-size", type=int, default=32, help="image folders only: side of the resized images")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
@@ -85,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
                 activation=args.activation, pretrained=args.pretrained,
                 seed=args.seed,
                 max_train_samples=args.max_train_samples,
+                flip_average=args.flip_average,
+                init_from=args.init_from,
             )
         out = Path(args.out or f"runs/{Path(cfg.dataset).name}-{cfg.model}-{cfg.loss}")
         if not args.resume and (out / "resume").exists():
@@ -96,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
             trainer.load()
             for row in trainer.history:
                 print(format_epoch(row, cfg.epochs))
+        elif cfg.init_from:
+            trainer.start_from(cfg.init_from)
+            print(f"starting from the weights in {cfg.init_from}")
         print(f"{cfg.model} ({cfg.activation}) on {data.name}: {len(data.train_y)} train / {len(data.test_y)} test "
               f"images, {cfg.loss} loss, {cfg.epochs} epochs, device {device}")
         try:

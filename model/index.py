@@ -25,12 +25,21 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
 
 from .data import DataError, load_dataset
-from .embedder import WEIGHTS_NAME, CheckpointError, Embedder, atomic_write_bytes, atomic_write_json, load_embedder
+from .embedder import (
+    WEIGHTS_NAME,
+    CheckpointError,
+    Embedder,
+    atomic_write_bytes,
+    atomic_write_json,
+    load_embedder,
+    read_config,
+)
 
 GALLERY_SIZE = 2000
 INDEX_NPZ, INDEX_JSON = "index.npz", "index.json"
@@ -94,8 +103,13 @@ def fit_umap(embeddings: np.ndarray, seed: int = 0) -> np.ndarray:
     return xy
 
 
-def bundle_key(checkpoint: Path, gallery_path: Path) -> dict[str, str]:
-    return {"weights_sha256": sha256_file(checkpoint / WEIGHTS_NAME), "gallery_sha256": sha256_file(gallery_path)}
+def bundle_key(checkpoint: Path, gallery_path: Path) -> dict[str, Any]:
+    """What a bundle's embeddings depend on: the weights, the gallery, and mirror averaging."""
+    key: dict[str, Any] = {"weights_sha256": sha256_file(checkpoint / WEIGHTS_NAME),
+                           "gallery_sha256": sha256_file(gallery_path)}
+    if read_config(checkpoint).get("flip_average"):
+        key["flip_average"] = True
+    return key
 
 
 def build_bundle(checkpoint: str | Path, data_dir: str | Path | None = None, dataset: str | None = None,
@@ -176,10 +190,11 @@ def load_index(checkpoint: str | Path, gallery_dir: str | Path | None = None, re
     gallery = read_npz(gallery_path)
     meta_path = checkpoint / INDEX_JSON
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    fresh = {k: meta.get(k) for k in ("weights_sha256", "gallery_sha256")} == bundle_key(checkpoint, gallery_path)
+    key = bundle_key(checkpoint, gallery_path)
+    fresh = {k: meta.get(k) for k in key} == key and meta.get("flip_average", False) == key.get("flip_average", False)
     if not fresh or not (checkpoint / INDEX_NPZ).is_file():
         if not rebuild:
-            raise BundleError(f"the search bundle in {checkpoint} does not match its weights or gallery: "
+            raise BundleError(f"the search bundle in {checkpoint} does not match its weights, gallery or flip_average: "
                               f"rebuild it with `python -m model.index --checkpoint {checkpoint}`")
         log(f"{checkpoint}: search bundle missing or stale, rebuilding (embedding + UMAP, ~30 s) ...")
         build_bundle(checkpoint, dataset=dataset, gallery_dir=gallery_path.parent, log=log)

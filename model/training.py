@@ -43,7 +43,15 @@ from torch import nn
 from tqdm import tqdm
 
 from .data import AUGMENTATIONS, CROP_FLIP, ImageData, crop_flip, draw_offsets, normalize
-from .embedder import WEIGHTS_NAME, atomic_save_tensors, atomic_write_json, read_config, save_checkpoint
+from .embedder import (
+    WEIGHTS_NAME,
+    atomic_save_tensors,
+    atomic_write_json,
+    load_model,
+    mirror_averaged,
+    read_config,
+    save_checkpoint,
+)
 from .networks import build_model, keras_param_count
 
 RETRIEVAL_METRICS = ("precision_at_1", "r_precision", "mean_average_precision_at_r")
@@ -76,6 +84,8 @@ class TrainConfig:
     ms_beta: float = 50.0
     ms_base: float = 0.5
     miner_epsilon: float = 0.1
+    flip_average: bool = False  # search with the mean embedding of an image and its mirror image
+    init_from: str | None = None  # a checkpoint folder whose weights the run starts from (fine-tuning)
     data_source: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -94,6 +104,8 @@ class TrainConfig:
                 raise TrainingError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise TrainingError(f"--lr must be a positive number (got {self.lr})")
+        if self.init_from and self.pretrained:
+            raise TrainingError("--init-from and --pretrained both choose the starting weights: pass one of them")
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -146,6 +158,9 @@ class Trainer:
         mean, std = data.mean_std()
         self.mean, self.std = torch.tensor(mean, device=device), torch.tensor(std, device=device)
         self.augment = data.augment if cfg.augment is None else cfg.augment
+        if cfg.flip_average and not CROP_FLIP.get(self.augment, (0, False))[1]:
+            raise TrainingError(f"--flip-average needs a model trained with flips (augmentation {self.augment!r} "
+                                "has none): add --augment shift-flip or crop-flip, or drop --flip-average")
         torch.manual_seed(cfg.seed)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
@@ -175,6 +190,7 @@ class Trainer:
         self.accuracy, self.knn_device = retrieval_calculator(device)
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
+        self.parent: dict[str, Any] | None = None  # the run a fine-tuning run started from (init_from)
         self.model_config = {
             "model": cfg.model,
             "in_channels": data.channels,
@@ -185,7 +201,29 @@ class Trainer:
             "std": std,
             "class_names": data.class_names,
             "dataset": data.name,
+            "flip_average": cfg.flip_average,
         }
+
+    def start_from(self, folder: str | Path) -> None:
+        """Load a checkpoint's weights into the model before epoch 1 (fine-tuning), and
+        keep its recipe and final metrics, so that metrics.json records the whole chain.
+
+        Only the embedder starts from the checkpoint; the class head and the optimizer
+        start fresh. The checkpoint must be the same architecture: model, input channels,
+        embedding size and activation.
+        """
+        net, config = load_model(folder)
+        ours = {k: self.model_config[k] for k in ("model", "in_channels", "embedding_dim", "activation")}
+        theirs = {k: config.get(k) for k in ours}
+        if ours != theirs:
+            wrong = ", ".join(f"{k} {theirs[k]!r} (this run: {ours[k]!r})" for k in ours if ours[k] != theirs[k])
+            raise TrainingError(f"--init-from {folder}: that checkpoint has {wrong}; "
+                                "pass the same --model and --activation, and a dataset with as many channels")
+        self.model.load_state_dict(net.state_dict())
+        parent_metrics = Path(folder) / "metrics.json"
+        info = _read_json(parent_metrics) if parent_metrics.is_file() else {}
+        self.parent = {"path": str(folder), **{k: info.get(k) for k in ("dataset", "loss", "epochs_done",
+                                                                        "train_config", "init_from", "final")}}
 
     # ----- one epoch ---------------------------------------------------------------
     def lr_at(self, epoch: int) -> float:
@@ -265,11 +303,14 @@ class Trainer:
         if self.head is not None:
             self.head.eval()
         x_all, y_all = self.data.test_x, self.data.test_y
-        embs = []
+        embs, mirrors = [], []
         for i in range(0, len(x_all), 1024):
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-                embs.append(self.model(normalize(x_all[i : i + 1024], self.mean, self.std)).float())
-        emb = torch.cat(embs)
+                x = normalize(x_all[i : i + 1024], self.mean, self.std)
+                embs.append(self.model(x).float())
+                if self.cfg.flip_average:
+                    mirrors.append(self.model(x.flip(-1)).float())
+        emb = torch.cat(embs)  # the network's own output: the losses are about it
         metrics: dict[str, float] = {}
         if self.head is not None:
             logits = self.logits(emb)
@@ -280,8 +321,12 @@ class Trainer:
         order = torch.randperm(len(y_all), generator=torch.Generator().manual_seed(0)).to(self.device)
         ms = [float(self.ms_loss(emb[idx], y_all[idx])) for idx in order.split(self.cfg.batch_size) if len(idx) > 1]
         metrics["test_ms_loss"] = float(np.mean(ms))
+        labels = y_all.to(self.knn_device)
         normed = F.normalize(emb, dim=1).to(self.knn_device)
-        acc = self.accuracy.get_accuracy(normed, y_all.to(self.knn_device))
+        acc = self.accuracy.get_accuracy(normed, labels)
+        if self.cfg.flip_average:  # the search's own embedding first; single-view figures beside them
+            metrics.update({f"{k}_single_view": float(acc[k]) for k in RETRIEVAL_METRICS})
+            acc = self.accuracy.get_accuracy(mirror_averaged(emb, torch.cat(mirrors)).to(self.knn_device), labels)
         metrics.update({k: float(acc[k]) for k in RETRIEVAL_METRICS})
         return metrics
 
@@ -309,6 +354,7 @@ class Trainer:
             "train_config": dataclasses.asdict(self.cfg),
             "param_groups": opt["param_groups"],
             "history": self.history,
+            "parent": self.parent,
         })
         if resume.exists():
             shutil.rmtree(old, ignore_errors=True)
@@ -333,6 +379,7 @@ class Trainer:
                 opt_state.setdefault(int(pid), {})[name] = v.cpu() if name == "step" else v
         self.optimizer.load_state_dict({"state": opt_state, "param_groups": info["param_groups"]})
         self.epoch, self.history = info["epoch"], info["history"]
+        self.parent = info.get("parent")
 
     def metrics_summary(self) -> dict[str, Any]:
         seconds = [h["seconds"] for h in self.history]
@@ -343,6 +390,7 @@ class Trainer:
             "loss": self.cfg.loss,
             "epochs_done": self.epoch,
             "train_config": dataclasses.asdict(self.cfg),
+            "init_from": self.parent,
             "keras_param_count": keras_param_count(self.model),
             "weights_bytes": (self.out / WEIGHTS_NAME).stat().st_size if (self.out / WEIGHTS_NAME).exists() else None,
             "device": describe_device(self.device),

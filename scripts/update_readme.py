@@ -22,6 +22,28 @@ def num(row: dict, key: str) -> str:
     return f"{row[key]:.4f}" if key in row else "–"
 
 
+def lineage(metrics: dict) -> list[dict]:
+    """The runs behind a checkpoint, first to last: a fine-tuned run records the run it
+    started from (metrics.json's init_from), which may record its own."""
+    chain, run = [], metrics
+    while run:
+        chain.append(run)
+        run = run.get("init_from")
+    return chain[::-1]
+
+
+def recipe_of(c: dict, dataset: str) -> str:
+    aug = c["augment"]
+    if aug is None or isinstance(aug, bool):
+        aug = "crop-flip" if aug or (aug is None and dataset not in ("mnist", "fashion_mnist")) else "none"
+    loss = {"ce": "CE", "ms": "MS"}.get(c["loss"], c["loss"])
+    if c["loss"] == "normsoftmax":
+        loss = f"normalized softmax (temperature {c.get('temperature', 0.05):g})"
+    return (f"{loss}, Adam {c['lr']:g} {c['schedule']}, batch {c['batch_size']}"
+            f"{', label smoothing ' + format(c['label_smoothing'], 'g') if c['label_smoothing'] else ''}"
+            f"{', ' + aug if aug != 'none' else ''}")
+
+
 def table(assets: Path = ROOT / "assets") -> str:
     rows = ["| dataset | model | params (Keras count) | weights | epochs | recipe | test accuracy | test CE | "
             "test MS | P@1 | R-precision | MAP@R | s/epoch (device) |",
@@ -31,19 +53,17 @@ def table(assets: Path = ROOT / "assets") -> str:
                                                                  p.parent.name))
     for path in paths:
         m = json.loads(path.read_text())
-        f, c = m["final"], m["train_config"]
-        aug = c["augment"]
-        if aug is None or isinstance(aug, bool):
-            aug = "crop-flip" if aug or (aug is None and m["dataset"] not in ("mnist", "fashion_mnist")) else "none"
-        loss = {"ce": "CE", "ms": "MS"}.get(c["loss"], c["loss"])
-        if c["loss"] == "normsoftmax":
-            loss = f"normalized softmax (temperature {c.get('temperature', 0.05):g})"
-        recipe = (f"{loss}, Adam {c['lr']:g} {c['schedule']}, batch {c['batch_size']}"
-                  f"{', label smoothing ' + format(c['label_smoothing'], 'g') if c['label_smoothing'] else ''}"
-                  f"{', ' + aug if aug != 'none' else ''}")
+        f = m["final"]
+        chain = lineage(m)
+        epochs = " + ".join(str(run["epochs_done"]) for run in chain)
+        recipe = "; then ".join(recipe_of(run["train_config"], run["dataset"]) for run in chain)
+        if m["train_config"].get("flip_average"):
+            one_view = (f"P@1 {num(f, 'precision_at_1_single_view')}, "
+                        f"MAP@R {num(f, 'mean_average_precision_at_r_single_view')}")
+            recipe += f"; search averages each image with its mirror image (one view: {one_view})"
         rows.append(
             f"| {m['dataset']} | {m['model']} | {m['keras_param_count']:,} | {m['weights_bytes'] / 1024:.1f} KiB | "
-            f"{m['epochs_done']} | {recipe} | {num(f, 'accuracy')} | {num(f, 'test_ce_loss')} | "
+            f"{epochs} | {recipe} | {num(f, 'accuracy')} | {num(f, 'test_ce_loss')} | "
             f"{f['test_ms_loss']:.4f} | {f['precision_at_1']:.4f} | "
             f"{f['r_precision']:.4f} | {f['mean_average_precision_at_r']:.4f} | "
             f"{m['seconds_per_epoch']:.1f} ({m['device']}) |")

@@ -41,6 +41,15 @@ def test_stale_bundle_is_detected_and_rebuilt(assets, tmp_path) -> None:
     assert any("stale" in m for m in messages)
     assert json.loads((ckpt / INDEX_JSON).read_text())["weights_sha256"] == meta["weights_sha256"]
     assert index.search(index.images[3], 1)[1][0].index == 3
+    config = json.loads((ckpt / "config.json").read_text())
+    (ckpt / "config.json").write_text(json.dumps({**config, "flip_average": True}))  # other embeddings
+    with pytest.raises(BundleError, match="does not match"):
+        load_index(ckpt, rebuild=False)
+    load_index(ckpt, log=messages.append)
+    assert json.loads((ckpt / INDEX_JSON).read_text())["flip_average"] is True
+    (ckpt / "config.json").write_text(json.dumps(config))
+    with pytest.raises(BundleError, match="does not match"):
+        load_index(ckpt, rebuild=False)
     (tmp_path / "gallery" / "mnist.npz").unlink()
     with pytest.raises(BundleError, match="no gallery for mnist"):
         load_index(ckpt)

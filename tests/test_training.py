@@ -2,6 +2,7 @@
 bit-exactly, an interrupted run resumed equals an uninterrupted one, errors are clear."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,6 +100,84 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path, monke
     assert (out / "model.safetensors").read_bytes() == good
 
 
+def test_fine_tuning_starts_from_the_checkpoint_and_records_it(checkpoint, data_dir, tmp_path, monkeypatch,
+                                                               capsys) -> None:
+    parent = load_file(str(checkpoint / "model.safetensors"))
+    seen = {}
+    original = Trainer.train_epoch
+
+    def spy(self, epoch):
+        if epoch == 0:
+            seen.update({k: v.clone() for k, v in self.model.state_dict().items()})
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", spy)
+    out = tmp_path / "tuned"
+    assert run([*QUICK, "--loss", "ms", "--epochs", "1", "--init-from", str(checkpoint)], data_dir, out) == 0
+    assert seen.keys() == parent.keys() and all(torch.equal(seen[k], parent[k]) for k in parent)
+    tuned = load_file(str(out / "model.safetensors"))
+    assert not all(torch.equal(tuned[k], parent[k]) for k in parent)  # it trained
+    metrics = json.loads((out / "metrics.json").read_text())
+    record = metrics["init_from"]
+    assert record["path"] == str(checkpoint) and record["loss"] == "ce" and record["epochs_done"] == 1
+    assert record["final"] == json.loads((checkpoint / "metrics.json").read_text())["final"]
+    assert metrics["train_config"]["init_from"] == str(checkpoint)
+
+    # the record survives --resume, which continues from the run's own state, not the parent
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    state = json.loads((out / "resume" / "state.json").read_text())
+    state["train_config"]["epochs"] = 2
+    (out / "resume" / "state.json").write_text(json.dumps(state))
+    assert train.main(["--resume", "--out", str(out), "--data-dir", str(data_dir), "--no-index"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["init_from"] == record
+
+    # the README's table of shipped models tells the whole chain
+    import importlib.util
+
+    script = Path(__file__).parents[1] / "scripts" / "update_readme.py"
+    spec = importlib.util.spec_from_file_location("update_readme", script)
+    update_readme = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(update_readme)
+    (tmp_path / "assets" / "mnist-hybrid1").mkdir(parents=True)
+    (tmp_path / "assets" / "mnist-hybrid1" / "metrics.json").write_bytes((out / "metrics.json").read_bytes())
+    row = update_readme.table(tmp_path / "assets").splitlines()[-1]
+    assert "| 1 + 2 | CE, Adam 0.001 constant, batch 50; then MS, Adam 0.001 constant, batch 50 |" in row
+
+    # another architecture: one clear line that names the mismatch
+    capsys.readouterr()
+    assert run([*QUICK[:3], "cnn3a", *QUICK[4:], "--init-from", str(checkpoint)], data_dir, tmp_path / "x") == 2
+    err = capsys.readouterr().err
+    assert "--init-from" in err and "model 'hybrid1' (this run: 'cnn3a')" in err and err.count("\n") == 1
+    assert run([*QUICK, "--init-from", str(tmp_path / "nothing")], data_dir, tmp_path / "y") == 2
+    assert "config.json is missing" in capsys.readouterr().err
+
+
+def test_flip_average_is_what_search_and_metrics_use(data_dir, tmp_path) -> None:
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+
+    out = tmp_path / "mirror"
+    args = [*QUICK, "--loss", "normsoftmax", "--epochs", "1", "--augment", "shift-flip", "--flip-average"]
+    assert run(args, data_dir, out) == 0
+    final = json.loads((out / "metrics.json").read_text())["final"]
+    assert {"precision_at_1", "precision_at_1_single_view", "mean_average_precision_at_r_single_view"} <= set(final)
+
+    embedder = load_embedder(out)
+    assert embedder.config["flip_average"] is True
+    x = load_dataset("mnist", data_dir).test_x
+    got = embedder.embed_uint8(x)
+    np.testing.assert_allclose(got, embedder.embed_uint8(x.flip(-1)), atol=1e-6)  # a mirror image is the same query
+    with torch.no_grad():
+        xn = normalize(x, embedder.mean, embedder.std)
+        single = torch.nn.functional.normalize(embedder.model(xn), dim=1).numpy()
+    assert not np.allclose(got, single, atol=1e-3)
+    # the reported metrics are those of the embeddings the search uses
+    labels = load_dataset("mnist", data_dir).test_y
+    calc = AccuracyCalculator(include=("precision_at_1",), k="max_bin_count")
+    assert calc.get_accuracy(torch.from_numpy(got), labels)["precision_at_1"] == pytest.approx(final["precision_at_1"])
+    assert calc.get_accuracy(torch.from_numpy(single), labels)["precision_at_1"] == pytest.approx(
+        final["precision_at_1_single_view"])
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
@@ -110,6 +189,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path, monke
         ([], "--dataset is required"),
         (["--dataset", "mnist", "--batch-size", "512"], "too few images per class"),
         (["--dataset", "mnist", "--model", "hybrid1", "--pretrained"], "pretrained weights exist only for"),
+        (["--dataset", "mnist", "--model", "vgg16", "--pretrained", "--init-from", "x"], "--init-from and --pretr"),
+        (["--dataset", "mnist", "--flip-average"], "--flip-average needs a model trained with flips"),
     ],
 )
 def test_bad_arguments_give_one_clear_line(args, message, data_dir, tmp_path, capsys, monkeypatch) -> None:
