@@ -28,7 +28,7 @@ from model.demo import (  # noqa: E402
     sketch_to_image,
     thumbnail,
 )
-from model.embedder import CheckpointError  # noqa: E402
+from model.embedder import CheckpointError, training_lineage  # noqa: E402
 from model.index import BundleError  # noqa: E402
 
 IMPORT_SECONDS = time.perf_counter() - _T0
@@ -124,6 +124,15 @@ def sketch_visibility(dataset):
     return gr.update(visible=dataset != "CIFAR-10")
 
 
+def training_summary(metrics: dict) -> str:
+    """E.g. "NORMSOFTMAX 60 + MS 20 epochs, mirror-averaged search" for a fine-tuned checkpoint."""
+    runs = training_lineage(metrics)
+    text = " + ".join(f"{run['loss'].upper()} {run['epochs_done']}" for run in runs) + " epochs"
+    if metrics["train_config"].get("flip_average"):
+        text += ", mirror-averaged search"
+    return text
+
+
 def about_markdown() -> str:
     rows = []
     for d, m in demo_state.available():
@@ -135,7 +144,7 @@ def about_markdown() -> str:
         test_ce = f"{f['test_ce_loss']:.4f}" if "test_ce_loss" in f else "–"  # CE runs only
         rows.append(f"| {d} | {m} | {mt['keras_param_count']:,} | {mt['weights_bytes'] / 1024:.1f} KB | "
                     f"{f['precision_at_1']:.4f} | {f['mean_average_precision_at_r']:.4f} | {test_ce} | "
-                    f"{f['test_ms_loss']:.4f} | {mt['loss'].upper()}, {mt['epochs_done']} epochs |")
+                    f"{f['test_ms_loss']:.4f} | {training_summary(mt)} |")
     return "\n".join([
         "### Shipped models (measured on the test set, queries against the rest of the test set)",
         "| dataset | model | params (Keras count) | weights | P@1 | MAP@R | test CE | test MS | training |",

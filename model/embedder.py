@@ -96,6 +96,16 @@ def save_checkpoint(folder: str | Path, model: nn.Module, config: dict[str, Any]
     atomic_write_json(folder / CONFIG_NAME, config)
 
 
+def training_lineage(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runs behind a checkpoint's metrics.json, first to last: a fine-tuned run records
+    the run it started from under "init_from", which may record its own."""
+    chain, run = [], metrics
+    while run:
+        chain.append(run)
+        run = run.get("init_from")
+    return chain[::-1]
+
+
 def read_config(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / CONFIG_NAME
     if not path.is_file():

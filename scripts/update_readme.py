@@ -14,22 +14,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- metrics:start -->", "<!-- metrics:end -->"
+sys.path.insert(0, str(ROOT))
+
+from model.embedder import training_lineage  # noqa: E402
+
 ORDER = ("mnist", "fashion_mnist", "cifar10")
 
 
 def num(row: dict, key: str) -> str:
     """A metric to 4 places, or – where the run has none (accuracy and CE loss exist only for CE runs)."""
     return f"{row[key]:.4f}" if key in row else "–"
-
-
-def lineage(metrics: dict) -> list[dict]:
-    """The runs behind a checkpoint, first to last: a fine-tuned run records the run it
-    started from (metrics.json's init_from), which may record its own."""
-    chain, run = [], metrics
-    while run:
-        chain.append(run)
-        run = run.get("init_from")
-    return chain[::-1]
 
 
 def recipe_of(c: dict, dataset: str) -> str:
@@ -54,7 +48,7 @@ def table(assets: Path = ROOT / "assets") -> str:
     for path in paths:
         m = json.loads(path.read_text())
         f = m["final"]
-        chain = lineage(m)
+        chain = training_lineage(m)
         epochs = " + ".join(str(run["epochs_done"]) for run in chain)
         recipe = "; then ".join(recipe_of(run["train_config"], run["dataset"]) for run in chain)
         if m["train_config"].get("flip_average"):
