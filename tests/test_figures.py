@@ -1,22 +1,15 @@
 """Figure 3 from a (tiny, synthetic) Hybrid-3 checkpoint, against the shipped CIFAR-10 gallery."""
 
-import importlib.util
-import sys
-from pathlib import Path
 
+from conftest import load_script
 from PIL import Image
 
 import train
 from model.demo import Demo
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def test_figure3_shows_each_involution_layer(data_dir, tmp_path) -> None:
-    spec = importlib.util.spec_from_file_location("figures", ROOT / "scripts" / "figures.py")
-    figures = importlib.util.module_from_spec(spec)
-    sys.modules["figures"] = figures
-    spec.loader.exec_module(figures)
+    figures = load_script("figures")
     ckpt = tmp_path / "h3"
     assert train.main(["--dataset", "cifar10", "--model", "hybrid3", "--loss", "ce", "--epochs", "1",
                        "--batch-size", "25", "--device", "cpu", "--no-index", "--data-dir", str(data_dir),

@@ -1,29 +1,17 @@
 """The reproduction sweep on synthetic data: cells run, tables are written, reruns skip."""
 
-import importlib.util
 import json
 import shutil
-import sys
-from pathlib import Path
 
 import torch
+from conftest import load_script
 
 from model.data import load_dataset
 from model.training import TrainConfig, Trainer
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("reproduce", ROOT / "scripts" / "reproduce.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["reproduce"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_quick_sweep_writes_tables_and_skips_finished_cells(data_dir, tmp_path, capsys) -> None:
-    reproduce = load_script()
+    reproduce = load_script("reproduce")
     assert len(reproduce.plan(1)) == 3 * (8 * 2 + 2 * 2) + 4 * 2
     args = ["--data-dir", str(data_dir), "--out", str(tmp_path / "runs"), "--results", str(tmp_path),
             "--quick", "--only", "mnist-hybrid1-ce", "--batch-size", "50", "--device", "cpu",
@@ -42,7 +30,7 @@ def test_quick_sweep_writes_tables_and_skips_finished_cells(data_dir, tmp_path, 
 
 
 def test_parallel_cells_run_in_child_processes(data_dir, tmp_path) -> None:
-    reproduce = load_script()
+    reproduce = load_script("reproduce")
     args = ["--data-dir", str(data_dir), "--out", str(tmp_path / "runs"), "--results", str(tmp_path),
             "--quick", "--only", "mnist-cnn3a-ce,mnist-cnn3a-ms", "--batch-size", "50", "--device", "cpu",
             "--max-train-samples", "200", "--jobs", "2"]
@@ -55,7 +43,7 @@ def test_parallel_cells_run_in_child_processes(data_dir, tmp_path) -> None:
 
 
 def test_a_spent_time_budget_starts_nothing(data_dir, tmp_path, capsys) -> None:
-    reproduce = load_script()
+    reproduce = load_script("reproduce")
     args = ["--data-dir", str(data_dir), "--out", str(tmp_path / "runs"), "--results", str(tmp_path),
             "--quick", "--only", "mnist-cnn3a-ce", "--device", "cpu", "--time-budget", "0"]
     assert reproduce.main(args) == 0
@@ -64,7 +52,7 @@ def test_a_spent_time_budget_starts_nothing(data_dir, tmp_path, capsys) -> None:
 
 
 def test_an_only_that_matches_no_cell_is_one_clear_error(tmp_path, capsys) -> None:
-    reproduce = load_script()
+    reproduce = load_script("reproduce")
     args = ["--out", str(tmp_path / "runs"), "--results", str(tmp_path), "--only", "cifar-hybrid1", "--device", "cpu"]
     assert reproduce.main(args) == 2
     err = capsys.readouterr().err
@@ -74,7 +62,7 @@ def test_an_only_that_matches_no_cell_is_one_clear_error(tmp_path, capsys) -> No
 def test_a_restarted_cell_keeps_its_longer_earlier_measurement(data_dir, tmp_path) -> None:
     """A stopped cell whose resume state is gone restarts from epoch 0; until the new run has
     more epochs, the tables report the earlier one, and neither is lost."""
-    reproduce = load_script()
+    reproduce = load_script("reproduce")
     out = tmp_path / "runs" / "mnist-inn2-ce-gelu-s0"
     data = load_dataset("mnist", str(data_dir), 100)
     cfg = TrainConfig(dataset="mnist", model="inn2", loss="ce", epochs=3, batch_size=50, max_train_samples=100,

@@ -2,11 +2,11 @@
 bit-exactly, an interrupted run resumed equals an uninterrupted one, errors are clear."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import load_script
 from safetensors.torch import load_file, save_file
 
 import train
@@ -132,12 +132,7 @@ def test_fine_tuning_starts_from_the_checkpoint_and_records_it(checkpoint, data_
     assert json.loads((out / "metrics.json").read_text())["init_from"] == record
 
     # the README's table of shipped models tells the whole chain
-    import importlib.util
-
-    script = Path(__file__).parents[1] / "scripts" / "update_readme.py"
-    spec = importlib.util.spec_from_file_location("update_readme", script)
-    update_readme = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(update_readme)
+    update_readme = load_script("update_readme")
     (tmp_path / "assets" / "mnist-hybrid1").mkdir(parents=True)
     (tmp_path / "assets" / "mnist-hybrid1" / "metrics.json").write_bytes((out / "metrics.json").read_bytes())
     row = update_readme.table(tmp_path / "assets").splitlines()[-1]
