@@ -152,9 +152,8 @@ def about_markdown() -> str:
         "Paper, Table 1 (test loss only): Hybrid-1 116,344 params (MNIST/Fashion), 116,634 (CIFAR-10); "
         "CNN-3a 116,320 / 116,608. CIFAR-10 CE 1.309 vs 1.636, MS 0.932 vs 1.116 (Hybrid-1 vs CNN-3a).",
         "", "Our CIFAR-10 weights were trained and evaluated on a lossy JPEG copy of CIFAR-10.", "",
-        "Refresh the weights with the recipe recorded in each model's metrics.json, e.g. "
-        "`python train.py --dataset cifar10 --data-dir DIR --model hybrid1 --loss ce --epochs 100 "
-        "--schedule cosine --label-smoothing 0.1 --augment crop-flip --out assets/cifar10-hybrid1` (see README.md). "
+        "Refresh the weights with the recipe recorded in each model's metrics.json: README.md lists the "
+        "train.py commands (a first run, then a fine-tuning run with `--init-from`). "
         "train.py rebuilds the search bundle at the end.",
     ])
 
