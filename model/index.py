@@ -103,8 +103,12 @@ def fit_umap(embeddings: np.ndarray, seed: int = 0) -> np.ndarray:
     return xy
 
 
+BUNDLE_KEY_FIELDS = ("weights_sha256", "gallery_sha256", "flip_average")
+
+
 def bundle_key(checkpoint: Path, gallery_path: Path) -> dict[str, Any]:
-    """What a bundle's embeddings depend on: the weights, the gallery, and mirror averaging."""
+    """What a bundle's embeddings depend on: the weights, the gallery, and mirror averaging
+    (recorded only when on, so bundles written before it existed stay fresh)."""
     key: dict[str, Any] = {"weights_sha256": sha256_file(checkpoint / WEIGHTS_NAME),
                            "gallery_sha256": sha256_file(gallery_path)}
     if read_config(checkpoint).get("flip_average"):
@@ -191,7 +195,7 @@ def load_index(checkpoint: str | Path, gallery_dir: str | Path | None = None, re
     meta_path = checkpoint / INDEX_JSON
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     key = bundle_key(checkpoint, gallery_path)
-    fresh = {k: meta.get(k) for k in key} == key and meta.get("flip_average", False) == key.get("flip_average", False)
+    fresh = {k: v for k, v in meta.items() if k in BUNDLE_KEY_FIELDS} == key
     if not fresh or not (checkpoint / INDEX_NPZ).is_file():
         if not rebuild:
             raise BundleError(f"the search bundle in {checkpoint} does not match its weights, gallery or flip_average: "

@@ -1,6 +1,5 @@
 """Figure 3 from a (tiny, synthetic) Hybrid-3 checkpoint, against the shipped CIFAR-10 gallery."""
 
-
 from conftest import load_script
 from PIL import Image
 
