@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--schedule", default="constant", choices=["constant", "cosine"])
     p.add_argument("--augment", default="auto", choices=["auto", *AUGMENTATIONS],
                    help="auto: crop-flip for CIFAR-10 and folders, none for MNIST and FashionMNIST; "
-                        "shift: translate by up to 2 px; shift-flip: and mirror")
+                        "flip: mirror only; shift: translate by up to 2 px; shift-flip: and mirror")
     p.add_argument("--label-smoothing", type=float, default=0.0, help="ce and normsoftmax only")
     p.add_argument("--temperature", type=float, default=0.05, help="normsoftmax only: softmax temperature")
     p.add_argument("--activation", default="gelu", choices=["gelu", "relu"])

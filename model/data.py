@@ -197,12 +197,15 @@ def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.T
 
 
 # augmentation mode -> (padding of its random crop in px, whether it also flips horizontally)
-CROP_FLIP: dict[str, tuple[int, bool]] = {"shift": (2, False), "shift-flip": (2, True), "crop-flip": (4, True)}
+CROP_FLIP: dict[str, tuple[int, bool]] = {
+    "flip": (0, True), "shift": (2, False), "shift-flip": (2, True), "crop-flip": (4, True),
+}
 AUGMENTATIONS = ("none", *CROP_FLIP)
 
 
 def augment(x: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Tensor:
-    """none; shift: random translation by up to 2 px (digits, where flips change the class);
+    """none; flip: horizontal flip only (the test images' own framing, for a last stage);
+    shift: random translation by up to 2 px (digits, where flips change the class);
     shift-flip: the same and a horizontal flip (clothes, where a mirror image keeps its class);
     crop-flip: random 4-px-padded crop and horizontal flip (the CIFAR-10 standard)."""
     offsets = draw_offsets(mode, len(x), generator)

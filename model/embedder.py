@@ -14,6 +14,7 @@ to the Hub with `huggingface_hub.upload_folder` as it is.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -94,6 +95,11 @@ def save_checkpoint(folder: str | Path, model: nn.Module, config: dict[str, Any]
         raise ValueError(f"checkpoint config lacks {missing}")
     atomic_save_tensors(folder / WEIGHTS_NAME, model.state_dict())
     atomic_write_json(folder / CONFIG_NAME, config)
+
+
+def sha256_file(path: str | Path) -> str:
+    """A file's content hash: names a checkpoint's weights even after its folder is overwritten."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def training_lineage(metrics: dict[str, Any]) -> list[dict[str, Any]]:

@@ -19,7 +19,6 @@ since the fitted UMAP object could only be stored as a pickle.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import json
 import sys
@@ -39,6 +38,7 @@ from .embedder import (
     atomic_write_json,
     load_embedder,
     read_config,
+    sha256_file,
 )
 
 GALLERY_SIZE = 2000
@@ -47,10 +47,6 @@ INDEX_NPZ, INDEX_JSON = "index.npz", "index.json"
 
 class BundleError(Exception):
     """A gallery or index bundle is missing or does not belong to the weights."""
-
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def default_gallery_dir(checkpoint: Path) -> Path:

@@ -51,6 +51,7 @@ from .embedder import (
     mirror_averaged,
     read_config,
     save_checkpoint,
+    sha256_file,
 )
 from .networks import build_model, keras_param_count
 
@@ -160,7 +161,7 @@ class Trainer:
         self.augment = data.augment if cfg.augment is None else cfg.augment
         if cfg.flip_average and not CROP_FLIP.get(self.augment, (0, False))[1]:
             raise TrainingError(f"--flip-average needs a model trained with flips (augmentation {self.augment!r} "
-                                "has none): add --augment shift-flip or crop-flip, or drop --flip-average")
+                                "has none): add --augment flip, shift-flip or crop-flip, or drop --flip-average")
         torch.manual_seed(cfg.seed)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
@@ -222,8 +223,11 @@ class Trainer:
         self.model.load_state_dict(net.state_dict())
         parent_metrics = Path(folder) / "metrics.json"
         info = _read_json(parent_metrics) if parent_metrics.is_file() else {}
-        self.parent = {"path": str(folder), **{k: info.get(k) for k in ("dataset", "loss", "epochs_done",
-                                                                        "train_config", "init_from", "final")}}
+        # the path says where the weights were; their hash says which they were, should that
+        # folder later hold the fine-tuned ones (as assets/ does once they ship)
+        self.parent = {"path": str(folder), "weights_sha256": sha256_file(Path(folder) / WEIGHTS_NAME),
+                       **{k: info.get(k) for k in ("dataset", "loss", "epochs_done", "device", "seconds_per_epoch",
+                                                   "train_config", "init_from", "final")}}
 
     # ----- one epoch ---------------------------------------------------------------
     def lr_at(self, epoch: int) -> float:

@@ -40,7 +40,7 @@ def recipe_of(c: dict, dataset: str) -> str:
 
 def table(assets: Path = ROOT / "assets") -> str:
     rows = ["| dataset | model | params (Keras count) | weights | epochs | recipe | test accuracy | test CE | "
-            "test MS | P@1 | R-precision | MAP@R | s/epoch (device) |",
+            "test MS | P@1 | R-precision | MAP@R | s/epoch (device), per stage |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     paths = sorted(assets.glob("*/metrics.json"), key=lambda p: (ORDER.index(p.parent.name.split("-")[0])
                                                                  if p.parent.name.split("-")[0] in ORDER else 9,
@@ -55,12 +55,14 @@ def table(assets: Path = ROOT / "assets") -> str:
             one_view = (f"P@1 {num(f, 'precision_at_1_single_view')}, "
                         f"MAP@R {num(f, 'mean_average_precision_at_r_single_view')}")
             recipe += f"; search averages each image with its mirror image (one view: {one_view})"
+        timing = " + ".join(f"{run['seconds_per_epoch']:.1f} ({run['device']})" if run.get("device") else "?"
+                            for run in chain)  # per stage: a chain may mix a GPU and a CPU
         rows.append(
             f"| {m['dataset']} | {m['model']} | {m['keras_param_count']:,} | {m['weights_bytes'] / 1024:.1f} KiB | "
             f"{epochs} | {recipe} | {num(f, 'accuracy')} | {num(f, 'test_ce_loss')} | "
             f"{f['test_ms_loss']:.4f} | {f['precision_at_1']:.4f} | "
             f"{f['r_precision']:.4f} | {f['mean_average_precision_at_r']:.4f} | "
-            f"{m['seconds_per_epoch']:.1f} ({m['device']}) |")
+            f"{timing} |")
     return "\n".join(rows)
 
 

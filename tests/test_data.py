@@ -93,3 +93,14 @@ def test_shift_flip_shifts_by_two_and_mirrors_about_half() -> None:
     left, right = cols <= 4, cols >= 7  # unmirrored: column 2 +- 2; mirrored: column 9 +- 2
     assert bool((left | right).all())
     assert 0.4 < float(right.float().mean()) < 0.6
+
+
+def test_flip_mirrors_about_half_and_never_shifts() -> None:
+    from model.data import augment
+
+    x = torch.randint(0, 256, (400, 3, 12, 12), dtype=torch.uint8)
+    out = augment(x, "flip", torch.Generator().manual_seed(0))
+    same = (out == x).flatten(1).all(1)
+    mirrored = (out == x.flip(-1)).flatten(1).all(1)
+    assert bool((same | mirrored).all())  # each image as it is or its exact mirror image
+    assert 0.4 < float(mirrored.float().mean()) < 0.6

@@ -1,6 +1,7 @@
 """End-to-end training on synthetic data: the loss falls, checkpoints round-trip
 bit-exactly, an interrupted run resumed equals an uninterrupted one, errors are clear."""
 
+import hashlib
 import json
 
 import numpy as np
@@ -120,7 +121,9 @@ def test_fine_tuning_starts_from_the_checkpoint_and_records_it(checkpoint, data_
     metrics = json.loads((out / "metrics.json").read_text())
     record = metrics["init_from"]
     assert record["path"] == str(checkpoint) and record["loss"] == "ce" and record["epochs_done"] == 1
-    assert record["final"] == json.loads((checkpoint / "metrics.json").read_text())["final"]
+    parent_metrics = json.loads((checkpoint / "metrics.json").read_text())
+    assert record["final"] == parent_metrics["final"] and record["device"] == parent_metrics["device"]
+    assert record["weights_sha256"] == hashlib.sha256((checkpoint / "model.safetensors").read_bytes()).hexdigest()
     assert metrics["train_config"]["init_from"] == str(checkpoint)
 
     # the record survives --resume, which continues from the run's own state, not the parent
@@ -137,6 +140,7 @@ def test_fine_tuning_starts_from_the_checkpoint_and_records_it(checkpoint, data_
     (tmp_path / "assets" / "mnist-hybrid1" / "metrics.json").write_bytes((out / "metrics.json").read_bytes())
     row = update_readme.table(tmp_path / "assets").splitlines()[-1]
     assert "| 1 + 2 | CE, Adam 0.001 constant, batch 50; then MS, Adam 0.001 constant, batch 50 |" in row
+    assert row.count("(cpu (") == 2 and " + " in row.split("|")[-2]  # each stage's seconds per epoch and device
 
     # another architecture: one clear line that names the mismatch
     capsys.readouterr()
