@@ -2,14 +2,12 @@
 gallery and embedding settings, and the README's table is the one their metrics.json give."""
 
 import json
-from pathlib import Path
 
 import pytest
-from conftest import load_script
+from conftest import ROOT, load_script
 
 from model.index import load_index
 
-ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(p.parent.name for p in (ROOT / "assets").glob("*/config.json"))
 
 
