@@ -196,3 +196,13 @@ def test_brushed_band_picks_the_nearest_point(assets) -> None:
     xy = demo.index("MNIST", "Hybrid-1").xy
     i = 42
     assert xy[demo.point_in_band("MNIST", "Hybrid-1", xy[i, 0] - 1e-6, xy[i, 0] + 1e-6), 0] == xy[i, 0]
+
+
+def test_about_tab_lists_each_training_stage() -> None:
+    import app
+
+    first = {"loss": "normsoftmax", "epochs_done": 60, "train_config": {}}
+    second = {"loss": "ms", "epochs_done": 20, "train_config": {}, "init_from": first}
+    third = {"loss": "ms", "epochs_done": 20, "train_config": {"flip_average": True}, "init_from": second}
+    assert app.training_summary(third) == "NORMSOFTMAX 60 + MS 20 + MS 20 epochs, mirror-averaged search"
+    assert app.training_summary(first) == "NORMSOFTMAX 60 epochs"

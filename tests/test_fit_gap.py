@@ -1,0 +1,27 @@
+"""scripts/fit_gap.py: retrieval on training images against test images, with the metrics.json protocol."""
+
+import json
+
+import pytest
+from conftest import load_script
+
+
+def test_fit_gap_rows_match_the_checkpoint_metrics(assets, data_dir, capsys) -> None:
+    fit_gap = load_script("fit_gap")
+    ckpt = assets / "mnist-hybrid1"
+    rows = fit_gap.fit_gap(ckpt, data_dir)
+    assert [(r["split"], r["view"]) for r in rows] == [("train (100 of 300)", "one view"), ("test", "one view")]
+    final = json.loads((ckpt / "metrics.json").read_text())["final"]
+    test = rows[1]
+    for key in ("precision_at_1", "r_precision", "mean_average_precision_at_r"):
+        assert test[key] == pytest.approx(final[key], abs=1e-6)  # the same protocol as training's evaluation
+        assert 0.0 <= rows[0][key] <= 1.0
+    assert fit_gap.main([str(ckpt), "--data-dir", str(data_dir)]) == 0
+    assert capsys.readouterr().out.count("| mnist-hybrid1 |") == 2
+
+
+def test_fit_gap_names_a_missing_checkpoint(tmp_path, capsys) -> None:
+    fit_gap = load_script("fit_gap")
+    assert fit_gap.main([str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "nowhere" in err and err.count("\n") == 1
