@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from model.data import DataError, load_dataset  # noqa: E402
-from model.embedder import CheckpointError, load_embedder  # noqa: E402
+from model.embedder import CheckpointError, load_embedder, mirror_averaged  # noqa: E402
 from model.training import RETRIEVAL_METRICS, retrieval_calculator  # noqa: E402
 
 
@@ -44,16 +44,18 @@ def fit_gap(checkpoint: str | Path, data_dir: str | Path | None = None, dataset:
     n = min(len(data.test_y), len(data.train_y))
     keep = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(seed))[:n]
     calc, _ = retrieval_calculator(torch.device("cpu"))
-    views = [False, True] if embedder.flip_average else [False]
+    averaged = embedder.flip_average
+    embedder.flip_average = False  # one view each of the images and their mirrors: each embedded once
     rows = []
     for split, x, y in ((f"train ({n:,} of {len(data.train_y):,})", data.train_x[keep], data.train_y[keep]),
                         ("test", data.test_x, data.test_y)):
-        for averaged in views:
-            embedder.flip_average = averaged
-            emb = torch.from_numpy(embedder.embed_uint8(x))
+        views = {"one view": torch.from_numpy(embedder.embed_uint8(x))}
+        if averaged:
+            views["mirror-averaged"] = mirror_averaged(views["one view"],
+                                                       torch.from_numpy(embedder.embed_uint8(x.flip(-1))))
+        for view, emb in views.items():
             metrics = calc.get_accuracy(emb, y, emb, y, ref_includes_query=True)
-            rows.append({"checkpoint": str(checkpoint), "split": split,
-                         "view": "mirror-averaged" if averaged else "one view",
+            rows.append({"checkpoint": str(checkpoint), "split": split, "view": view,
                          **{k: float(metrics[k]) for k in RETRIEVAL_METRICS}})
     return rows
 
