@@ -28,7 +28,7 @@ from model.demo import (  # noqa: E402
     sketch_to_image,
     thumbnail,
 )
-from model.embedder import CheckpointError, training_lineage  # noqa: E402
+from model.embedder import CheckpointError, describe_views, training_lineage  # noqa: E402
 from model.index import BundleError  # noqa: E402
 
 IMPORT_SECONDS = time.perf_counter() - _T0
@@ -128,8 +128,11 @@ def training_summary(metrics: dict) -> str:
     """E.g. "NORMSOFTMAX 60 + MS 20 epochs, mirror-averaged search" for a fine-tuned checkpoint."""
     runs = training_lineage(metrics)
     text = " + ".join(f"{run['loss'].upper()} {run['epochs_done']}" for run in runs) + " epochs"
-    if metrics["train_config"].get("flip_average"):
-        text += ", mirror-averaged search"
+    if metrics.get("teachers"):
+        text += f", distilled from {' + '.join(t['model'] for t in metrics['teachers'])}"
+    cfg = metrics["train_config"]
+    if cfg.get("flip_average") or cfg.get("shift_average"):
+        text += f", {describe_views(bool(cfg.get('flip_average')), int(cfg.get('shift_average') or 0))} search"
     return text
 
 

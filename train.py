@@ -52,8 +52,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--flip-average", action="store_true",
                    help="search with the mean embedding of an image and its mirror image (test-time augmentation, "
                         "twice the embedding cost; needs training with flips; not for digits)")
+    p.add_argument("--shift-average", type=int, default=0, metavar="PX",
+                   help="also average over the image moved by PX pixels left, right, up and down (test-time "
+                        "augmentation, 5 views, 10 with --flip-average; for models trained with crops)")
     p.add_argument("--init-from", metavar="FOLDER",
                    help="start from the weights of this checkpoint folder (e.g. assets/mnist-hybrid1): fine-tuning")
+    p.add_argument("--distill-from", nargs="+", metavar="FOLDER",
+                   help="teacher checkpoint folder(s) trained on the same dataset: add a loss that pulls this "
+                        "model's in-batch similarities towards the teachers' (knowledge distillation)")
+    p.add_argument("--distill-weight", type=float, default=1.0, help="weight of the distillation term")
+    p.add_argument("--distill-temperature", type=float, default=0.1,
+                   help="softmax temperature of the distillation term's similarity distributions")
     p.add_argument("--image-size", type=int, default=32, help="image folders only: side of the resized images")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
@@ -91,7 +100,11 @@ def main(argv: list[str] | None = None) -> int:
                 seed=args.seed,
                 max_train_samples=args.max_train_samples,
                 flip_average=args.flip_average,
+                shift_average=args.shift_average,
                 init_from=args.init_from,
+                distill_from=args.distill_from,
+                distill_weight=args.distill_weight,
+                distill_temperature=args.distill_temperature,
             )
         out = Path(args.out or f"runs/{Path(cfg.dataset).name}-{cfg.model}-{cfg.loss}")
         if not args.resume and (out / "resume").exists():

@@ -6,7 +6,8 @@ unpickled, so a checkpoint handed over by a stranger cannot run code):
     model.safetensors  the embedding network's state_dict
     config.json        what rebuilds it and its preprocessing: architecture name and
                        arguments, input size and channels, normalisation, class names,
-                       and flip_average (optional, default false: see mirror_averaged)
+                       and the search views: flip_average and shift_average (optional,
+                       default off: see search_views)
 
 That is the layout of huggingface_hub's PyTorchModelHubMixin, so a folder can be pushed
 to the Hub with `huggingface_hub.upload_folder` as it is.
@@ -37,15 +38,46 @@ CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 CONFIG_KEYS = ("model", "in_channels", "embedding_dim", "activation", "image_size", "mean", "std", "class_names")
 
 
-def mirror_averaged(emb: torch.Tensor, emb_mirror: torch.Tensor) -> torch.Tensor:
-    """(N, D) embeddings of images and of their mirror images -> (N, D) unit-norm mean.
+def search_views(x: torch.Tensor, flip_average: bool = False, shift_average: int = 0) -> list[torch.Tensor]:
+    """(B, C, H, W) normalised float batch -> the views a checkpoint searches with, the image first.
 
-    A checkpoint with `"flip_average": true` searches with this: test-time augmentation
-    for data where a mirror image keeps its class (clothes, objects; never digits).
-    Trained with random flips, the network maps an image and its mirror image close
-    together, and the mean of the two is a steadier query than either.
+    Test-time augmentation: the search embeds every view and averages (view_averaged).
+    `shift_average` s > 0 adds the image moved by s px left, right, up and down (edges
+    reflected): 5 views. `flip_average` adds the mirror image of each: for data where a
+    mirror image keeps its class (clothes, objects; never digits). A network trained with
+    random flips and crops maps these views close together, and their mean is a steadier
+    query than any one of them.
     """
-    return F.normalize(F.normalize(emb.float(), dim=1) + F.normalize(emb_mirror.float(), dim=1), dim=1)
+    views = [x]
+    if shift_average:
+        s = shift_average
+        padded = F.pad(x, (s, s, s, s), mode="reflect")
+        h, w = x.shape[-2:]
+        views += [padded[..., s + dy : s + dy + h, s + dx : s + dx + w]
+                  for dy, dx in ((0, -s), (0, s), (-s, 0), (s, 0))]
+    if flip_average:
+        views += [v.flip(-1) for v in views]
+    return views
+
+
+def view_averaged(embs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """(N, D) embeddings of each view of the same N images -> (N, D) unit-norm mean of the unit vectors."""
+    if len(embs) == 1:  # normalised once, so that one view gives exactly the network's unit embedding
+        return F.normalize(embs[0].float(), dim=1)
+    return F.normalize(sum(F.normalize(e.float(), dim=1) for e in embs), dim=1)
+
+
+def mirror_averaged(emb: torch.Tensor, emb_mirror: torch.Tensor) -> torch.Tensor:
+    """(N, D) embeddings of images and of their mirror images -> (N, D) unit-norm mean."""
+    return view_averaged([emb, emb_mirror])
+
+
+def describe_views(flip_average: bool, shift_average: int = 0) -> str:
+    """How a checkpoint searches, in words: "one view", "mirror-averaged", "10 views (...)"."""
+    if not shift_average:
+        return "mirror-averaged" if flip_average else "one view"
+    n = 10 if flip_average else 5
+    return f"{n} views averaged (1 + 4 shifts of {shift_average} px{', each mirrored' if flip_average else ''})"
 
 
 class CheckpointError(Exception):
@@ -173,6 +205,7 @@ class Embedder:
         self.mean = torch.tensor(config["mean"], device=self.device)
         self.std = torch.tensor(config["std"], device=self.device)
         self.flip_average: bool = bool(config.get("flip_average", False))
+        self.shift_average: int = int(config.get("shift_average", 0))
 
     @property
     def class_names(self) -> list[str]:
@@ -220,20 +253,29 @@ class Embedder:
         arr = np.asarray(image, dtype=np.uint8)
         return arr[:, :, None] if arr.ndim == 2 else arr
 
+    @property
+    def views(self) -> str:
+        return describe_views(self.flip_average, self.shift_average)
+
     @torch.inference_mode()
-    def embed_uint8(self, x: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
-        """(N, C, H, W) uint8 at the training size -> (N, D) float32, unit L2 norm."""
-        out = []
+    def view_embeddings(self, x: torch.Tensor, batch_size: int = 1024) -> list[torch.Tensor]:
+        """(N, C, H, W) uint8 at the training size -> the network's (N, D) float32 output, on the
+        CPU, for each search view (search_views' order: the image itself first)."""
+        per_view: list[list[torch.Tensor]] = []
         for i in range(0, len(x), batch_size):
             batch = normalize(x[i : i + batch_size].to(self.device), self.mean, self.std)
-            emb = self.model(batch)
-            if self.flip_average:
-                out.append(mirror_averaged(emb, self.model(batch.flip(-1))).cpu())
-            else:
-                out.append(F.normalize(emb.float(), dim=1).cpu())
-        if not out:
-            return np.zeros((0, self.model.embedding_dim), dtype=np.float32)
-        return torch.cat(out).numpy()
+            views = search_views(batch, self.flip_average, self.shift_average)
+            per_view = per_view or [[] for _ in views]
+            for out, view in zip(per_view, views, strict=True):
+                out.append(self.model(view).float().cpu())
+        if not per_view:
+            return [torch.zeros((0, self.model.embedding_dim))]
+        return [torch.cat(out) for out in per_view]
+
+    def embed_uint8(self, x: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
+        """(N, C, H, W) uint8 at the training size -> (N, D) float32, unit L2 norm: the mean
+        over the checkpoint's search views."""
+        return view_averaged(self.view_embeddings(x, batch_size)).numpy()
 
     def embed(self, images: ImageLike | Sequence[ImageLike], batch_size: int = 1024) -> np.ndarray:
         """PIL images or uint8 arrays of any size and mode -> (N, D) float32 L2-normalised embeddings."""

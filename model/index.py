@@ -99,16 +99,19 @@ def fit_umap(embeddings: np.ndarray, seed: int = 0) -> np.ndarray:
     return xy
 
 
-BUNDLE_KEY_FIELDS = ("weights_sha256", "gallery_sha256", "flip_average")
+BUNDLE_KEY_FIELDS = ("weights_sha256", "gallery_sha256", "flip_average", "shift_average")
 
 
 def bundle_key(checkpoint: Path, gallery_path: Path) -> dict[str, Any]:
-    """What a bundle's embeddings depend on: the weights, the gallery, and mirror averaging
-    (recorded only when on, so bundles written before it existed stay fresh)."""
+    """What a bundle's embeddings depend on: the weights, the gallery, and the search views
+    (each recorded only when on, so bundles written before it existed stay fresh)."""
     key: dict[str, Any] = {"weights_sha256": sha256_file(checkpoint / WEIGHTS_NAME),
                            "gallery_sha256": sha256_file(gallery_path)}
-    if read_config(checkpoint).get("flip_average"):
+    config = read_config(checkpoint)
+    if config.get("flip_average"):
         key["flip_average"] = True
+    if config.get("shift_average"):
+        key["shift_average"] = int(config["shift_average"])
     return key
 
 
@@ -194,7 +197,7 @@ def load_index(checkpoint: str | Path, gallery_dir: str | Path | None = None, re
     fresh = {k: v for k, v in meta.items() if k in BUNDLE_KEY_FIELDS} == key
     if not fresh or not (checkpoint / INDEX_NPZ).is_file():
         if not rebuild:
-            raise BundleError(f"the search bundle in {checkpoint} does not match its weights, gallery or flip_average: "
+            raise BundleError(f"the search bundle in {checkpoint} does not match its weights, gallery or search views: "
                               f"rebuild it with `python -m model.index --checkpoint {checkpoint}`")
         log(f"{checkpoint}: search bundle missing or stale, rebuilding (embedding + UMAP, ~30 s) ...")
         build_bundle(checkpoint, dataset=dataset, gallery_dir=gallery_path.parent, log=log)

@@ -9,6 +9,12 @@ learning", 2019): it trains the angular geometry that cosine search uses, where 
 head leaves it loose; "ms" is Multi-Similarity on class-balanced batches (the paper). The
 class heads of ce and normsoftmax are dropped for search.
 
+Distillation (`distill_from`): teacher checkpoints embed every training image once, with
+their own search views, before the first epoch; each batch then adds a relational term
+that pulls the student's matrix of in-batch cosine similarities towards the teachers'
+(see similarity_distillation_loss). It is how a small model learns from an ensemble of
+models that retrieves better than any one of them, with no change to its architecture.
+
 Determinism: every epoch draws its batch order and augmentation from a generator seeded
 with (seed, epoch), so a run resumed from the end of epoch n replays epochs n+1... exactly
 as an uninterrupted run would (on the CPU; cuDNN may differ in the last bits).
@@ -48,10 +54,11 @@ from .embedder import (
     atomic_save_tensors,
     atomic_write_json,
     load_model,
-    mirror_averaged,
     read_config,
     save_checkpoint,
+    search_views,
     sha256_file,
+    view_averaged,
 )
 from .networks import build_model, keras_param_count
 
@@ -86,7 +93,11 @@ class TrainConfig:
     ms_base: float = 0.5
     miner_epsilon: float = 0.1
     flip_average: bool = False  # search with the mean embedding of an image and its mirror image
+    shift_average: int = 0  # and of the image moved by this many px each way (embedder.search_views)
     init_from: str | None = None  # a checkpoint folder whose weights the run starts from (fine-tuning)
+    distill_from: list[str] | None = None  # teacher checkpoint folders (see similarity_distillation_loss)
+    distill_weight: float = 1.0
+    distill_temperature: float = 0.1
     data_source: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -105,6 +116,13 @@ class TrainConfig:
                 raise TrainingError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise TrainingError(f"--lr must be a positive number (got {self.lr})")
+        if self.distill_from is not None and not self.distill_from:
+            self.distill_from = None
+        for name in ("distill_weight", "distill_temperature"):
+            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
+                raise TrainingError(f"--{name.replace('_', '-')} must be a positive number (got {getattr(self, name)})")
+        if self.shift_average < 0:
+            raise TrainingError(f"--shift-average must be 0 (off) or a number of pixels (got {self.shift_average})")
         if self.init_from and self.pretrained:
             raise TrainingError("--init-from and --pretrained both choose the starting weights: pass one of them")
 
@@ -162,6 +180,9 @@ class Trainer:
         if cfg.flip_average and not CROP_FLIP.get(self.augment, (0, False))[1]:
             raise TrainingError(f"--flip-average needs a model trained with flips (augmentation {self.augment!r} "
                                 "has none): add --augment flip, shift-flip or crop-flip, or drop --flip-average")
+        if cfg.shift_average * 2 >= min(data.image_size):
+            raise TrainingError(f"--shift-average {cfg.shift_average} px is too large for {data.image_size[0]}x"
+                                f"{data.image_size[1]} images: use 1 or 2")
         torch.manual_seed(cfg.seed)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
@@ -192,6 +213,8 @@ class Trainer:
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
         self.parent: dict[str, Any] | None = None  # the run a fine-tuning run started from (init_from)
+        self.teachers: list[dict[str, Any]] | None = None  # what the teachers were (distill_from)
+        self.teacher_targets: torch.Tensor | None = None  # (N_train, D_teachers), unit norm
         self.model_config = {
             "model": cfg.model,
             "in_channels": data.channels,
@@ -203,6 +226,7 @@ class Trainer:
             "class_names": data.class_names,
             "dataset": data.name,
             "flip_average": cfg.flip_average,
+            "shift_average": cfg.shift_average,
         }
 
     def start_from(self, folder: str | Path) -> None:
@@ -229,6 +253,39 @@ class Trainer:
                        **{k: info.get(k) for k in ("dataset", "loss", "epochs_done", "device", "seconds_per_epoch",
                                                    "train_config", "init_from", "final")}}
 
+    def prepare_teachers(self, log=print) -> None:
+        """Embed the training images with every teacher in `distill_from`, each with its own
+        preprocessing and search views, and keep the unit-norm concatenation as the targets.
+
+        The targets are computed once per process (a few seconds to minutes on a CPU) and
+        never saved: a resumed run recomputes the same ones from the same teacher files,
+        whose hashes metrics.json records.
+        """
+        if not self.cfg.distill_from or self.teacher_targets is not None:
+            return
+        from .embedder import load_embedder
+
+        parts, teachers = [], []
+        for folder in self.cfg.distill_from:
+            teacher = load_embedder(folder, self.device)
+            if teacher.channels != self.data.channels or tuple(teacher.image_size) != tuple(self.data.image_size):
+                raise TrainingError(
+                    f"--distill-from {folder}: that checkpoint takes {teacher.channels}-channel "
+                    f"{teacher.image_size[0]}x{teacher.image_size[1]} images, this run's data is "
+                    f"{self.data.channels}-channel {self.data.image_size[0]}x{self.data.image_size[1]}: "
+                    "distil from a checkpoint trained on the same dataset")
+            start = time.perf_counter()
+            parts.append(torch.from_numpy(teacher.embed_uint8(self.data.train_x, batch_size=512)).to(self.device))
+            log(f"teacher {folder}: {len(self.data.train_x):,} training images embedded in "
+                f"{time.perf_counter() - start:.0f} s")
+            info_path = Path(folder) / "metrics.json"
+            final = (_read_json(info_path).get("final") or {}) if info_path.is_file() else {}
+            teachers.append({"path": str(folder), "weights_sha256": sha256_file(Path(folder) / WEIGHTS_NAME),
+                             "model": teacher.config["model"],
+                             **{k: final[k] for k in RETRIEVAL_METRICS if k in final}})
+        self.teacher_targets = F.normalize(torch.cat(parts, dim=1), dim=1)
+        self.teachers = teachers
+
     # ----- one epoch ---------------------------------------------------------------
     def lr_at(self, epoch: int) -> float:
         if self.cfg.schedule == "cosine":
@@ -253,13 +310,19 @@ class Trainer:
             return self.head.get_logits(emb)
         return self.head(emb)
 
-    def loss_on(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def loss_on(self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """The batch's loss; `targets` (B, D_teachers) adds the distillation term."""
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             emb = self.model(x)
         emb = emb.float()
         if self.head is not None:
-            return F.cross_entropy(self.logits(emb), y, label_smoothing=self.cfg.label_smoothing)
-        return self.ms_loss(emb, y, self.miner(emb, y))
+            loss = F.cross_entropy(self.logits(emb), y, label_smoothing=self.cfg.label_smoothing)
+        else:
+            loss = self.ms_loss(emb, y, self.miner(emb, y))
+        if targets is not None:
+            loss = loss + self.cfg.distill_weight * similarity_distillation_loss(
+                emb, targets, self.cfg.distill_temperature)
+        return loss
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
@@ -282,7 +345,8 @@ class Trainer:
                 x = crop_flip(x, *(t[batch] for t in offsets), pad=CROP_FLIP[self.augment][0])
             y = self.data.train_y[idx]
             x = normalize(x, self.mean, self.std).contiguous(memory_format=torch.channels_last)
-            loss = self.loss_on(x, y)
+            targets = None if self.teacher_targets is None else self.teacher_targets[idx]
+            loss = self.loss_on(x, y, targets)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -307,14 +371,16 @@ class Trainer:
         if self.head is not None:
             self.head.eval()
         x_all, y_all = self.data.test_x, self.data.test_y
-        embs, mirrors = [], []
+        per_view: list[list[torch.Tensor]] = []  # the search views' embeddings, the image itself first
         for i in range(0, len(x_all), 1024):
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-                x = normalize(x_all[i : i + 1024], self.mean, self.std)
-                embs.append(self.model(x).float())
-                if self.cfg.flip_average:
-                    mirrors.append(self.model(x.flip(-1)).float())
-        emb = torch.cat(embs)  # the network's own output: the losses are about it
+            x = normalize(x_all[i : i + 1024], self.mean, self.std)
+            views = search_views(x, self.cfg.flip_average, self.cfg.shift_average)
+            per_view = per_view or [[] for _ in views]
+            for out, view in zip(per_view, views, strict=True):
+                view = view.contiguous(memory_format=torch.channels_last)  # the model's layout: faster on a CPU
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+                    out.append(self.model(view).float())
+        emb = torch.cat(per_view[0])  # the network's own output on the image itself: the losses are about it
         metrics: dict[str, float] = {}
         if self.head is not None:
             logits = self.logits(emb)
@@ -328,9 +394,10 @@ class Trainer:
         labels = y_all.to(self.knn_device)
         normed = F.normalize(emb, dim=1).to(self.knn_device)
         acc = self.accuracy.get_accuracy(normed, labels)
-        if self.cfg.flip_average:  # the search's own embedding first; single-view figures beside them
+        if len(per_view) > 1:  # the search's own embedding first; single-view figures beside them
             metrics.update({f"{k}_single_view": float(acc[k]) for k in RETRIEVAL_METRICS})
-            acc = self.accuracy.get_accuracy(mirror_averaged(emb, torch.cat(mirrors)).to(self.knn_device), labels)
+            averaged = view_averaged([torch.cat(out) for out in per_view])
+            acc = self.accuracy.get_accuracy(averaged.to(self.knn_device), labels)
         metrics.update({k: float(acc[k]) for k in RETRIEVAL_METRICS})
         return metrics
 
@@ -359,6 +426,7 @@ class Trainer:
             "param_groups": opt["param_groups"],
             "history": self.history,
             "parent": self.parent,
+            "teachers": self.teachers,
         })
         if resume.exists():
             shutil.rmtree(old, ignore_errors=True)
@@ -384,6 +452,7 @@ class Trainer:
         self.optimizer.load_state_dict({"state": opt_state, "param_groups": info["param_groups"]})
         self.epoch, self.history = info["epoch"], info["history"]
         self.parent = info.get("parent")
+        self.teachers = info.get("teachers")
 
     def metrics_summary(self) -> dict[str, Any]:
         seconds = [h["seconds"] for h in self.history]
@@ -395,6 +464,7 @@ class Trainer:
             "epochs_done": self.epoch,
             "train_config": dataclasses.asdict(self.cfg),
             "init_from": self.parent,
+            "teachers": self.teachers,
             "keras_param_count": keras_param_count(self.model),
             "weights_bytes": (self.out / WEIGHTS_NAME).stat().st_size if (self.out / WEIGHTS_NAME).exists() else None,
             "device": describe_device(self.device),
@@ -408,6 +478,7 @@ class Trainer:
     def fit(self, log=print, stop_at: float | None = None) -> dict[str, Any]:
         """Train the remaining epochs; with `stop_at` (a time.time() value), stop after the
         first epoch that ends later, leaving a resumable checkpoint (a sweep's time budget)."""
+        self.prepare_teachers(log)
         for epoch in range(self.epoch, self.cfg.epochs):
             stats = self.train_epoch(epoch)
             metrics = self.evaluate()
@@ -419,6 +490,27 @@ class Trainer:
                 log(f"time budget reached after epoch {self.epoch}/{self.cfg.epochs}; --resume continues")
                 break
         return self.metrics_summary()
+
+
+def similarity_distillation_loss(student: torch.Tensor, teacher: torch.Tensor,
+                                 temperature: float = 0.1) -> torch.Tensor:
+    """Relational distillation: (B, D) student and (B, D') teacher embeddings -> a scalar.
+
+    For each image in the batch, the softmax over its cosine similarities to the other
+    images (divided by `temperature`) is a distribution over "which images are like me";
+    the loss is the mean KL divergence of the student's from the teacher's. Only the
+    geometry is matched, not the coordinates, so the teacher may have any dimension, or be
+    several models' embeddings concatenated (Park et al., "Relational Knowledge
+    Distillation", CVPR 2019; Yu et al., "Learning Metrics from Teachers", CVPR 2019).
+    """
+    s = F.normalize(student.float(), dim=1)
+    t = F.normalize(teacher.float(), dim=1)
+    mask = torch.eye(len(s), dtype=torch.bool, device=s.device)  # an image's similarity to itself says nothing
+    s_logits = (s @ s.T / temperature).masked_fill(mask, float("-inf"))
+    t_logits = (t @ t.T / temperature).masked_fill(mask, float("-inf"))
+    t_prob = t_logits.softmax(dim=1)
+    log_ratio = (t_logits.log_softmax(dim=1) - s_logits.log_softmax(dim=1)).masked_fill(mask, 0.0)
+    return (t_prob * log_ratio).sum(dim=1).mean()
 
 
 def retrieval_calculator(device: torch.device) -> tuple[AccuracyCalculator, torch.device]:

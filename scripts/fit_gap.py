@@ -6,7 +6,8 @@ For each checkpoint, P@1, R-precision and MAP@R on (a) a random subset of its tr
 as large as its test set, every image queried against the rest of the subset, and (b) its
 test set, the same way: the protocol of metrics.json on both, so the two rows are comparable
 (equal size means equal gallery density). Both are measured with one view and, for a
-checkpoint that searches with mirror averaging, with it too. No augmentation is applied.
+checkpoint that searches with several views (mirror images, shifts), with those too. No
+training augmentation is applied.
 
 If the model retrieves hardly better on images it was trained on than on new ones, more
 regularisation cannot help: it needs more capacity or more training (underfitting). A large
@@ -25,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from model.data import DataError, load_dataset  # noqa: E402
-from model.embedder import CheckpointError, load_embedder, mirror_averaged  # noqa: E402
+from model.embedder import CheckpointError, load_embedder, view_averaged  # noqa: E402
 from model.training import RETRIEVAL_METRICS, retrieval_calculator  # noqa: E402
 
 
@@ -44,15 +45,13 @@ def fit_gap(checkpoint: str | Path, data_dir: str | Path | None = None, dataset:
     n = min(len(data.test_y), len(data.train_y))
     keep = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(seed))[:n]
     calc, _ = retrieval_calculator(torch.device("cpu"))
-    averaged = embedder.flip_average
-    embedder.flip_average = False  # one view each of the images and their mirrors: each embedded once
     rows = []
     for split, x, y in ((f"train ({n:,} of {len(data.train_y):,})", data.train_x[keep], data.train_y[keep]),
                         ("test", data.test_x, data.test_y)):
-        views = {"one view": torch.from_numpy(embedder.embed_uint8(x))}
-        if averaged:
-            views["mirror-averaged"] = mirror_averaged(views["one view"],
-                                                       torch.from_numpy(embedder.embed_uint8(x.flip(-1))))
+        per_view = embedder.view_embeddings(x)  # every view embedded once, the image itself first
+        views = {"one view": view_averaged(per_view[:1])}
+        if len(per_view) > 1:
+            views[embedder.views] = view_averaged(per_view)
         for view, emb in views.items():
             metrics = calc.get_accuracy(emb, y, emb, y, ref_includes_query=True)
             rows.append({"checkpoint": str(checkpoint), "split": split, "view": view,

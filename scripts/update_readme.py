@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- metrics:start -->", "<!-- metrics:end -->"
 sys.path.insert(0, str(ROOT))
 
-from model.embedder import training_lineage  # noqa: E402
+from model.embedder import describe_views, training_lineage  # noqa: E402
 
 ORDER = ("mnist", "fashion_mnist", "cifar10")
 
@@ -35,7 +35,16 @@ def recipe_of(c: dict, dataset: str) -> str:
         loss = f"normalized softmax (temperature {c.get('temperature', 0.05):g})"
     return (f"{loss}, Adam {c['lr']:g} {c['schedule']}, batch {c['batch_size']}"
             f"{', label smoothing ' + format(c['label_smoothing'], 'g') if c['label_smoothing'] else ''}"
-            f"{', ' + aug if aug != 'none' else ''}")
+            f"{', ' + aug if aug != 'none' else ''}"
+            f"{distillation_of(c)}")
+
+
+def distillation_of(c: dict) -> str:
+    if not c.get("distill_from"):
+        return ""
+    teachers = " + ".join(Path(t).name for t in c["distill_from"])
+    return (f", distilled from {teachers} (relational, weight {c['distill_weight']:g}, "
+            f"temperature {c['distill_temperature']:g})")
 
 
 def table(assets: Path = ROOT / "assets") -> str:
@@ -51,10 +60,12 @@ def table(assets: Path = ROOT / "assets") -> str:
         chain = training_lineage(m)
         epochs = " + ".join(str(run["epochs_done"]) for run in chain)
         recipe = "; then ".join(recipe_of(run["train_config"], run["dataset"]) for run in chain)
-        if m["train_config"].get("flip_average"):
+        c = m["train_config"]
+        if c.get("flip_average") or c.get("shift_average"):
             one_view = (f"P@1 {num(f, 'precision_at_1_single_view')}, "
                         f"MAP@R {num(f, 'mean_average_precision_at_r_single_view')}")
-            recipe += f"; search averages each image with its mirror image (one view: {one_view})"
+            views = describe_views(bool(c.get("flip_average")), int(c.get("shift_average") or 0))
+            recipe += f"; search: {views} (one view: {one_view})"
         timing = " + ".join(f"{run['seconds_per_epoch']:.1f} ({run['device']})" if run.get("device") else "?"
                             for run in chain)  # per stage: a chain may mix a GPU and a CPU
         rows.append(

@@ -47,6 +47,11 @@ def test_stale_bundle_is_detected_and_rebuilt(assets, tmp_path) -> None:
         load_index(ckpt, rebuild=False)
     load_index(ckpt, log=messages.append)
     assert json.loads((ckpt / INDEX_JSON).read_text())["flip_average"] is True
+    (ckpt / "config.json").write_text(json.dumps({**config, "flip_average": True, "shift_average": 1}))
+    with pytest.raises(BundleError, match="does not match its weights, gallery or search views"):
+        load_index(ckpt, rebuild=False)
+    load_index(ckpt, log=messages.append)
+    assert json.loads((ckpt / INDEX_JSON).read_text())["shift_average"] == 1
     (ckpt / "config.json").write_text(json.dumps(config))
     with pytest.raises(BundleError, match="does not match"):
         load_index(ckpt, rebuild=False)
@@ -206,3 +211,7 @@ def test_about_tab_lists_each_training_stage() -> None:
     third = {"loss": "ms", "epochs_done": 20, "train_config": {"flip_average": True}, "init_from": second}
     assert app.training_summary(third) == "NORMSOFTMAX 60 + MS 20 + MS 20 epochs, mirror-averaged search"
     assert app.training_summary(first) == "NORMSOFTMAX 60 epochs"
+    fifth = {"loss": "ms", "epochs_done": 25, "train_config": {"flip_average": True, "shift_average": 1},
+             "init_from": third, "teachers": [{"model": "hybrid1"}, {"model": "cnn3a"}]}
+    assert app.training_summary(fifth) == ("NORMSOFTMAX 60 + MS 20 + MS 20 + MS 25 epochs, distilled from hybrid1 + "
+                                           "cnn3a, 10 views averaged (1 + 4 shifts of 1 px, each mirrored) search")

@@ -13,7 +13,8 @@ from safetensors.torch import load_file, save_file
 import train
 from model import CheckpointError, load_dataset, load_embedder
 from model.data import normalize
-from model.training import Trainer
+from model.embedder import search_views
+from model.training import Trainer, similarity_distillation_loss
 
 QUICK = ["--dataset", "mnist", "--model", "hybrid1", "--batch-size", "50", "--device", "cpu", "--no-index"]
 
@@ -92,7 +93,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path, monke
     out = tmp_path / "nan"
     assert run([*QUICK, "--loss", "ce", "--epochs", "1"], data_dir, out) == 0
     good = (out / "model.safetensors").read_bytes()
-    monkeypatch.setattr(Trainer, "loss_on", lambda self, x, y: self.model(x).sum() * float("nan"))
+    monkeypatch.setattr(Trainer, "loss_on", lambda self, x, y, targets=None: self.model(x).sum() * float("nan"))
     code = train.main(["--resume", "--out", str(out), "--data-dir", str(data_dir), "--no-index"])
     assert code == 0  # already finished: nothing to train, nothing changes
     assert run([*QUICK, "--loss", "ce", "--epochs", "2"], data_dir, tmp_path / "nan2") == 2
@@ -177,6 +178,90 @@ def test_flip_average_is_what_search_and_metrics_use(data_dir, tmp_path) -> None
         final["precision_at_1_single_view"])
 
 
+def test_search_views_are_the_image_its_shifts_and_their_mirror_images() -> None:
+    x = torch.arange(2 * 3 * 6 * 7, dtype=torch.float32).view(2, 3, 6, 7)
+    assert [len(search_views(x, f, s)) for f, s in ((False, 0), (True, 0), (False, 1), (True, 2))] == [1, 2, 5, 10]
+    views = search_views(x, flip_average=True, shift_average=2)
+    assert views[0] is x and all(v.shape == x.shape for v in views)
+    right, left, down, up = views[1:5]
+    assert torch.equal(right[..., 2:], x[..., :-2]) and torch.equal(right[..., 0], x[..., 2])  # edge reflected
+    assert torch.equal(left[..., :-2], x[..., 2:]) and torch.equal(left[..., -1], x[..., -3])
+    assert torch.equal(down[..., 2:, :], x[..., :-2, :]) and torch.equal(up[..., :-2, :], x[..., 2:, :])
+    assert all(torch.equal(m, v.flip(-1)) for v, m in zip(views[:5], views[5:], strict=True))
+
+
+def test_shift_average_is_what_search_and_metrics_use(data_dir, tmp_path) -> None:
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+
+    out = tmp_path / "views"
+    args = [*QUICK, "--loss", "ms", "--epochs", "1", "--augment", "shift-flip", "--flip-average",
+            "--shift-average", "1"]
+    assert run(args, data_dir, out) == 0
+    final = json.loads((out / "metrics.json").read_text())["final"]
+    embedder = load_embedder(out)
+    assert embedder.config["shift_average"] == 1 and embedder.views.startswith("10 views")
+    data = load_dataset("mnist", data_dir)
+    got = embedder.embed_uint8(data.test_x)
+    # the mirror image of an image has the same ten views: the same query
+    np.testing.assert_allclose(got, embedder.embed_uint8(data.test_x.flip(-1)), atol=1e-5)
+    with torch.no_grad():  # the mean of the ten views' unit embeddings, worked out by hand
+        xn = normalize(data.test_x, embedder.mean, embedder.std)
+        padded = torch.nn.functional.pad(xn, (1, 1, 1, 1), mode="reflect")
+        moves = ((0, 1), (0, -1), (1, 0), (-1, 0))
+        shifted = [xn] + [padded[..., 1 + dy : 29 + dy, 1 + dx : 29 + dx] for dy, dx in moves]
+        views = shifted + [v.flip(-1) for v in shifted]
+        units = [torch.nn.functional.normalize(embedder.model(v), dim=1) for v in views]
+        by_hand = torch.nn.functional.normalize(sum(units), dim=1).numpy()
+    np.testing.assert_allclose(got, by_hand, atol=1e-5)
+    calc = AccuracyCalculator(include=("precision_at_1",), k="max_bin_count")
+    assert calc.get_accuracy(torch.from_numpy(got), data.test_y)["precision_at_1"] == pytest.approx(
+        final["precision_at_1"])
+
+
+def test_similarity_distillation_loss_matches_geometry_not_coordinates() -> None:
+    g = torch.Generator().manual_seed(0)
+    teacher = torch.randn(64, 512, generator=g)
+    rotation, _ = torch.linalg.qr(torch.randn(512, 512, generator=g))
+    # the same similarities in other coordinates (and another scale): nothing to learn
+    assert float(similarity_distillation_loss(3 * teacher @ rotation, teacher)) == pytest.approx(0, abs=1e-4)
+    student = torch.randn(64, 256, generator=g, requires_grad=True)
+    loss = similarity_distillation_loss(student, teacher)
+    loss.backward()
+    assert loss.item() > 0.01 and torch.isfinite(student.grad).all() and student.grad.abs().sum() > 0
+    # a student nearer the teacher's geometry scores lower
+    nearer = teacher[:, :256] + 0.1 * torch.randn(64, 256, generator=g)
+    assert float(similarity_distillation_loss(nearer, teacher)) < loss.item()
+
+
+def test_distillation_uses_the_teachers_search_embeddings_and_records_them(checkpoint, data_dir, tmp_path,
+                                                                          capsys) -> None:
+    out = tmp_path / "student"
+    student = [*QUICK[:3], "cnn3a", *QUICK[4:]]  # another architecture than the teacher's
+    args = [*student, "--loss", "ms", "--epochs", "1", "--distill-from", str(checkpoint), str(checkpoint),
+            "--distill-weight", "5"]
+    assert run(args, data_dir, out) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    sha = hashlib.sha256((checkpoint / "model.safetensors").read_bytes()).hexdigest()
+    assert [t["weights_sha256"] for t in metrics["teachers"]] == [sha, sha]
+    assert metrics["teachers"][0]["model"] == "hybrid1" and metrics["train_config"]["distill_weight"] == 5
+    assert "teacher" in capsys.readouterr().out
+
+    from model.training import TrainConfig
+
+    data = load_dataset("mnist", data_dir)
+    trainer = Trainer(TrainConfig(dataset="mnist", model="cnn3a", distill_from=[str(checkpoint)]), data,
+                      tmp_path / "t", torch.device("cpu"))
+    trainer.prepare_teachers(log=lambda _: None)
+    expected = torch.from_numpy(load_embedder(checkpoint).embed_uint8(data.train_x))
+    torch.testing.assert_close(trainer.teacher_targets, expected)
+
+    # a teacher for other images: one clear line
+    capsys.readouterr()
+    cifar = run([*QUICK[:1], "cifar10", *QUICK[2:], "--distill-from", str(checkpoint)], data_dir, tmp_path / "c")
+    err = capsys.readouterr().err
+    assert cifar == 2 and "--distill-from" in err and "1-channel 28x28" in err and err.count("\n") == 1
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
@@ -190,6 +275,9 @@ def test_flip_average_is_what_search_and_metrics_use(data_dir, tmp_path) -> None
         (["--dataset", "mnist", "--model", "hybrid1", "--pretrained"], "pretrained weights exist only for"),
         (["--dataset", "mnist", "--model", "vgg16", "--pretrained", "--init-from", "x"], "--init-from and --pretr"),
         (["--dataset", "mnist", "--flip-average"], "--flip-average needs a model trained with flips"),
+        (["--dataset", "mnist", "--shift-average", "14"], "--shift-average 14 px is too large for 28x28"),
+        (["--dataset", "mnist", "--shift-average", "-1"], "--shift-average must be 0 (off)"),
+        (["--dataset", "mnist", "--distill-from", "x", "--distill-weight", "0"], "--distill-weight must be"),
     ],
 )
 def test_bad_arguments_give_one_clear_line(args, message, data_dir, tmp_path, capsys, monkeypatch) -> None:
