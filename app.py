@@ -130,7 +130,7 @@ def training_summary(metrics: dict) -> str:
     text = " + ".join(f"{run['loss'].upper()} {run['epochs_done']}" for run in runs) + " epochs"
     if metrics.get("teachers"):
         text += f", distilled from {' + '.join(t['model'] for t in metrics['teachers'])}"
-    cfg = metrics["train_config"]
+    cfg = metrics.get("search_views") or metrics["train_config"]  # views set after training, or the run's
     if cfg.get("flip_average") or cfg.get("shift_average"):
         text += f", {describe_views(bool(cfg.get('flip_average')), int(cfg.get('shift_average') or 0))} search"
     return text

@@ -1,0 +1,90 @@
+"""Change the search views of a trained checkpoint and measure what it then retrieves.
+
+    python scripts/set_search_views.py assets/cifar10-cnn3a --flip-average --shift-average 1 --data-dir DIR
+
+The views (mirror image, shifts: see embedder.search_views) are test-time augmentation:
+they change how images are embedded, not the weights, so trying other views needs no
+training. This writes them into config.json, evaluates the test set again with the same
+code and protocol as train.py's evaluation (Trainer.evaluate), and updates metrics.json:
+"final" gets the new retrieval metrics (training figures are kept), and "search_views"
+records the views with the figures they replaced. The per-epoch rows stay as measured
+during training, with the views the run had. Then rebuild the demo's bundle with
+`python -m model.index --checkpoint FOLDER`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from model.data import DataError, load_dataset  # noqa: E402
+from model.embedder import CONFIG_NAME, CheckpointError, atomic_write_json, load_model  # noqa: E402
+from model.training import RETRIEVAL_METRICS, TrainConfig, Trainer, TrainingError  # noqa: E402
+
+VIEW_KEYS = ("flip_average", "shift_average")
+
+
+def set_search_views(checkpoint: str | Path, flip_average: bool, shift_average: int,
+                     data_dir: str | Path | None = None, dataset: str | None = None) -> dict[str, Any]:
+    """Re-evaluate `checkpoint` with these views, write config.json and metrics.json; returns the new final."""
+    checkpoint = Path(checkpoint)
+    model, config = load_model(checkpoint)
+    metrics_path = checkpoint / "metrics.json"
+    if not metrics_path.is_file():
+        raise CheckpointError(f"{checkpoint} has no metrics.json: this script updates the figures of a train.py run")
+    metrics = json.loads(metrics_path.read_text())
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    saved = {k: v for k, v in metrics["train_config"].items() if k in fields}
+    # the evaluation needs the run's data and loss settings only: no teachers, no starting weights
+    cfg = TrainConfig(**{**saved, "flip_average": flip_average, "shift_average": shift_average,
+                         "init_from": None, "distill_from": None, "pretrained": False})
+    data = load_dataset(dataset or config.get("dataset") or cfg.dataset, data_dir,
+                        image_size=config["image_size"][0])
+    trainer = Trainer(cfg, data, checkpoint, torch.device("cpu"))  # checks the views against the augmentation
+    trainer.model.load_state_dict(model.state_dict())
+    measured = trainer.evaluate()
+    before = {k: config.get(k, 0 if k == "shift_average" else False) for k in VIEW_KEYS}
+    record = {"flip_average": flip_average, "shift_average": shift_average,
+              "measured_by": "scripts/set_search_views.py",
+              "before": {**before, **{k: metrics["final"][k] for k in RETRIEVAL_METRICS}}}
+    final = {k: v for k, v in metrics["final"].items() if not k.endswith("_single_view")}
+    metrics["final"] = {**final, **measured}
+    metrics["search_views"] = record
+    atomic_write_json(checkpoint / CONFIG_NAME, {**config, "flip_average": flip_average,
+                                                 "shift_average": shift_average})
+    atomic_write_json(metrics_path, metrics)
+    return metrics["final"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", help="a checkpoint folder written by train.py")
+    p.add_argument("--flip-average", action="store_true", help="average each image with its mirror image")
+    p.add_argument("--shift-average", type=int, default=0, metavar="PX",
+                   help="and with the image moved by PX px left, right, up and down (0: off)")
+    p.add_argument("--data-dir", help="folder with the offline .npz files")
+    p.add_argument("--dataset", help="dataset name or image folder (default: the checkpoint's own)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    try:
+        final = set_search_views(args.checkpoint, args.flip_average, args.shift_average, args.data_dir, args.dataset)
+    except (CheckpointError, DataError, TrainingError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.checkpoint}: P@1 {final['precision_at_1']:.4f} | R-precision {final['r_precision']:.4f} | "
+          f"MAP@R {final['mean_average_precision_at_r']:.4f}; now rebuild its bundle: "
+          f"python -m model.index --checkpoint {args.checkpoint}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
