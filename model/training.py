@@ -53,6 +53,7 @@ from .embedder import (
     WEIGHTS_NAME,
     atomic_save_tensors,
     atomic_write_json,
+    load_embedder,
     load_model,
     read_config,
     save_checkpoint,
@@ -263,8 +264,6 @@ class Trainer:
         """
         if not self.cfg.distill_from or self.teacher_targets is not None:
             return
-        from .embedder import load_embedder
-
         parts, teachers = [], []
         for folder in self.cfg.distill_from:
             teacher = load_embedder(folder, self.device)

@@ -255,6 +255,25 @@ def test_distillation_uses_the_teachers_search_embeddings_and_records_them(check
     expected = torch.from_numpy(load_embedder(checkpoint).embed_uint8(data.train_x))
     torch.testing.assert_close(trainer.teacher_targets, expected)
 
+    # a resumed distillation run recomputes the same targets and ends where an uninterrupted one does
+    args = [*student, "--loss", "ms", "--epochs", "2", "--distill-from", str(checkpoint)]
+    assert run(args, data_dir, tmp_path / "straight") == 0
+    original = Trainer.train_epoch
+
+    def interrupted(self, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Trainer, "train_epoch", interrupted)
+        assert run(args, data_dir, tmp_path / "cut") == 130
+    assert train.main(["--resume", "--out", str(tmp_path / "cut"), "--data-dir", str(data_dir), "--no-index"]) == 0
+    a = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((tmp_path / "cut" / "metrics.json").read_text())["teachers"] == metrics["teachers"][:1]
+
     # a teacher for other images: one clear line
     capsys.readouterr()
     cifar = run([*QUICK[:1], "cifar10", *QUICK[2:], "--distill-from", str(checkpoint)], data_dir, tmp_path / "c")
