@@ -23,6 +23,18 @@ def run(args, data_dir, out) -> int:
     return train.main([*args, "--data-dir", str(data_dir), "--out", str(out)])
 
 
+def ctrl_c_at(stop_epoch: int):
+    """Trainer.train_epoch as a user pressing Ctrl-C when epoch `stop_epoch` (0-based) starts."""
+    original = Trainer.train_epoch
+
+    def interrupted(self, epoch):
+        if epoch == stop_epoch:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    return interrupted
+
+
 @pytest.mark.parametrize("loss", ["ce", "normsoftmax", "ms"])
 def test_loss_falls_and_checkpoint_round_trips(loss, data_dir, tmp_path) -> None:
     out = tmp_path / loss
@@ -53,21 +65,14 @@ def test_loss_falls_and_checkpoint_round_trips(loss, data_dir, tmp_path) -> None
 
 
 @pytest.mark.parametrize("loss,augment", [("ms", "shift"), ("normsoftmax", "shift-flip")])
-def test_resumed_run_equals_uninterrupted(loss, augment, data_dir, tmp_path, monkeypatch) -> None:
+def test_resumed_run_equals_uninterrupted(loss, augment, data_dir, tmp_path) -> None:
     args = [*QUICK, "--loss", loss, "--epochs", "3", "--schedule", "cosine", "--augment", augment]
     assert run(args, data_dir, tmp_path / "straight") == 0
 
-    original = Trainer.train_epoch
-
-    def interrupted(self, epoch):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return original(self, epoch)
-
-    monkeypatch.setattr(Trainer, "train_epoch", interrupted)
-    assert run(args, data_dir, tmp_path / "cut") == 130
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Trainer, "train_epoch", ctrl_c_at(1))
+        assert run(args, data_dir, tmp_path / "cut") == 130
     assert json.loads((tmp_path / "cut" / "metrics.json").read_text())["epochs_done"] == 1
-    monkeypatch.setattr(Trainer, "train_epoch", original)
     assert run(args, data_dir, tmp_path / "cut") == 2  # no --resume: refuses to overwrite
     assert train.main(["--resume", "--out", str(tmp_path / "cut"), "--data-dir", str(data_dir), "--no-index"]) == 0
 
@@ -258,15 +263,8 @@ def test_distillation_uses_the_teachers_search_embeddings_and_records_them(check
     # a resumed distillation run recomputes the same targets and ends where an uninterrupted one does
     args = [*student, "--loss", "ms", "--epochs", "2", "--distill-from", str(checkpoint)]
     assert run(args, data_dir, tmp_path / "straight") == 0
-    original = Trainer.train_epoch
-
-    def interrupted(self, epoch):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return original(self, epoch)
-
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(Trainer, "train_epoch", interrupted)
+        mp.setattr(Trainer, "train_epoch", ctrl_c_at(1))
         assert run(args, data_dir, tmp_path / "cut") == 130
     assert train.main(["--resume", "--out", str(tmp_path / "cut"), "--data-dir", str(data_dir), "--no-index"]) == 0
     a = load_file(str(tmp_path / "straight" / "model.safetensors"))
