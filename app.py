@@ -28,7 +28,7 @@ from model.demo import (  # noqa: E402
     sketch_to_image,
     thumbnail,
 )
-from model.embedder import CheckpointError, describe_views, training_lineage  # noqa: E402
+from model.embedder import CheckpointError, searched_views, training_lineage  # noqa: E402
 from model.index import BundleError  # noqa: E402
 
 IMPORT_SECONDS = time.perf_counter() - _T0
@@ -130,9 +130,8 @@ def training_summary(metrics: dict) -> str:
     text = " + ".join(f"{run['loss'].upper()} {run['epochs_done']}" for run in runs) + " epochs"
     if metrics.get("teachers"):
         text += f", distilled from {' + '.join(t['model'] for t in metrics['teachers'])}"
-    cfg = metrics.get("search_views") or metrics["train_config"]  # views set after training, or the run's
-    if cfg.get("flip_average") or cfg.get("shift_average"):
-        text += f", {describe_views(bool(cfg.get('flip_average')), int(cfg.get('shift_average') or 0))} search"
+    if views := searched_views(metrics):
+        text += f", {views} search"
     return text
 
 

@@ -80,6 +80,15 @@ def describe_views(flip_average: bool, shift_average: int = 0) -> str:
     return f"{n} views averaged (1 + 4 shifts of {shift_average} px{', each mirrored' if flip_average else ''})"
 
 
+def searched_views(metrics: dict[str, Any]) -> str | None:
+    """describe_views for a checkpoint's metrics.json: the views set after training
+    (scripts/set_search_views.py) or else the run's own; None for one view."""
+    c = metrics.get("search_views") or metrics["train_config"]
+    if not (c.get("flip_average") or c.get("shift_average")):
+        return None
+    return describe_views(bool(c.get("flip_average")), int(c.get("shift_average") or 0))
+
+
 class CheckpointError(Exception):
     """A checkpoint folder is missing, incomplete or inconsistent; the message says which."""
 

@@ -569,10 +569,15 @@ def resume_state_dir(out: Path) -> Path:
     raise TrainingError(f"{out} holds no resume state (resume/state.json); start a new run without --resume")
 
 
-def saved_train_config(out: Path) -> TrainConfig:
-    info = _read_json(resume_state_dir(out) / "state.json")
+def train_config_from(saved: dict[str, Any], **overrides: Any) -> TrainConfig:
+    """A TrainConfig from a saved train_config dict (state.json, metrics.json), ignoring keys
+    this version no longer has."""
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in info["train_config"].items() if k in fields})
+    return TrainConfig(**{**{k: v for k, v in saved.items() if k in fields}, **overrides})
+
+
+def saved_train_config(out: Path) -> TrainConfig:
+    return train_config_from(_read_json(resume_state_dir(out) / "state.json")["train_config"])
 
 
 __all__ = ["TrainConfig", "Trainer", "TrainingError", "pick_device", "saved_train_config", "read_config"]

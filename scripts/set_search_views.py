@@ -15,7 +15,6 @@ during training, with the views the run had. Then rebuild the demo's bundle with
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -28,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from model.data import DataError, load_dataset  # noqa: E402
 from model.embedder import CONFIG_NAME, CheckpointError, atomic_write_json, load_model  # noqa: E402
-from model.training import RETRIEVAL_METRICS, TrainConfig, Trainer, TrainingError  # noqa: E402
+from model.training import RETRIEVAL_METRICS, Trainer, TrainingError, train_config_from  # noqa: E402
 
 VIEW_KEYS = ("flip_average", "shift_average")
 
@@ -42,11 +41,9 @@ def set_search_views(checkpoint: str | Path, flip_average: bool, shift_average: 
     if not metrics_path.is_file():
         raise CheckpointError(f"{checkpoint} has no metrics.json: this script updates the figures of a train.py run")
     metrics = json.loads(metrics_path.read_text())
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    saved = {k: v for k, v in metrics["train_config"].items() if k in fields}
     # the evaluation needs the run's data and loss settings only: no teachers, no starting weights
-    cfg = TrainConfig(**{**saved, "flip_average": flip_average, "shift_average": shift_average,
-                         "init_from": None, "distill_from": None, "pretrained": False})
+    cfg = train_config_from(metrics["train_config"], flip_average=flip_average, shift_average=shift_average,
+                            init_from=None, distill_from=None, pretrained=False)
     data = load_dataset(dataset or config.get("dataset") or cfg.dataset, data_dir,
                         image_size=config["image_size"][0])
     trainer = Trainer(cfg, data, checkpoint, torch.device("cpu"))  # checks the views against the augmentation

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- metrics:start -->", "<!-- metrics:end -->"
 sys.path.insert(0, str(ROOT))
 
-from model.embedder import describe_views, training_lineage  # noqa: E402
+from model.embedder import searched_views, training_lineage  # noqa: E402
 
 ORDER = ("mnist", "fashion_mnist", "cifar10")
 
@@ -60,11 +60,9 @@ def table(assets: Path = ROOT / "assets") -> str:
         chain = training_lineage(m)
         epochs = " + ".join(str(run["epochs_done"]) for run in chain)
         recipe = "; then ".join(recipe_of(run["train_config"], run["dataset"]) for run in chain)
-        c = m.get("search_views") or m["train_config"]  # views set after training (set_search_views.py)
-        if c.get("flip_average") or c.get("shift_average"):
+        if views := searched_views(m):
             one_view = (f"P@1 {num(f, 'precision_at_1_single_view')}, "
                         f"MAP@R {num(f, 'mean_average_precision_at_r_single_view')}")
-            views = describe_views(bool(c.get("flip_average")), int(c.get("shift_average") or 0))
             when = ", set after training" if "search_views" in m else ""
             recipe += f"; search: {views}{when} (one view: {one_view})"
         timing = " + ".join(f"{run['seconds_per_epoch']:.1f} ({run['device']})" if run.get("device") else "?"
