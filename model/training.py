@@ -580,4 +580,30 @@ def saved_train_config(out: Path) -> TrainConfig:
     return train_config_from(_read_json(resume_state_dir(out) / "state.json")["train_config"])
 
 
+def remeasure(model: nn.Module, config: dict[str, Any], metrics: dict[str, Any], data: ImageData,
+              **overrides: Any) -> dict[str, float]:
+    """The test figures Trainer.evaluate gives a published model: for scripts that change a
+    trained checkpoint (set_search_views.py, whiten.py) and must measure it as train.py does.
+
+    `config` and `metrics` are the checkpoint's config.json and metrics.json: the search
+    views are config.json's (they may have been set after training), the rest of the
+    settings the run's train_config; `overrides` change them. A published checkpoint has no
+    class head, so the figures are those every run has: test MS loss and retrieval metrics.
+    """
+    views = {k: config[k] for k in ("flip_average", "shift_average") if k in config}
+    cfg = train_config_from(metrics["train_config"], **{"loss": "ms", "init_from": None, "distill_from": None,
+                                                        "pretrained": False, **views, **overrides})
+    # checks the views against the augmentation; its output folder is written only by save(), never called here
+    trainer = Trainer(cfg, data, "unsaved", torch.device("cpu"))
+    trainer.model.load_state_dict(model.state_dict())
+    return trainer.evaluate()
+
+
+def remeasured_final(metrics: dict[str, Any], measured: dict[str, float], drop: tuple[str, ...] = ()) -> dict[str, Any]:
+    """metrics["final"] with the new test figures: the training figures kept, the old
+    single-view figures and the `drop`ped keys (figures that no longer hold) removed."""
+    final = {k: v for k, v in metrics["final"].items() if not k.endswith("_single_view") and k not in drop}
+    return {**final, **measured}
+
+
 __all__ = ["TrainConfig", "Trainer", "TrainingError", "pick_device", "saved_train_config", "read_config"]

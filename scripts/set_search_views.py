@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from model.data import DataError, load_dataset  # noqa: E402
 from model.embedder import CONFIG_NAME, CheckpointError, atomic_write_json, load_model  # noqa: E402
-from model.training import RETRIEVAL_METRICS, Trainer, TrainingError, train_config_from  # noqa: E402
+from model.training import RETRIEVAL_METRICS, TrainingError, remeasure, remeasured_final  # noqa: E402
 
 VIEW_KEYS = ("flip_average", "shift_average")
 
@@ -41,20 +41,14 @@ def set_search_views(checkpoint: str | Path, flip_average: bool, shift_average: 
     if not metrics_path.is_file():
         raise CheckpointError(f"{checkpoint} has no metrics.json: this script updates the figures of a train.py run")
     metrics = json.loads(metrics_path.read_text())
-    # the evaluation needs the run's data and loss settings only: no teachers, no starting weights
-    cfg = train_config_from(metrics["train_config"], flip_average=flip_average, shift_average=shift_average,
-                            init_from=None, distill_from=None, pretrained=False)
-    data = load_dataset(dataset or config.get("dataset") or cfg.dataset, data_dir,
+    data = load_dataset(dataset or config.get("dataset") or metrics["train_config"]["dataset"], data_dir,
                         image_size=config["image_size"][0])
-    trainer = Trainer(cfg, data, checkpoint, torch.device("cpu"))  # checks the views against the augmentation
-    trainer.model.load_state_dict(model.state_dict())
-    measured = trainer.evaluate()
+    measured = remeasure(model, config, metrics, data, flip_average=flip_average, shift_average=shift_average)
     before = {k: config.get(k, 0 if k == "shift_average" else False) for k in VIEW_KEYS}
     record = {"flip_average": flip_average, "shift_average": shift_average,
               "measured_by": "scripts/set_search_views.py",
               "before": {**before, **{k: metrics["final"][k] for k in RETRIEVAL_METRICS}}}
-    final = {k: v for k, v in metrics["final"].items() if not k.endswith("_single_view")}
-    metrics["final"] = {**final, **measured}
+    metrics["final"] = remeasured_final(metrics, measured)
     metrics["search_views"] = record
     atomic_write_json(checkpoint / CONFIG_NAME, {**config, "flip_average": flip_average,
                                                  "shift_average": shift_average})
