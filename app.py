@@ -132,6 +132,8 @@ def training_summary(metrics: dict) -> str:
         text += f", distilled from {' + '.join(t['model'] for t in metrics['teachers'])}"
     if views := searched_views(metrics):
         text += f", {views} search"
+    if w := metrics.get("whitening"):
+        text += f", whitened after training (power {w['power']:g}, shrinkage {w['shrinkage']:g})"
     return text
 
 

@@ -65,6 +65,11 @@ def table(assets: Path = ROOT / "assets") -> str:
                         f"MAP@R {num(f, 'mean_average_precision_at_r_single_view')}")
             when = ", set after training" if "search_views" in m else ""
             recipe += f"; search: {views}{when} (one view: {one_view})"
+        if w := m.get("whitening"):
+            b = w["before"]
+            recipe += (f"; whitened after training (power {w['power']:g}, shrinkage {w['shrinkage']:g}, chosen by "
+                       f"MAP@R on held-out training images; before: P@1 {b['precision_at_1']:.4f}, "
+                       f"MAP@R {b['mean_average_precision_at_r']:.4f})")
         timing = " + ".join(f"{run['seconds_per_epoch']:.1f} ({run['device']})" if run.get("device") else "?"
                             for run in chain)  # per stage: a chain may mix a GPU and a CPU
         rows.append(

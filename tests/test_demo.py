@@ -215,3 +215,6 @@ def test_about_tab_lists_each_training_stage() -> None:
              "init_from": third, "teachers": [{"model": "hybrid1"}, {"model": "cnn3a"}]}
     assert app.training_summary(fifth) == ("NORMSOFTMAX 60 + MS 20 + MS 20 + MS 25 epochs, distilled from hybrid1 + "
                                            "cnn3a, 10 views averaged (1 + 4 shifts of 1 px, each mirrored) search")
+    whitened = {**third, "whitening": {"power": 0.75, "shrinkage": 0.1}}
+    assert app.training_summary(whitened) == ("NORMSOFTMAX 60 + MS 20 + MS 20 epochs, mirror-averaged search, "
+                                              "whitened after training (power 0.75, shrinkage 0.1)")
