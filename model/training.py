@@ -48,9 +48,10 @@ from safetensors.torch import load_file
 from torch import nn
 from tqdm import tqdm
 
-from .data import AUGMENTATIONS, CROP_FLIP, ImageData, crop_flip, draw_offsets, normalize
+from .data import AUGMENTATIONS, CROP_FLIP, ImageData, crop_flip, draw_offsets, load_dataset, normalize
 from .embedder import (
     WEIGHTS_NAME,
+    CheckpointError,
     atomic_save_tensors,
     atomic_write_json,
     load_embedder,
@@ -578,6 +579,22 @@ def train_config_from(saved: dict[str, Any], **overrides: Any) -> TrainConfig:
 
 def saved_train_config(out: Path) -> TrainConfig:
     return train_config_from(_read_json(resume_state_dir(out) / "state.json")["train_config"])
+
+
+def load_trained_run(checkpoint: str | Path, data_dir: str | Path | None = None, dataset: str | None = None
+                     ) -> tuple[nn.Module, dict[str, Any], dict[str, Any], ImageData]:
+    """A train.py checkpoint folder -> (model, config.json, metrics.json, its dataset): what a
+    script that changes a trained checkpoint and re-measures it (remeasure) starts from.
+    `dataset` defaults to the run's own (an image folder run records only the folder's name)."""
+    checkpoint = Path(checkpoint)
+    model, config = load_model(checkpoint)
+    metrics_path = checkpoint / "metrics.json"
+    if not metrics_path.is_file():
+        raise CheckpointError(f"{checkpoint} has no metrics.json: this script updates the figures of a train.py run")
+    metrics = json.loads(metrics_path.read_text())
+    data = load_dataset(dataset or config.get("dataset") or metrics["train_config"]["dataset"], data_dir,
+                        image_size=config["image_size"][0])
+    return model, config, metrics, data
 
 
 def remeasure(model: nn.Module, config: dict[str, Any], metrics: dict[str, Any], data: ImageData,

@@ -15,7 +15,6 @@ during training, with the views the run had. Then rebuild the demo's bundle with
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,9 +24,15 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from model.data import DataError, load_dataset  # noqa: E402
-from model.embedder import CONFIG_NAME, CheckpointError, atomic_write_json, load_model  # noqa: E402
-from model.training import RETRIEVAL_METRICS, TrainingError, remeasure, remeasured_final  # noqa: E402
+from model.data import DataError  # noqa: E402
+from model.embedder import CONFIG_NAME, CheckpointError, atomic_write_json  # noqa: E402
+from model.training import (  # noqa: E402
+    RETRIEVAL_METRICS,
+    TrainingError,
+    load_trained_run,
+    remeasure,
+    remeasured_final,
+)
 
 VIEW_KEYS = ("flip_average", "shift_average")
 
@@ -36,13 +41,7 @@ def set_search_views(checkpoint: str | Path, flip_average: bool, shift_average: 
                      data_dir: str | Path | None = None, dataset: str | None = None) -> dict[str, Any]:
     """Re-evaluate `checkpoint` with these views, write config.json and metrics.json; returns the new final."""
     checkpoint = Path(checkpoint)
-    model, config = load_model(checkpoint)
-    metrics_path = checkpoint / "metrics.json"
-    if not metrics_path.is_file():
-        raise CheckpointError(f"{checkpoint} has no metrics.json: this script updates the figures of a train.py run")
-    metrics = json.loads(metrics_path.read_text())
-    data = load_dataset(dataset or config.get("dataset") or metrics["train_config"]["dataset"], data_dir,
-                        image_size=config["image_size"][0])
+    model, config, metrics, data = load_trained_run(checkpoint, data_dir, dataset)
     measured = remeasure(model, config, metrics, data, flip_average=flip_average, shift_average=shift_average)
     before = {k: config.get(k, 0 if k == "shift_average" else False) for k in VIEW_KEYS}
     record = {"flip_average": flip_average, "shift_average": shift_average,
@@ -52,7 +51,7 @@ def set_search_views(checkpoint: str | Path, flip_average: bool, shift_average: 
     metrics["search_views"] = record
     atomic_write_json(checkpoint / CONFIG_NAME, {**config, "flip_average": flip_average,
                                                  "shift_average": shift_average})
-    atomic_write_json(metrics_path, metrics)
+    atomic_write_json(checkpoint / "metrics.json", metrics)
     return metrics["final"]
 
 

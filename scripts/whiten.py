@@ -31,15 +31,20 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from model.data import DataError, load_dataset  # noqa: E402
+from model.data import DataError  # noqa: E402
 from model.embedder import (  # noqa: E402
     CheckpointError,
     Embedder,
     atomic_write_json,
-    load_model,
     save_checkpoint,
 )
-from model.training import RETRIEVAL_METRICS, TrainingError, remeasure, remeasured_final  # noqa: E402
+from model.training import (  # noqa: E402
+    RETRIEVAL_METRICS,
+    TrainingError,
+    load_trained_run,
+    remeasure,
+    remeasured_final,
+)
 from model.whitening import Whitening, best_row, choose_whitening, fit_whitening, fold_whitening  # noqa: E402
 
 # Figures of the class head, which was trained on the embedding before whitening.
@@ -51,18 +56,12 @@ def whiten(checkpoint: str | Path, data_dir: str | Path | None = None, dataset: 
            log=print) -> dict[str, Any] | None:
     """Choose, fold and measure a whitening; returns the "whitening" record, None when unchanged wins."""
     checkpoint = Path(checkpoint)
-    model, config = load_model(checkpoint)
-    metrics_path = checkpoint / "metrics.json"
-    if not metrics_path.is_file():
-        raise CheckpointError(f"{checkpoint} has no metrics.json: this script updates the figures of a train.py run")
-    metrics = json.loads(metrics_path.read_text())
+    model, config, metrics, data = load_trained_run(checkpoint, data_dir, dataset)
     if "whitening" in metrics:
         raise CheckpointError(f"{checkpoint} is already whitened; whitening it again would fit on whitened "
                               "embeddings: whiten the checkpoint it was made from")
     if not hasattr(model, "embed") or not isinstance(model.embed, torch.nn.Linear):
         raise CheckpointError(f"{checkpoint}: {config['model']} has no final linear embedding layer to fold into")
-    data = load_dataset(dataset or config.get("dataset") or metrics["train_config"]["dataset"], data_dir,
-                        image_size=config["image_size"][0])
     n = len(data.train_y) if train_samples is None else min(train_samples, len(data.train_y))
     if not 1 < held_out < n - 1:
         raise CheckpointError(f"--held-out {held_out} must be smaller than the {n:,} training images used, "
@@ -90,7 +89,7 @@ def whiten(checkpoint: str | Path, data_dir: str | Path | None = None, dataset: 
     metrics["final"] = remeasured_final(metrics, measured, drop=HEAD_FIGURES)
     metrics["whitening"] = record
     save_checkpoint(checkpoint, model, config)
-    atomic_write_json(metrics_path, metrics)
+    atomic_write_json(checkpoint / "metrics.json", metrics)
     return record
 
 
