@@ -3,8 +3,8 @@
 Why: a network trained with a metric loss leaves its embeddings with a common offset and a
 few dominant directions that every image shares; cosine similarity spends much of its range
 on them. Subtracting the training set's mean embedding and shrinking the dominant directions
-(PCA whitening, softened by a power below 1 and by shrinkage of the eigenvalues: the
-retrieval literature's post-processing of learned descriptors) lets the directions that tell
+(PCA whitening, softened by a power of at most 1 and by shrinkage of the eigenvalues:
+the retrieval literature's post-processing of learned descriptors) lets the directions that tell
 images apart count. The transform is affine and the embedding layer is linear, so it folds
 into that layer: the architecture, parameter count and file size stay as they are, and every
 consumer (Embedder, the index, Trainer.evaluate) sees the whitened embedding unchanged.
