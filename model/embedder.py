@@ -67,11 +67,6 @@ def view_averaged(embs: Sequence[torch.Tensor]) -> torch.Tensor:
     return F.normalize(sum(F.normalize(e.float(), dim=1) for e in embs), dim=1)
 
 
-def mirror_averaged(emb: torch.Tensor, emb_mirror: torch.Tensor) -> torch.Tensor:
-    """(N, D) embeddings of images and of their mirror images -> (N, D) unit-norm mean."""
-    return view_averaged([emb, emb_mirror])
-
-
 def describe_views(flip_average: bool, shift_average: int = 0) -> str:
     """How a checkpoint searches, in words: "one view", "mirror-averaged", "10 views (...)"."""
     if not shift_average:

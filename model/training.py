@@ -591,7 +591,7 @@ def load_trained_run(checkpoint: str | Path, data_dir: str | Path | None = None,
     metrics_path = checkpoint / "metrics.json"
     if not metrics_path.is_file():
         raise CheckpointError(f"{checkpoint} has no metrics.json: this script updates the figures of a train.py run")
-    metrics = json.loads(metrics_path.read_text())
+    metrics = _read_json(metrics_path)
     data = load_dataset(dataset or config.get("dataset") or metrics["train_config"]["dataset"], data_dir,
                         image_size=config["image_size"][0])
     return model, config, metrics, data
