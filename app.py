@@ -13,6 +13,12 @@ import time
 
 _T0 = time.perf_counter()
 
+# A ZeroGPU Space (SPACES_ZERO_GPU set by Hugging Face) needs `spaces` imported before torch
+# touches CUDA, and starts only if the app declares at least one @spaces.GPU function.
+ZERO_GPU = os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true")
+if ZERO_GPU:
+    import spaces
+
 import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 
@@ -29,7 +35,7 @@ from model.demo import (  # noqa: E402
     thumbnail,
 )
 from model.embedder import CheckpointError, searched_views, training_lineage  # noqa: E402
-from model.index import BundleError  # noqa: E402
+from model.index import BundleError, build_bundle  # noqa: E402
 
 IMPORT_SECONDS = time.perf_counter() - _T0
 # One small image per request: intra-op threads only wait on each other (100 ms vs 3 ms
@@ -46,7 +52,17 @@ def _progress(message: str) -> None:
         pass
 
 
-demo_state = Demo(log=_progress)
+def rebuild_bundle(checkpoint, **options):
+    """Re-embed the gallery and refit the map of a checkpoint whose search bundle is stale, on
+    the GPU where there is one. On ZeroGPU this is the app's one GPU function: a search embeds
+    one small image in milliseconds on the CPU and never waits for a GPU."""
+    return build_bundle(checkpoint, device="cuda" if torch.cuda.is_available() else "cpu", **options)
+
+
+if ZERO_GPU:
+    rebuild_bundle = spaces.GPU(duration=120)(rebuild_bundle)
+
+demo_state = Demo(log=_progress, build=rebuild_bundle)
 MAP_NOTE = ("UMAP is fitted offline on the gallery; a query is placed at the similarity-weighted mean "
             "position of its top-k neighbours (no refit).")
 
@@ -156,8 +172,8 @@ def about_markdown() -> str:
         "Paper, Table 1 (test loss only): Hybrid-1 116,344 params (MNIST/Fashion), 116,634 (CIFAR-10); "
         "CNN-3a 116,320 / 116,608. CIFAR-10 CE 1.309 vs 1.636, MS 0.932 vs 1.116 (Hybrid-1 vs CNN-3a).",
         "", "Our CIFAR-10 weights were trained and evaluated on a lossy JPEG copy of CIFAR-10.", "",
-        "Refresh the weights with the recipe recorded in each model's metrics.json: README.md lists the "
-        "train.py commands (a first run, then a fine-tuning run with `--init-from`). "
+        "Refresh the weights with the recipe recorded in each model's metrics.json: the project's "
+        "docs/training.md lists the train.py commands (a first run, then fine-tuning runs with `--init-from`). "
         "train.py rebuilds the search bundle at the end.",
     ])
 

@@ -10,6 +10,7 @@ import shutil
 import tempfile
 import threading
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,9 +24,15 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from .data import normalize
-from .index import BundleError, Hit, SearchIndex, load_index
+from .embedder import CheckpointError, read_config
+from .hub import CHECKPOINT_FILES, download_checkpoint
+from .index import INDEX_JSON, INDEX_NPZ, BundleError, Hit, SearchIndex, build_bundle, load_index
 
 ASSETS = Path(os.environ.get("INVOLUTION_ASSETS", Path(__file__).resolve().parent.parent / "assets"))
+# Model repositories to serve instead of the shipped checkpoints of the same dataset and model,
+# e.g. INVOLUTION_MODELS="hf://USER/involution-cifar10-hybrid1 hf://USER/involution-mnist-hybrid1"
+# (a Space variable); separated by spaces or commas.
+HUB_MODELS_ENV = "INVOLUTION_MODELS"
 DATASETS = {"MNIST": "mnist", "FashionMNIST": "fashion_mnist", "CIFAR-10": "cifar10"}
 MODELS = {"Hybrid-1": "hybrid1", "CNN-3a": "cnn3a", "Hybrid-2": "hybrid2", "Hybrid-3": "hybrid3"}
 NEIGHBOUR, QUERY = "top-k neighbour", "query"
@@ -142,11 +149,40 @@ class Demo:
 
     assets: Path = ASSETS
     log: object = print
+    build: Callable[..., Path] = build_bundle  # how a stale search bundle is rebuilt (see load_index)
+    hub_models: Sequence[str] = field(
+        default_factory=lambda: os.environ.get(HUB_MODELS_ENV, "").replace(",", " ").split())
     _indexes: dict[tuple[str, str], SearchIndex] = field(default_factory=dict)
     _thumbs: Path = field(default_factory=lambda: _temporary_folder("involution-thumbs-"))
+    _from_hub: dict[str, Path] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for reference in self.hub_models:
+            try:
+                name, folder = self._download(reference)
+            except (CheckpointError, BundleError) as e:  # the shipped weights stay in service
+                self.log(f"{reference} not loaded, keeping the shipped weights: {e}")
+                continue
+            self._from_hub[name] = folder
+            self.log(f"{name}: serving {reference}")
+
+    def _download(self, reference: str) -> tuple[str, Path]:
+        """A model repository's checkpoint and search bundle, copied from huggingface_hub's cache
+        into a folder of the demo's own, where a stale bundle can be rebuilt without touching the cache."""
+        cached = download_checkpoint(reference, files=(*CHECKPOINT_FILES, INDEX_JSON, INDEX_NPZ))
+        config = read_config(cached)
+        name = f"{config.get('dataset', '')}-{config['model']}"
+        if not (self.assets / "gallery" / f"{config.get('dataset', '')}.npz").is_file():
+            raise BundleError(f"it is a {config.get('dataset')!r} checkpoint and the demo has no gallery for it")
+        folder = _temporary_folder("involution-hub-") / name
+        folder.mkdir()
+        for file in cached.iterdir():
+            shutil.copyfile(file, folder / file.name)  # the cache's links resolved to plain files
+        return name, folder
 
     def checkpoint(self, dataset: str, model: str) -> Path:
-        return self.assets / f"{DATASETS.get(dataset, dataset)}-{MODELS.get(model, model)}"
+        name = f"{DATASETS.get(dataset, dataset)}-{MODELS.get(model, model)}"
+        return self._from_hub.get(name, self.assets / name)
 
     def available(self) -> list[tuple[str, str]]:
         return [(d, m) for d in DATASETS for m in MODELS if (self.checkpoint(d, m) / "config.json").is_file()]
@@ -157,7 +193,8 @@ class Demo:
             folder = self.checkpoint(dataset, model)
             if not (folder / "config.json").is_file():
                 raise BundleError(f"no {model} weights for {dataset} in {folder}: train them with train.py")
-            self._indexes[key] = load_index(folder, log=self.log)
+            self._indexes[key] = load_index(folder, gallery_dir=self.assets / "gallery", log=self.log,
+                                            build=self.build)
         return self._indexes[key]
 
     def search(self, dataset: str, model: str, image: Image.Image | np.ndarray, k: int,

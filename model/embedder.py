@@ -9,8 +9,9 @@ unpickled, so a checkpoint handed over by a stranger cannot run code):
                        and the search views: flip_average and shift_average (optional,
                        default off: see search_views)
 
-That is the layout of huggingface_hub's PyTorchModelHubMixin, so a folder can be pushed
-to the Hub with `huggingface_hub.upload_folder` as it is.
+That is the layout of huggingface_hub's PyTorchModelHubMixin: scripts/publish_models.py
+pushes a folder to a model repository, and `load_embedder("hf://USER/NAME")` (model/hub.py)
+loads it back through huggingface_hub's cache.
 """
 
 from __future__ import annotations
@@ -285,8 +286,21 @@ class Embedder:
         """PIL images or uint8 arrays of any size and mode -> (N, D) float32 L2-normalised embeddings."""
         return self.embed_uint8(self.to_uint8(images), batch_size)
 
+    @classmethod
+    def from_pretrained(cls, repo_id_or_path: str | Path, revision: str | None = None,
+                        device: str | torch.device = "cpu") -> Embedder:
+        """A checkpoint folder, or a Hub model repository "USER/NAME" (at `revision`), in the
+        manner of huggingface_hub's PyTorchModelHubMixin.from_pretrained."""
+        if Path(repo_id_or_path).is_dir():
+            return load_embedder(repo_id_or_path, device)
+        return load_embedder(f"hf://{repo_id_or_path}{'@' + revision if revision else ''}", device)
+
 
 def load_embedder(path: str | Path, device: str | torch.device = "cpu") -> Embedder:
-    """Load a checkpoint folder written by train.py for inference."""
-    model, config = load_model(path)
+    """Load a checkpoint for inference: a folder written by train.py, or "hf://USER/NAME[@REVISION]",
+    a model repository published with scripts/publish_models.py (downloaded once into
+    huggingface_hub's cache)."""
+    from .hub import resolve_checkpoint  # hub.py builds on this module
+
+    model, config = load_model(resolve_checkpoint(path))
     return Embedder(model, config, device)

@@ -22,6 +22,7 @@ import argparse
 import io
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,10 +117,10 @@ def bundle_key(checkpoint: Path, gallery_path: Path) -> dict[str, Any]:
 
 
 def build_bundle(checkpoint: str | Path, data_dir: str | Path | None = None, dataset: str | None = None,
-                 gallery_dir: str | Path | None = None, image_size: int = 32, log=print) -> Path:
+                 gallery_dir: str | Path | None = None, image_size: int = 32, log=print, device: str = "cpu") -> Path:
     """Write <checkpoint>/index.npz and index.json; sample the gallery first if it is missing."""
     checkpoint = Path(checkpoint)
-    embedder = load_embedder(checkpoint)
+    embedder = load_embedder(checkpoint, device)
     dataset = dataset or embedder.config.get("dataset")
     if not dataset:
         raise BundleError(f"{checkpoint}/config.json names no dataset: pass --dataset")
@@ -181,8 +182,9 @@ class SearchIndex:
 
 
 def load_index(checkpoint: str | Path, gallery_dir: str | Path | None = None, rebuild: bool = True,
-               log=print) -> SearchIndex:
-    """Load a checkpoint and its bundle; rebuild the bundle when it is missing or stale."""
+               log=print, build: Callable[..., Path] = build_bundle) -> SearchIndex:
+    """Load a checkpoint and its bundle; rebuild the bundle with `build` (build_bundle's
+    signature: the demo on a ZeroGPU Space passes one that holds a GPU) when it is missing or stale."""
     checkpoint = Path(checkpoint)
     embedder = load_embedder(checkpoint)
     dataset = embedder.config.get("dataset", "")
@@ -200,7 +202,7 @@ def load_index(checkpoint: str | Path, gallery_dir: str | Path | None = None, re
             raise BundleError(f"the search bundle in {checkpoint} does not match its weights, gallery or search views: "
                               f"rebuild it with `python -m model.index --checkpoint {checkpoint}`")
         log(f"{checkpoint}: search bundle missing or stale, rebuilding (embedding + UMAP, ~30 s) ...")
-        build_bundle(checkpoint, dataset=dataset, gallery_dir=gallery_path.parent, log=log)
+        build(checkpoint, dataset=dataset, gallery_dir=gallery_path.parent, log=log)
     bundle = read_npz(checkpoint / INDEX_NPZ)
     return SearchIndex(embedder, gallery["images"], gallery["labels"], [str(c) for c in gallery["class_names"]],
                        bundle["embeddings"], bundle["umap"])

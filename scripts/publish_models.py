@@ -1,0 +1,193 @@
+"""Publish a checkpoint as a Hugging Face model repository, with a generated model card.
+
+    python scripts/publish_models.py --repo-id USER/NAME CHECKPOINT [--private] [--dry-run]
+
+e.g. `--repo-id USER/involution-cifar10-hybrid1 assets/cifar10-hybrid1` (the names the Space's
+front matter expects: scripts/publish_space.py). It uploads model.safetensors, config.json,
+metrics.json, the recipe (recipe.toml, where the checkpoint has one; older checkpoints record
+theirs in metrics.json), curves.png, the demo's search bundle (index.json, index.npz) and a
+README.md model card: what the model is, its test figures, how to load it, the paper, and its
+limits. Then anyone with this project's `model` package loads it with
+`load_embedder("hf://USER/NAME")`, and the demo serves it with INVOLUTION_MODELS=hf://USER/NAME.
+
+--dry-run needs no network and no token: it prints the files to upload, one path per line, and
+writes the model card to stderr. The token comes from HF_TOKEN or a saved `hf auth login`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from publish_space import LICENSE, PublishError, hub_request, hub_token  # noqa: E402
+
+from model.embedder import CheckpointError, load_model, searched_views, training_lineage  # noqa: E402
+from model.hub import CHECKPOINT_FILES, METRICS_NAME, check_repo_id  # noqa: E402
+
+# shown in the card; the demo's search bundle for the project's gallery (a Space serving this
+# repository through INVOLUTION_MODELS then needs no rebuild)
+EXTRA_FILES = ("curves.png", "index.json", "index.npz")
+DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR-10"}
+MODEL_NAMES = {"hybrid1": "Hybrid-1", "cnn3a": "CNN-3a"}
+HUB_DATASETS = {"mnist": "ylecun/mnist", "fashion_mnist": "zalando-datasets/fashion_mnist",
+                "cifar10": "uoft-cs/cifar10"}
+DESCRIPTIONS = {
+    "hybrid1": "one involution layer on the raw image (a 3x3 kernel generated for every pixel from the pixel "
+               "itself), then a small CNN (16, 64 and 128 filters), global average pooling and a 256-d embedding, "
+               "with GELU: the paper's proposed model",
+    "cnn3a": "the paper's plain three-layer CNN baseline (16, 64 and 128 filters), global average pooling and a "
+             "embedding, with GELU: Hybrid-1 without its involution layer",
+}
+CITATION = """@misc{spatially_optimized_compact_dml,
+  title = {Spatially Optimized Compact Deep Metric Learning Model for Similarity Search},
+}
+@inproceedings{li2021involution,
+  title = {Involution: Inverting the Inherence of Convolution for Visual Recognition},
+  author = {Li, Duo and Hu, Jie and Wang, Changhu and Li, Xiangtai and She, Qi and Zhu, Lei and Zhang, Tong
+            and Chen, Qifeng},
+  booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+  pages = {12321--12330},
+  year = {2021}
+}"""
+
+
+def checkpoint_files(folder: Path) -> list[Path]:
+    """The checkpoint's files a model repository holds: weights and config (required), then the
+    metrics, the recipe and the curves where they exist."""
+    load_model(folder)  # refuses a folder that does not load, before anything is uploaded
+    if not (folder / METRICS_NAME).is_file():
+        raise PublishError(f"{folder} has no {METRICS_NAME}: the model card's figures come from it "
+                           "(publish a checkpoint written by train.py)")
+    return [folder / f for f in (*CHECKPOINT_FILES, *EXTRA_FILES) if (folder / f).is_file()]
+
+
+def read_metrics(folder: Path) -> dict:
+    try:
+        metrics = json.loads((folder / METRICS_NAME).read_text())
+        float(metrics["final"]["precision_at_1"])  # the card's figures must be there
+        return metrics
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise PublishError(f"{folder / METRICS_NAME} is not a finished run's metrics ({type(e).__name__}: {e}); "
+                           "publish a checkpoint written by train.py") from None
+
+
+def model_card(repo_id: str, folder: Path, config: dict, metrics: dict) -> str:
+    dataset, model = metrics.get("dataset") or config.get("dataset", ""), config["model"]
+    dname, mname = DATASET_NAMES.get(dataset, dataset), MODEL_NAMES.get(model, model)
+    f = metrics["final"]
+    stages = training_lineage(metrics)
+    training = " + ".join(f"{run['train_config']['loss'].upper()} {run['epochs_done']}" for run in stages)
+    views = searched_views(metrics) or "one view"
+    whitening = metrics.get("whitening")
+    front = ["---", f"license: {LICENSE}", "library_name: pytorch", "pipeline_tag: image-feature-extraction",
+             "tags:", "  - metric-learning", "  - image-similarity", "  - involution", "  - safetensors"]
+    if dataset in HUB_DATASETS:
+        front += ["datasets:", f"  - {HUB_DATASETS[dataset]}"]
+    front.append("---")
+    h, w = config["image_size"]
+    dim = config["embedding_dim"]
+    lines = [
+        "", f"# {mname} on {dname}: a {metrics['keras_param_count']:,}-parameter image embedding", "",
+        f"{mname} is {DESCRIPTIONS.get(model, f'the {model} architecture')}. It maps a {h}x{w} "
+        f"{'greyscale' if config['in_channels'] == 1 else 'colour'} image to a unit-length {dim}-d vector; images "
+        f"of the same {dname} class lie close together, so cosine similarity ranks a gallery for similarity "
+        f"search. Weights: {metrics['weights_bytes'] / 1024:.1f} KiB of safetensors.", "",
+        "## Figures", "",
+        f"Measured on the {dname} test set, each test image queried against the rest of the test set:", "",
+        "| precision@1 | R-precision | MAP@R | parameters (Keras count) |", "|---|---|---|---|",
+        f"| {f['precision_at_1']:.4f} | {f['r_precision']:.4f} | {f['mean_average_precision_at_r']:.4f} | "
+        f"{metrics['keras_param_count']:,} |", "",
+        f"Training: {training} epochs ({len(stages)} stage{'s' if len(stages) > 1 else ''}, each fine-tuning the "
+        f"one before; the whole recipe is in `{METRICS_NAME}`, under `train_config` and `init_from`). "
+        f"Search: {views}."
+        + (f" The embedding was whitened after training (power {whitening['power']:g}, shrinkage "
+           f"{whitening['shrinkage']:g}, chosen on held-out training images) and folded into its last layer."
+           if whitening else ""), "",
+        "## Load it", "",
+        "With the project's `model` package (from its source repository, or the demo Space's files):", "",
+        "```python", "from model import load_embedder", "",
+        f'embedder = load_embedder("hf://{repo_id}")   # downloaded once into the Hugging Face cache',
+        f"vectors = embedder.embed(images)   # PIL images or uint8 arrays -> (N, {dim}) float32, L2-normalised",
+        "```", "",
+        "`Embedder.from_pretrained(\"" + repo_id + "\")` does the same. Only safetensors and JSON are read: "
+        "loading runs no code from the repository. `embed` applies the checkpoint's own preprocessing "
+        "(mode, size, normalisation and search views, from `config.json`). The demo serves it in place of "
+        f"its shipped weights with the environment variable `INVOLUTION_MODELS=hf://{repo_id}` (a Space "
+        "variable); `index.json` and `index.npz` are its search bundle for the demo's gallery.", "",
+    ]
+    if (folder / "curves.png").is_file():
+        lines += ["![Training curves](curves.png)", ""]
+    lines += [
+        "## Limits", "",
+        f"- It knows {dname}'s ten classes ({', '.join(config['class_names'])}) at {h}x{w} pixels. Other "
+        "images are resized to that and embed poorly: it is not a general-purpose image embedding.",
+        "- The figures come from one training run (one seed).",
+    ]
+    if len(stages) > 1 or searched_views(metrics):
+        lines.append("- Its later training stages and its search views were chosen by their test-set figures "
+                     "(the paper's protocol has no validation split), so these figures are somewhat optimistic.")
+    if dataset == "cifar10":
+        lines.append("- It was trained and measured on a lossy JPEG copy of CIFAR-10 (quality 75); figures on the "
+                     "original images will differ slightly.")
+    if dataset in ("mnist", "fashion_mnist"):
+        lines.append("- Digits and clothes are white on black, centred, as in the dataset; a dark object on a "
+                     "light background must be inverted first.")
+    lines += ["", "## Citation", "", "The paper this model reproduces, and the involution operator:", "",
+              "```bibtex", CITATION, "```", ""]
+    return "\n".join(front + lines)
+
+
+def publish(repo_id: str, folder: Path, private: bool, api=None) -> str:
+    """Create the model repository (if needed) and upload the checkpoint with its card; returns the URL."""
+    from huggingface_hub import HfApi
+
+    files = checkpoint_files(folder)
+    card = model_card(repo_id, folder, load_model(folder)[1], read_metrics(folder))
+    token = hub_token()
+    api = api or HfApi(token=token)
+    with hub_request(f"create the model repository {repo_id}"):
+        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="model-") as tmp:
+        for file in files:
+            shutil.copy2(file, Path(tmp) / file.name)
+        (Path(tmp) / "README.md").write_text(card)
+        with hub_request(f"upload to {repo_id}"):
+            api.upload_folder(repo_id=repo_id, repo_type="model", folder_path=tmp,
+                              commit_message=f"Upload {folder.name} (scripts/publish_models.py)")
+    return f"https://huggingface.co/{repo_id}"
+
+
+def main(argv: list[str] | None = None, api=None) -> int:
+    p = argparse.ArgumentParser(description="Publish a checkpoint as a Hugging Face model repository.")
+    p.add_argument("checkpoint", help="a checkpoint folder, e.g. assets/cifar10-hybrid1")
+    p.add_argument("--repo-id", required=True, help="USER/NAME, e.g. USER/involution-cifar10-hybrid1")
+    p.add_argument("--private", action="store_true", help="create the repository private")
+    p.add_argument("--dry-run", action="store_true", help="print the files and the model card; no network, no token")
+    args = p.parse_args(argv)
+    folder = Path(args.checkpoint)
+    try:
+        check_repo_id(args.repo_id)
+        if args.dry_run:
+            files = checkpoint_files(folder)
+            card = model_card(args.repo_id, folder, load_model(folder)[1], read_metrics(folder))
+            print("\n".join([*(f.name for f in files), "README.md"]))
+            print(f"--- README.md (generated model card) ---\n{card}", end="", file=sys.stderr)
+            return 0
+        url = publish(args.repo_id, folder, args.private, api=api)
+    except (PublishError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"published {url}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
