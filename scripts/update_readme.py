@@ -1,8 +1,9 @@
-"""Rewrite the README's table of shipped models from assets/*/metrics.json.
+"""Rewrite the tables of shipped models from assets/*/metrics.json: the README's short one
+(summary_table) and the full one in docs/shipped-models.md (table: recipes, losses, timings).
 
     python scripts/update_readme.py
 
-The figures are read, never typed: the table always shows what the shipped weights measured.
+The figures are read, never typed: the tables always show what the shipped weights measured.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-START, END = "<!-- metrics:start -->", "<!-- metrics:end -->"
+START, END = "<!-- metrics:start -->", "<!-- metrics:end -->"  # README.md: summary_table()
+FULL_START, FULL_END = "<!-- metrics-full:start -->", "<!-- metrics-full:end -->"  # docs/shipped-models.md: table()
+README, FULL = ROOT / "README.md", ROOT / "docs" / "shipped-models.md"
 sys.path.insert(0, str(ROOT))
 
 from model.embedder import searched_views, training_lineage  # noqa: E402
@@ -47,15 +50,35 @@ def distillation_of(c: dict) -> str:
             f"temperature {c['distill_temperature']:g})")
 
 
-def table(assets: Path = ROOT / "assets") -> str:
-    rows = ["| dataset | model | params (Keras count) | weights | epochs | recipe | test accuracy | test CE | "
-            "test MS | P@1 | R-precision | MAP@R | s/epoch (device), per stage |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+def shipped(assets: Path) -> list[dict]:
+    """The metrics.json of every checkpoint folder in `assets`, MNIST first, then FashionMNIST, CIFAR-10, others."""
     paths = sorted(assets.glob("*/metrics.json"), key=lambda p: (ORDER.index(p.parent.name.split("-")[0])
                                                                  if p.parent.name.split("-")[0] in ORDER else 9,
                                                                  p.parent.name))
-    for path in paths:
-        m = json.loads(path.read_text())
+    return [json.loads(path.read_text()) for path in paths]
+
+
+def summary_table(assets: Path = ROOT / "assets") -> str:
+    """The README's table: what each checkpoint is, how well it searches, and how it searches."""
+    rows = ["| dataset | model | params (Keras count) | weights | P@1 | R-precision | MAP@R | search views | "
+            "whitened | epochs per stage |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for m in shipped(assets):
+        f = m["final"]
+        epochs = " + ".join(str(run["epochs_done"]) for run in training_lineage(m))
+        rows.append(
+            f"| {m['dataset']} | {m['model']} | {m['keras_param_count']:,} | {m['weights_bytes'] / 1024:.1f} KiB | "
+            f"{f['precision_at_1']:.4f} | {f['r_precision']:.4f} | {f['mean_average_precision_at_r']:.4f} | "
+            f"{searched_views(m) or 'one view'} | {'yes' if m.get('whitening') else 'no'} | {epochs} |")
+    return "\n".join(rows)
+
+
+def table(assets: Path = ROOT / "assets") -> str:
+    """The full table of docs/shipped-models.md: recipes, test losses and seconds per epoch of every stage."""
+    rows = ["| dataset | model | params (Keras count) | weights | epochs | recipe | test accuracy | test CE | "
+            "test MS | P@1 | R-precision | MAP@R | s/epoch (device), per stage |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for m in shipped(assets):
         f = m["final"]
         chain = training_lineage(m)
         epochs = " + ".join(str(run["epochs_done"]) for run in chain)
@@ -81,15 +104,23 @@ def table(assets: Path = ROOT / "assets") -> str:
     return "\n".join(rows)
 
 
+def replaced(text: str, start: str, end: str, body: str) -> str:
+    """`text` with `body` between its markers."""
+    return re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: f"{start}\n{body}\n{end}", text, flags=re.S)
+
+
 def main() -> int:
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    if START not in text or END not in text:
-        print(f"README.md lacks the {START} ... {END} markers", file=sys.stderr)
-        return 2
-    new = re.sub(re.escape(START) + ".*?" + re.escape(END), f"{START}\n{table()}\n{END}", text, flags=re.S)
-    readme.write_text(new)
-    print(table())
+    targets = ((README, START, END, summary_table()), (FULL, FULL_START, FULL_END, table()))
+    texts = []
+    for path, start, end, _ in targets:  # check both files before writing either
+        text = path.read_text() if path.is_file() else ""
+        if start not in text or end not in text:
+            print(f"{path.relative_to(ROOT)} lacks the {start} ... {end} markers", file=sys.stderr)
+            return 2
+        texts.append(text)
+    for (path, start, end, body), text in zip(targets, texts, strict=True):
+        path.write_text(replaced(text, start, end, body))
+        print(f"{path.relative_to(ROOT)}:\n{body}\n")
     return 0
 
 

@@ -1,5 +1,6 @@
 """The shipped checkpoints in assets/: each loads, its search bundle matches its weights,
-gallery and embedding settings, and the README's table is the one their metrics.json give."""
+gallery and embedding settings, and the tables of the README and docs/shipped-models.md are the ones their
+metrics.json give."""
 
 import json
 
@@ -27,5 +28,10 @@ def test_shipped_checkpoint_and_its_bundle_agree(name) -> None:
 
 
 def test_readme_table_is_current() -> None:
-    table = load_script("update_readme").table()
-    assert table in (ROOT / "README.md").read_text(), "run python scripts/update_readme.py"
+    """The README's short table and docs/shipped-models.md's full one, each between its markers."""
+    update_readme = load_script("update_readme")
+    for path, start, body, end in (
+        (ROOT / "README.md", update_readme.START, update_readme.summary_table(), update_readme.END),
+        (ROOT / "docs" / "shipped-models.md", update_readme.FULL_START, update_readme.table(), update_readme.FULL_END),
+    ):
+        assert f"{start}\n{body}\n{end}" in path.read_text(), f"{path.name}: run python scripts/update_readme.py"

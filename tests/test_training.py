@@ -140,7 +140,7 @@ def test_fine_tuning_starts_from_the_checkpoint_and_records_it(checkpoint, data_
     assert train.main(["--resume", "--out", str(out), "--data-dir", str(data_dir), "--no-index"]) == 0
     assert json.loads((out / "metrics.json").read_text())["init_from"] == record
 
-    # the README's table of shipped models tells the whole chain
+    # the full table of shipped models (docs/shipped-models.md) tells the whole chain
     update_readme = load_script("update_readme")
     (tmp_path / "assets" / "mnist-hybrid1").mkdir(parents=True)
     (tmp_path / "assets" / "mnist-hybrid1" / "metrics.json").write_bytes((out / "metrics.json").read_bytes())
