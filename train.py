@@ -66,6 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--image-size", type=int, default=32, help="image folders only: side of the resized images")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
+    p.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
+                   help="torch.compile the training step (forward, loss, backward); auto: on for CUDA, "
+                        "off elsewhere (scripts/bench_train.py measures both)")
     p.add_argument("--data-dir", help="folder with mnist.npz / fashion_mnist.npz / cifar10.npz, or where to download")
     p.add_argument("--out", help="output folder (default runs/<dataset>-<model>-<loss>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out with its saved settings")
@@ -111,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             raise TrainingError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
         data = load_dataset(cfg.dataset, args.data_dir, cfg.max_train_samples, args.image_size)
         cfg.data_source = data.source
-        trainer = Trainer(cfg, data, out, device)
+        compile_step = args.compile == "on" or (args.compile == "auto" and device.type == "cuda")
+        trainer = Trainer(cfg, data, out, device, compile_step=compile_step)
         if args.resume:
             trainer.load()
             for row in trainer.history:

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pytorch_metric_learning import losses, miners
+from pytorch_metric_learning import losses
 from pytorch_metric_learning.distances import CosineSimilarity
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from pytorch_metric_learning.utils.inference import CustomKNN
@@ -62,9 +62,12 @@ from .embedder import (
     sha256_file,
     view_averaged,
 )
+from .losses import MultiSimilarity
 from .networks import build_model, keras_param_count
 
 RETRIEVAL_METRICS = ("precision_at_1", "r_precision", "mean_average_precision_at_r")
+# images per evaluation batch: a GPU embeds a whole test set in a few large batches
+EVAL_BATCH = {"cuda": 8192}
 LOSSES = ("ce", "normsoftmax", "ms")
 
 
@@ -173,8 +176,12 @@ def class_balanced_order(labels: torch.Tensor, batch_size: int, generator: torch
 class Trainer:
     """Owns the model, optimizer and data for one run and writes its output folder."""
 
-    def __init__(self, cfg: TrainConfig, data: ImageData, out: str | Path, device: torch.device) -> None:
+    def __init__(self, cfg: TrainConfig, data: ImageData, out: str | Path, device: torch.device,
+                 compile_step: bool = False) -> None:
+        """`compile_step`: run the training step (forward, loss, backward) through torch.compile;
+        compiled before the clock starts (warm_up), so seconds per epoch leave compilation out."""
         self.cfg, self.out, self.device = cfg, Path(out), device
+        self.compile_step, self.compile_seconds = compile_step, 0.0
         self.data = data.to(device)
         mean, std = data.mean_std()
         self.mean, self.std = torch.tensor(mean, device=device), torch.tensor(std, device=device)
@@ -209,8 +216,12 @@ class Trainer:
             self.head = losses.NormalizedSoftmaxLoss(n_classes, cfg.embedding_dim, cfg.temperature).to(device)
         params = list(self.model.parameters()) + (list(self.head.parameters()) if self.head else [])
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # training: the mined MS loss with static shapes (model/losses.py); the test MS loss of
+        # evaluate() is pytorch-metric-learning's over all pairs, as the paper's test loss
+        self.ms_criterion = MultiSimilarity(cfg.ms_alpha, cfg.ms_beta, cfg.ms_base, cfg.miner_epsilon)
         self.ms_loss = losses.MultiSimilarityLoss(alpha=cfg.ms_alpha, beta=cfg.ms_beta, base=cfg.ms_base)
-        self.miner = miners.MultiSimilarityMiner(epsilon=cfg.miner_epsilon)
+        # static shapes: a graph for the full batch and one for a smaller last batch, both compiled in warm_up
+        self.step_loss = torch.compile(self.loss_on, dynamic=False) if compile_step else self.loss_on
         self.accuracy, self.knn_device = retrieval_calculator(device)
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
@@ -318,50 +329,86 @@ class Trainer:
         if self.head is not None:
             loss = F.cross_entropy(self.logits(emb), y, label_smoothing=self.cfg.label_smoothing)
         else:
-            loss = self.ms_loss(emb, y, self.miner(emb, y))
+            loss = self.ms_criterion(emb, y)
         if targets is not None:
             loss = loss + self.cfg.distill_weight * similarity_distillation_loss(
                 emb, targets, self.cfg.distill_temperature)
         return loss
 
+    def batch(self, order: torch.Tensor, offsets: tuple[torch.Tensor, ...] | None, step: int
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, int]:
+        """Step `step` of an epoch plan: (normalised images, labels, teacher targets, size), on the device."""
+        batch = slice(step * self.cfg.batch_size, (step + 1) * self.cfg.batch_size)
+        idx = order[batch]
+        x = self.data.train_x[idx]
+        if offsets is not None:
+            x = crop_flip(x, *(t[batch] for t in offsets), pad=CROP_FLIP[self.augment][0])
+        x = normalize(x, self.mean, self.std).contiguous(memory_format=torch.channels_last)
+        targets = None if self.teacher_targets is None else self.teacher_targets[idx]
+        return x, self.data.train_y[idx], targets, len(idx)
+
+    def device_plan(self, epoch: int) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """epoch_plan on the device: one host-to-device copy per epoch."""
+        order, offsets = self.epoch_plan(epoch)
+        return order.to(self.device), None if offsets is None else tuple(t.to(self.device) for t in offsets)
+
+    def warm_up(self) -> float:
+        """Compile the training step before the clock starts: a forward and backward on the next
+        epoch's first batch (and on its last, when that one is smaller), then undo everything they
+        touched (gradients, BatchNorm statistics, the random number generators), so that the run is
+        the one it would have been. Returns seconds."""
+        start = time.perf_counter()
+        modules = [self.model] + ([self.head] if self.head is not None else [])
+        buffers = [{k: v.clone() for k, v in m.named_buffers()} for m in modules]
+        rng = torch.get_rng_state(), (torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None)
+        for m in modules:
+            m.train()
+        order, offsets = self.device_plan(self.epoch)
+        last = math.ceil(len(order) / self.cfg.batch_size) - 1
+        for step in sorted({0, last} if len(order) % self.cfg.batch_size else {0}):
+            x, y, targets, _ = self.batch(order, offsets, step)
+            self.step_loss(x, y, targets).backward()
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for m, saved in zip(modules, buffers, strict=True):
+                for k, v in m.named_buffers():
+                    v.copy_(saved[k])
+        torch.set_rng_state(rng[0])
+        if rng[1] is not None:
+            torch.cuda.set_rng_state_all(rng[1])
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - start
+
     def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One epoch. The loop never waits for the device: the loss is summed on the device and
+        read once at the end (where a NaN stops the run before anything is saved); on a CPU,
+        where reading it costs nothing, the progress bar shows it as it goes."""
         self.model.train()
         if self.head is not None:
             self.head.train()
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(epoch)
-        # one host-to-device copy per epoch: no synchronisation inside the loop but the loss checks
-        order, offsets = self.epoch_plan(epoch)
-        order = order.to(self.device)
-        offsets = None if offsets is None else tuple(t.to(self.device) for t in offsets)
+        order, offsets = self.device_plan(epoch)
         n_steps = math.ceil(len(order) / self.cfg.batch_size)
         total, count, start = torch.zeros((), device=self.device), 0, time.perf_counter()
+        show_loss = self.device.type == "cpu"
         bar = tqdm(range(n_steps), desc=f"epoch {epoch + 1}/{self.cfg.epochs}", leave=False, dynamic_ncols=True)
         for step in bar:
-            batch = slice(step * self.cfg.batch_size, (step + 1) * self.cfg.batch_size)
-            idx = order[batch]
-            x = self.data.train_x[idx]
-            if offsets is not None:
-                x = crop_flip(x, *(t[batch] for t in offsets), pad=CROP_FLIP[self.augment][0])
-            y = self.data.train_y[idx]
-            x = normalize(x, self.mean, self.std).contiguous(memory_format=torch.channels_last)
-            targets = None if self.teacher_targets is None else self.teacher_targets[idx]
-            loss = self.loss_on(x, y, targets)
+            x, y, targets, size = self.batch(order, offsets, step)
+            loss = self.step_loss(x, y, targets)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            total += loss.detach() * len(idx)
-            count += len(idx)
-            if step % 20 == 0 or step == n_steps - 1:
-                value = loss.detach().item()
-                if not math.isfinite(value):
-                    raise TrainingError(
-                        f"the loss became {value} at epoch {epoch + 1}, step {step}; the last good checkpoint "
-                        f"(epoch {self.epoch}) is kept in {self.out}. Try a lower --lr."
-                    )
-                bar.set_postfix(loss=f"{value:.4f}", img_s=f"{count / (time.perf_counter() - start):.0f}")
+            total += loss.detach() * size
+            count += size
+            if show_loss and (step % 20 == 0 or step == n_steps - 1):
+                bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{count / (time.perf_counter() - start):.0f}")
+        train_loss = float(total) / max(count, 1)  # the epoch's one synchronisation
         seconds = time.perf_counter() - start
-        return {"train_loss": float(total) / max(count, 1), "seconds": seconds, "images_per_s": count / seconds}
+        if not math.isfinite(train_loss):
+            raise TrainingError(f"the loss became {train_loss} in epoch {epoch + 1}; the last good checkpoint "
+                                f"(epoch {self.epoch}) is kept in {self.out}. Try a lower --lr.")
+        return {"train_loss": train_loss, "seconds": seconds, "images_per_s": count / seconds}
 
     # ----- evaluation --------------------------------------------------------------
     @torch.inference_mode()
@@ -372,8 +419,9 @@ class Trainer:
             self.head.eval()
         x_all, y_all = self.data.test_x, self.data.test_y
         per_view: list[list[torch.Tensor]] = []  # the search views' embeddings, the image itself first
-        for i in range(0, len(x_all), 1024):
-            x = normalize(x_all[i : i + 1024], self.mean, self.std)
+        step = EVAL_BATCH.get(self.device.type, 1024)
+        for i in range(0, len(x_all), step):
+            x = normalize(x_all[i : i + step], self.mean, self.std)
             views = search_views(x, self.cfg.flip_average, self.cfg.shift_average)
             per_view = per_view or [[] for _ in views]
             for out, view in zip(per_view, views, strict=True):
@@ -470,6 +518,8 @@ class Trainer:
             "device": describe_device(self.device),
             "seconds_per_epoch": float(np.mean(seconds)) if seconds else None,
             "train_images_per_s": float(np.mean([h["images_per_s"] for h in self.history])) if seconds else None,
+            "compiled_step": self.compile_step,
+            "compile_seconds": self.compile_seconds if self.compile_step else None,
             "final": self.history[-1] if self.history else None,
             "epochs": self.history,
         }
@@ -479,6 +529,9 @@ class Trainer:
         """Train the remaining epochs; with `stop_at` (a time.time() value), stop after the
         first epoch that ends later, leaving a resumable checkpoint (a sweep's time budget)."""
         self.prepare_teachers(log)
+        if self.compile_step and self.epoch < self.cfg.epochs and not self.compile_seconds:
+            self.compile_seconds = self.warm_up()
+            log(f"training step compiled in {self.compile_seconds:.1f} s (not counted in seconds per epoch)")
         for epoch in range(self.epoch, self.cfg.epochs):
             stats = self.train_epoch(epoch)
             metrics = self.evaluate()
@@ -513,22 +566,22 @@ def similarity_distillation_loss(student: torch.Tensor, teacher: torch.Tensor,
     return (t_prob * log_ratio).sum(dim=1).mean()
 
 
-def retrieval_calculator(device: torch.device) -> tuple[AccuracyCalculator, torch.device]:
+def retrieval_calculator(device: torch.device, knn: str = "auto") -> tuple[AccuracyCalculator, torch.device]:
     """AccuracyCalculator for P@1, R-precision and MAP@R (k = the largest class), and the device
     it runs on: faiss on a CPU; on a GPU, or where faiss is missing, pytorch-metric-learning's
-    exact torch k-NN on that device (a 10,000 x 10,000 similarity matrix is nothing to a GPU)."""
+    exact torch k-NN on that device (a 10,000 x 10,000 similarity matrix is nothing to a GPU), so
+    the embeddings never leave it. `knn` "faiss" or "torch" forces one (the tests compare them)."""
     try:
         import faiss  # noqa: F401
 
         has_faiss = True
     except ImportError:
         has_faiss = False
-    if device.type == "cpu" and has_faiss:
+    if knn == "faiss" or (knn == "auto" and device.type == "cpu" and has_faiss):
         return AccuracyCalculator(include=RETRIEVAL_METRICS, k="max_bin_count", device=device), device
     knn_device = device if device.type == "cuda" else torch.device("cpu")
-    knn = CustomKNN(CosineSimilarity())
     return AccuracyCalculator(include=RETRIEVAL_METRICS, k="max_bin_count", device=knn_device,
-                              knn_func=knn), knn_device
+                              knn_func=CustomKNN(CosineSimilarity())), knn_device
 
 
 def format_epoch(row: dict[str, float], epochs: int) -> str:
