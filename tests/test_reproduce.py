@@ -4,10 +4,15 @@ import json
 import shutil
 
 import torch
-from conftest import load_script
+from conftest import load_script as _load_script
 
 from model.data import load_dataset
 from model.training import TrainConfig, Trainer
+
+
+def load_script(name: str):
+    """The sweep lives with its records in results/, apart from the product's scripts."""
+    return _load_script(name, folder="results")
 
 
 def test_quick_sweep_writes_tables_and_skips_finished_cells(data_dir, tmp_path, capsys) -> None:
@@ -40,6 +45,12 @@ def test_parallel_cells_run_in_child_processes(data_dir, tmp_path) -> None:
         assert json.loads((tmp_path / "runs" / name / "metrics.json").read_text())["epochs_done"] == 1
         assert "epoch   1/1" in (tmp_path / "runs" / f"{name}.log").read_text()
     assert "| cnn3a | relu | 116,320 |" in (tmp_path / "table1.md").read_text()
+    # the records travel back from a lent GPU as one file
+    assert reproduce.main([*args, "--pack", str(tmp_path / "runs.tar.gz")]) == 0
+    import tarfile
+
+    with tarfile.open(tmp_path / "runs.tar.gz") as tar:
+        assert sorted(tar.getnames()) == sorted(f"{name}/metrics.json" for name in names)
 
 
 def test_a_spent_time_budget_starts_nothing(data_dir, tmp_path, capsys) -> None:
@@ -84,3 +95,17 @@ def test_a_restarted_cell_keeps_its_longer_earlier_measurement(data_dir, tmp_pat
     assert not (out / reproduce.PREVIOUS).exists()
     row = next(r for r in (tmp_path / "table1.md").read_text().splitlines() if r.startswith("| inn2 | gelu | 560 |"))
     assert "†(100 imgs)" in row and "3 ep" not in row
+
+
+def test_the_product_never_imports_the_research() -> None:
+    """app.py, train.py and the library stand without results/: none of them imports the sweep."""
+    import ast
+
+    from conftest import ROOT
+
+    for file in [ROOT / "app.py", ROOT / "train.py", *sorted((ROOT / "model").glob("*.py"))]:
+        for node in ast.walk(ast.parse(file.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.split(".")[0] in ("results", "reproduce") for n in names), file
+    assert not list((ROOT / "scripts").glob("device_*.sh"))  # earlier runs' records live in git history

@@ -1,8 +1,11 @@
 """Re-measure the paper: Table 1, the GELU/ReLU ablation and Table 2, with retrieval metrics.
 
-    python scripts/reproduce.py --data-dir DIR            # the full protocol (a GPU: 3 seeds)
-    python scripts/reproduce.py --data-dir DIR --quick    # smoke run on a CPU: 1 epoch, 2,000 images
-    python scripts/reproduce.py --data-dir DIR --jobs 12 --time-budget 9   # a GPU lent for minutes
+    python results/reproduce.py --data-dir DIR            # the full protocol (a GPU: 3 seeds)
+    python results/reproduce.py --data-dir DIR --quick    # smoke run on a CPU: 1 epoch, 2,000 images
+    python results/reproduce.py --data-dir DIR --jobs 12 --time-budget 9   # a GPU lent for minutes
+    bash results/gpu_sweep.sh                              # the whole sweep in one lent-GPU call
+
+Research, apart from the product: it uses the library (model/) and nothing imports it.
 
 The protocol is the paper's: Adam, lr 1e-3 constant, 20 epochs (MNIST, FashionMNIST) or 25
 (CIFAR-10), no augmentation, the same batch size everywhere.  Each cell (model x dataset x
@@ -11,7 +14,10 @@ rerun skips finished cells and resumes a cell that was interrupted.  The tables 
 are rewritten from whatever cells exist, each marked with the epochs and seeds it had.
 
 Small models leave a GPU mostly idle (each step is a few dozen tiny kernels), so --jobs N
-trains N cells at once, each in its own process.  --time-budget stops starting cells once
+trains N cells at once, each in its own process. Every cell runs on one device at one precision
+(bf16 autocast on CUDA, float32 on a CPU), with the trainer's fast path: the sync-free MS loss
+and, on CUDA, the compiled step (--compile). --pack FILE gathers every cell's metrics.json into
+one .tar.gz, the few files a lent GPU's call can return.  --time-budget stops starting cells once
 it is spent and stops running ones at their next epoch end: such a cell keeps the epochs it
 finished, is marked as reduced, and a rerun resumes it.
 """
@@ -121,7 +127,8 @@ def run_cell(cell: Cell, args: argparse.Namespace, device: torch.device, cache: 
         cache[key] = load_dataset(cell.dataset, args.data_dir, limit)
     data = cache[key]
     cfg.data_source = data.source
-    trainer = Trainer(cfg, data, out, device)
+    compile_step = args.compile == "on" or (args.compile == "auto" and device.type == "cuda")
+    trainer = Trainer(cfg, data, out, device, compile_step=compile_step)
     if find_resume_state(out):
         trainer.load()
     elif (out / "metrics.json").exists():
@@ -179,6 +186,20 @@ def run_parallel(cells: list[Cell], args: argparse.Namespace, argv: list[str], s
     finally:
         for proc in running:
             proc.terminate()
+
+
+def pack(out: Path, file: Path) -> int:
+    """Every cell's records under `out` into one .tar.gz (paths relative to `out`); returns the cells."""
+    import tarfile
+
+    records = sorted(p for name in ("metrics.json", PREVIOUS) for p in out.glob(f"*/{name}"))
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_name(f".{file.name}.tmp")
+    with tarfile.open(tmp, "w:gz") as tar:
+        for p in records:
+            tar.add(p, arcname=p.relative_to(out).as_posix())
+    os.replace(tmp, file)
+    return len({p.parent for p in records})
 
 
 def fmt(values: list[float], digits: int = 4) -> str:
@@ -359,6 +380,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cell", help=argparse.SUPPRESS)  # one cell, run by --jobs children
     p.add_argument("--stop-at", type=float, help=argparse.SUPPRESS)
     p.add_argument("--device", default="auto")
+    p.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
+                   help="torch.compile each cell's training step; auto: on for CUDA")
+    p.add_argument("--pack", metavar="FILE", help="at the end, gather every cell's metrics.json (and kept earlier "
+                   "measurement) into FILE, a .tar.gz; unpack with `tar xzf FILE -C results/runs`")
     args = p.parse_args(argv)
     try:
         device = pick_device(args.device)
@@ -398,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
                 run_cell(cell, args, device, cache, stop_at)
                 tables()
         tables()
+        if args.pack:
+            print(f"packed {pack(Path(args.out), Path(args.pack))} cells' records into {args.pack}")
     except (DataError, TrainingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
