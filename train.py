@@ -8,6 +8,7 @@ metrics.json and curves.png; `--resume` continues an interrupted run in the same
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -20,13 +21,19 @@ from model.training import (
     TrainConfig,
     Trainer,
     TrainingError,
+    describe_output_folder,
     format_epoch,
     pick_device,
+    remove_leftovers,
     saved_train_config,
 )
 from model.visualize import plot_training_curves
 
 PAPER_EPOCHS = {"mnist": 20, "fashion_mnist": 20, "cifar10": 25}
+# options that define a run (TrainConfig fields): --resume refuses any that contradicts the saved run
+RUN_OPTIONS = ("dataset", "model", "loss", "epochs", "batch_size", "lr", "weight_decay", "schedule", "augment",
+               "label_smoothing", "temperature", "activation", "pretrained", "flip_average", "shift_average",
+               "init_from", "distill_from", "distill_weight", "distill_temperature", "seed", "max_train_samples")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -72,11 +79,50 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", help="folder with mnist.npz / fashion_mnist.npz / cifar10.npz, or where to download")
     p.add_argument("--out", help="output folder (default runs/<dataset>-<model>-<loss>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out with its saved settings")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace what --out holds; the old folder is kept as OUT.replaced until the new run completes")
     p.add_argument("--max-train-samples", type=int, help="train on a random subset (quick runs)")
     p.add_argument("--time-budget", type=float, metavar="MINUTES",
                    help="stop at the first epoch end after this many minutes (a lent GPU's limit); --resume continues")
     p.add_argument("--no-index", action="store_true", help="skip building the demo's search bundle at the end")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    given = sys.argv[1:] if argv is None else argv
+    args.explicit = {a.dest for a in p._actions for flag in a.option_strings
+                     if any(g == flag or g.startswith(flag + "=") for g in given)}
+    return args
+
+
+def contradictions(args: argparse.Namespace, cfg: TrainConfig) -> list[str]:
+    """The run-defining options given with --resume whose value differs from the saved run's."""
+    wrong = []
+    for dest in sorted(args.explicit & set(RUN_OPTIONS)):
+        given, saved = getattr(args, dest), getattr(cfg, dest)
+        if dest == "augment" and given == "auto":
+            given = None
+        if dest == "dataset":
+            given, saved = canonical_name(given), canonical_name(saved)
+        if given != saved:
+            wrong.append(f"--{dest.replace('_', '-')} {given} (the run has {saved})")
+    return wrong
+
+
+def claim_output_folder(out: Path, args: argparse.Namespace) -> Path | None:
+    """Make sure a new run writes nowhere it was not asked to: refuse an --out that holds a
+    checkpoint, a run or a torn save unless --overwrite, which moves it to OUT.replaced (kept
+    until the new run completes). Returns that folder, if any."""
+    held = describe_output_folder(out)
+    if held is None:
+        return None
+    if not args.overwrite:
+        raise TrainingError(f"{out} already holds {held}: pass --resume to continue a run, --overwrite to replace "
+                            "it (the old folder is kept until the new run completes), or choose another --out")
+    replaced = out.with_name(out.name + ".replaced")
+    if replaced.exists():
+        raise TrainingError(f"{replaced} is left from an earlier --overwrite that did not complete: "
+                            "restore it or delete it first")
+    out.rename(replaced)
+    print(f"--overwrite: {out} ({held}) moved to {replaced}, deleted when this run completes")
+    return replaced
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,6 +133,13 @@ def main(argv: list[str] | None = None) -> int:
             if not args.out:
                 raise TrainingError("--resume needs --out, the folder of the run to continue")
             cfg = saved_train_config(Path(args.out))
+            if wrong := contradictions(args, cfg):
+                raise TrainingError(f"--resume continues the saved run in {args.out} with its own settings: "
+                                    f"{'; '.join(wrong)}. Drop those options, or start a new run with another --out")
+            if args.overwrite:
+                raise TrainingError("--resume and --overwrite contradict each other: pass one of them")
+            if removed := remove_leftovers(Path(args.out)):
+                print(f"removed what an interrupted save left: {', '.join(removed)}")
             print(f"resuming {args.out}: {cfg.model} on {cfg.dataset}, {cfg.loss} loss (saved settings)")
         else:
             if not args.dataset:
@@ -110,8 +163,6 @@ def main(argv: list[str] | None = None) -> int:
                 distill_temperature=args.distill_temperature,
             )
         out = Path(args.out or f"runs/{Path(cfg.dataset).name}-{cfg.model}-{cfg.loss}")
-        if not args.resume and (out / "resume").exists():
-            raise TrainingError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
         data = load_dataset(cfg.dataset, args.data_dir, cfg.max_train_samples, args.image_size)
         cfg.data_source = data.source
         compile_step = args.compile == "on" or (args.compile == "auto" and device.type == "cuda")
@@ -123,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
         elif cfg.init_from:
             trainer.start_from(cfg.init_from)
             print(f"starting from the weights in {cfg.init_from}")
+        trainer.check_data()
+        if not args.resume:  # once the data and settings are checked: nothing moves for a run that cannot start
+            claim_output_folder(out, args)
         print(f"{cfg.model} ({cfg.activation}) on {data.name}: {len(data.train_y)} train / {len(data.test_y)} test "
               f"images, {cfg.loss} loss, {cfg.epochs} epochs, device {device}")
         try:
@@ -145,6 +199,10 @@ def main(argv: list[str] | None = None) -> int:
 
             bundle = build_bundle(out, data_dir=args.data_dir, dataset=cfg.dataset, image_size=args.image_size)
             print(f"search bundle: {bundle}")
+        replaced = out.with_name(out.name + ".replaced")
+        if replaced.is_dir():  # the run that replaced it is complete
+            shutil.rmtree(replaced)
+            print(f"deleted {replaced}, the folder this run replaced")
     except (DataError, TrainingError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

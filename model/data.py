@@ -12,6 +12,8 @@ other `dataset` argument is a folder in ImageFolder layout with train/ and test/
 from __future__ import annotations
 
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,8 +103,37 @@ def _load_npz(path: Path) -> tuple[np.ndarray, ...]:
     try:
         with np.load(path, allow_pickle=False) as f:
             return tuple(f[k] for k in ("x_train", "y_train", "x_test", "y_test"))
-    except (KeyError, ValueError, OSError) as e:
+    except (KeyError, ValueError) as e:  # a missing key; pickled objects, which are never loaded
         raise DataError(f"{path} is not a dataset .npz with x_train, y_train, x_test, y_test ({e})") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise DataError(f"{path} is truncated or corrupt ({type(e).__name__}: {e}); copy or convert it again") from None
+
+
+def check_arrays(source: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
+                 n_classes: int) -> None:
+    """Refuse, in one line naming the problem, arrays that would train wrongly or fail after an epoch:
+    images that are not (N, H, W) or (N, H, W, 1|3) pixels 0-255, splits of other image shapes,
+    x and y of different lengths, labels that are not whole numbers in 0..n_classes-1."""
+    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        x, y = np.asarray(x), np.asarray(y)
+        if x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[3] not in (1, 3)) or len(x) == 0:
+            raise DataError(f"{source}: x_{split} has shape {x.shape}; it must hold images (N, H, W) or (N, H, W, C) "
+                            "with C 1 or 3")
+        if x.dtype != np.uint8 and not (np.issubdtype(x.dtype, np.integer) and x.min() >= 0 and x.max() <= 255):
+            raise DataError(f"{source}: x_{split} is {x.dtype} with values {x.min()}..{x.max()}; store uint8 pixels "
+                            "0-255")
+        if y.ndim != 1 or len(y) != len(x):
+            raise DataError(f"{source}: x_{split} has {len(x)} images but y_{split} has shape {y.shape}; give one "
+                            "label per image")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"{source}: y_{split} is {y.dtype}; labels must be whole numbers 0..{n_classes - 1}")
+        bad = y[(y < 0) | (y >= n_classes)]
+        if len(bad):
+            raise DataError(f"{source}: y_{split} holds label {int(bad[0])} ({len(bad)} such); labels must be "
+                            f"0..{n_classes - 1} for its {n_classes} classes")
+    if np.asarray(x_train).shape[1:] != np.asarray(x_test).shape[1:]:
+        raise DataError(f"{source}: train images are {np.asarray(x_train).shape[1:]} and test images "
+                        f"{np.asarray(x_test).shape[1:]}; both splits need the same size and channels")
 
 
 def _download(info: DatasetInfo, root: Path) -> tuple[np.ndarray, ...]:
@@ -118,6 +149,24 @@ def _download(info: DatasetInfo, root: Path) -> tuple[np.ndarray, ...]:
         ) from None
     as_np = lambda a: a.numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
     return as_np(train.data), as_np(train.targets), as_np(test.data), as_np(test.targets)
+
+
+def pil_to_mode(image: Image.Image, mode: str) -> Image.Image:
+    """Any PIL image -> mode "L" or "RGB", the one way both training (image folders) and queries
+    (Embedder) see pixels: EXIF-rotated, transparency composited on white, 16-bit and float
+    images rescaled to 0-255."""
+    from PIL import ImageOps
+
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        image = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image.alpha_composite(rgba)
+    elif image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit / float: rescale to 0-255
+        arr = np.asarray(image, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        image = Image.fromarray(((arr - lo) / (hi - lo or 1.0) * 255).round().astype(np.uint8))
+    return image.convert(mode)
 
 
 def _load_image_folder(root: Path, image_size: int) -> ImageData:
@@ -137,7 +186,7 @@ def _load_image_folder(root: Path, image_size: int) -> ImageData:
         for path, _ in folder.samples:
             try:
                 with Image.open(path) as im:
-                    xs.append(np.asarray(im.convert("RGB").resize((image_size, image_size), Image.BILINEAR)))
+                    xs.append(np.asarray(pil_to_mode(im, "RGB").resize((image_size, image_size), Image.BILINEAR)))
             except OSError as e:
                 raise DataError(f"cannot read image {path}: {e}; remove or replace it") from None
         splits[split] = (np.stack(xs), np.array(folder.targets), folder.classes)
@@ -174,6 +223,7 @@ def load_dataset(
         else:
             arrays, source = _download(info, root), f"torchvision download in {root}"
         xtr, ytr, xte, yte = arrays
+        check_arrays(source, xtr, ytr, xte, yte, len(info.class_names))
         data = ImageData(name, _nhwc_to_nchw(xtr), torch.from_numpy(np.asarray(ytr)).long(),
                          _nhwc_to_nchw(xte), torch.from_numpy(np.asarray(yte)).long(),
                          list(info.class_names), info.augment, source)
@@ -184,6 +234,8 @@ def load_dataset(
             f"unknown dataset {dataset!r}: use mnist, fashion_mnist, cifar10, "
             "or a folder with train/ and test/ subfolders"
         )
+    if max_train_samples is not None and max_train_samples < 1:
+        raise DataError(f"--max-train-samples must be at least 1 (got {max_train_samples}); drop it to train on all")
     if max_train_samples is not None and max_train_samples < len(data.train_y):
         g = torch.Generator().manual_seed(0)
         keep = torch.randperm(len(data.train_y), generator=g)[:max_train_samples].sort().values

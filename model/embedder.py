@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .data import normalize
+from .data import normalize, pil_to_mode
 from .networks import build_model
 
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
@@ -241,17 +241,7 @@ class Embedder:
             if image.ndim == 3 and image.shape[2] == 1:
                 image = image[:, :, 0]
             image = Image.fromarray(image)
-        image = ImageOps.exif_transpose(image)
-        mode = "L" if self.channels == 1 else "RGB"
-        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-            rgba = image.convert("RGBA")
-            image = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            image.alpha_composite(rgba)
-        elif image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit / float: rescale to 0-255
-            arr = np.asarray(image, dtype=np.float64)
-            lo, hi = float(arr.min()), float(arr.max())
-            image = Image.fromarray(((arr - lo) / (hi - lo or 1.0) * 255).round().astype(np.uint8))
-        image = image.convert(mode)
+        image = pil_to_mode(image, "L" if self.channels == 1 else "RGB")
         h, w = self.image_size
         if image.size != (w, h):
             image = image.resize((w, h), Image.BILINEAR)

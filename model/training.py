@@ -119,6 +119,12 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise TrainingError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
+        if self.loss == "ms" and self.batch_size < 2:
+            raise TrainingError(f"--loss ms compares images within a batch: --batch-size {self.batch_size} holds no "
+                                "pair; use at least 2 (256 is the default)")
+        if self.max_train_samples is not None and self.max_train_samples < 1:
+            raise TrainingError(f"--max-train-samples must be at least 1 (got {self.max_train_samples}); drop it "
+                                "to train on every image")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise TrainingError(f"--lr must be a positive number (got {self.lr})")
         if self.distill_from is not None and not self.distill_from:
@@ -146,6 +152,25 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
+def images_per_class(labels: torch.Tensor, batch_size: int) -> int:
+    """m, the images of one class in a class-balanced batch: the smallest divisor of batch_size
+    that lets the classes fill a batch."""
+    n_classes = int(labels.max()) + 1
+    return next(d for d in range(2, batch_size + 1) if batch_size % d == 0 and d * n_classes >= batch_size)
+
+
+def check_class_sizes(labels: torch.Tensor, class_names: list[str], batch_size: int) -> None:
+    """Before the first epoch: every class must fill its share of a class-balanced MS batch, or
+    class_balanced_order would leave it out of training without a word."""
+    m = images_per_class(labels, batch_size)
+    counts = torch.bincount(labels.cpu(), minlength=len(class_names))
+    small = [(class_names[c], int(n)) for c, n in enumerate(counts.tolist()) if n < m]
+    if small:
+        named = ", ".join(f"{name!r} ({n})" for name, n in small[:5]) + (" ..." if len(small) > 5 else "")
+        raise TrainingError(f"too few images per class for class-balanced batches of {batch_size} ({m} per class): "
+                            f"{named}. Lower --batch-size, add images, or use --loss ce")
+
+
 def class_balanced_order(labels: torch.Tensor, batch_size: int, generator: torch.Generator) -> torch.Tensor:
     """Batches of `m` same-class samples per class, the sampling MS loss needs (as
     pytorch-metric-learning's MPerClassSampler does), drawn from `generator`.
@@ -154,7 +179,7 @@ def class_balanced_order(labels: torch.Tensor, batch_size: int, generator: torch
     every batch holds batch_size / m classes with m images each.
     """
     n_classes = int(labels.max()) + 1
-    m = next(d for d in range(2, batch_size + 1) if batch_size % d == 0 and d * n_classes >= batch_size)
+    m = images_per_class(labels, batch_size)
     chunks = []
     for c in range(n_classes):
         idx = (labels == c).nonzero().flatten()
@@ -296,6 +321,11 @@ class Trainer:
                              **{k: final[k] for k in RETRIEVAL_METRICS if k in final}})
         self.teacher_targets = F.normalize(torch.cat(parts, dim=1), dim=1)
         self.teachers = teachers
+
+    def check_data(self) -> None:
+        """What would make an epoch fail or train wrongly, said before the first one."""
+        if self.cfg.loss == "ms":
+            check_class_sizes(self.data.train_y, self.data.class_names, self.cfg.batch_size)
 
     # ----- one epoch ---------------------------------------------------------------
     def lr_at(self, epoch: int) -> float:
@@ -528,6 +558,7 @@ class Trainer:
     def fit(self, log=print, stop_at: float | None = None) -> dict[str, Any]:
         """Train the remaining epochs; with `stop_at` (a time.time() value), stop after the
         first epoch that ends later, leaving a resumable checkpoint (a sweep's time budget)."""
+        self.check_data()
         self.prepare_teachers(log)
         if self.compile_step and self.epoch < self.cfg.epochs and not self.compile_seconds:
             self.compile_seconds = self.warm_up()
@@ -614,6 +645,49 @@ def find_resume_state(out: Path) -> Path | None:
         if (folder / "state.json").is_file() and (folder / "state.safetensors").is_file():
             return folder
     return None
+
+
+def leftover_files(out: Path) -> list[Path]:
+    """What a save killed half-way leaves in `out`: atomic writes' temporary files (".NAME.XXXX")
+    and the resume folder being built (resume.tmp)."""
+    if not out.is_dir():
+        return []
+    return sorted(p for p in out.iterdir() if (p.name.startswith(".") and p.is_file()) or p.name == "resume.tmp")
+
+
+def remove_leftovers(out: Path) -> list[str]:
+    """Delete leftover_files; returns their names."""
+    names = []
+    for p in leftover_files(out):
+        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        names.append(p.name)
+    return names
+
+
+def describe_output_folder(out: Path) -> str | None:
+    """None when `out` is free for a new run (missing or empty); else what it holds, in words:
+    a finished checkpoint, a run in progress, a torn save, or other files."""
+    if not out.is_dir() or not any(out.iterdir()):
+        return None
+    metrics = out / "metrics.json"
+    if metrics.is_file():
+        try:
+            m = _read_json(metrics)
+            done, planned = m["epochs_done"], m["train_config"]["epochs"]
+            final = m.get("final") or {}
+            p1 = f", P@1 {final['precision_at_1']:.4f}" if "precision_at_1" in final else ""
+            if done >= planned:
+                return f"a finished checkpoint ({m.get('model')} on {m.get('dataset')}, {done} epochs{p1})"
+            return f"a run in progress (epoch {done} of {planned})"
+        except (ValueError, KeyError, TypeError):
+            return "a checkpoint whose metrics.json cannot be read"
+    if find_resume_state(out):
+        return "a run in progress"
+    if leftover_files(out) or (out / "resume.old").exists():
+        return f"a torn save ({', '.join(p.name for p in leftover_files(out)) or 'resume.old'})"
+    if (out / "config.json").exists() or (out / "model.safetensors").exists():
+        return "a checkpoint"
+    return f"other files ({', '.join(sorted(p.name for p in out.iterdir())[:3])} ...)"
 
 
 def resume_state_dir(out: Path) -> Path:

@@ -1,0 +1,202 @@
+"""train.py writes only where it was asked to, and refuses bad data before the first epoch:
+each refusal is one line that names the problem and the fix."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, synthetic_arrays
+from PIL import Image
+
+import train
+from model.data import load_dataset
+from model.embedder import Embedder
+from model.networks import build_model
+from model.training import Trainer
+
+QUICK = ["--dataset", "mnist", "--model", "cnn3a", "--loss", "ce", "--epochs", "1", "--batch-size", "50",
+         "--device", "cpu", "--no-index"]
+
+
+def run(args: list[str], data_dir: Path, out: Path) -> int:
+    return train.main([*args, "--data-dir", str(data_dir), "--out", str(out)])
+
+
+def one_line_error(capsys) -> str:
+    out, err = capsys.readouterr()
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert "epoch   1" not in out  # refused before training
+    return err
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_finished_checkpoint_is_never_overwritten_unasked(data_dir, tmp_path, capsys) -> None:
+    shipped = tmp_path / "mnist-hybrid1"  # as shipped: no resume state beside the weights
+    shutil.copytree(ROOT / "assets" / "mnist-hybrid1", shipped)
+    before = snapshot(shipped)
+    assert run([*QUICK[:3], "hybrid1", *QUICK[4:]], data_dir, shipped) == 2
+    err = one_line_error(capsys)
+    assert "already holds a finished checkpoint (hybrid1 on mnist, 20 epochs, P@1 0.9926)" in err
+    assert "--overwrite" in err and "--resume" in err
+    assert snapshot(shipped) == before
+    ours = tmp_path / "ours"
+    assert run(QUICK, data_dir, ours) == 0
+    capsys.readouterr()
+    assert run(QUICK, data_dir, ours) == 2
+    assert "already holds a finished checkpoint" in one_line_error(capsys)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    assert run(QUICK, data_dir, tmp_path / "other") == 2
+    assert "already holds other files (notes.txt" in one_line_error(capsys)
+
+
+def test_a_torn_save_is_refused_and_cleaned_on_resume(data_dir, tmp_path, capsys, monkeypatch) -> None:
+    out = tmp_path / "torn"
+    assert run([*QUICK[:7], "2", *QUICK[8:], "--time-budget", "0"], data_dir, out) == 0  # 1 of 2 epochs
+    (out / ".model.safetensors.k3j2").write_bytes(b"half a file")
+    (out / "resume.tmp").mkdir()
+    capsys.readouterr()
+    assert run([*QUICK[:7], "2", *QUICK[8:]], data_dir, out) == 2
+    assert "already holds a run in progress (epoch 1 of 2)" in one_line_error(capsys)
+    assert train.main(["--resume", "--out", str(out), "--data-dir", str(data_dir), "--no-index"]) == 0
+    assert "removed what an interrupted save left: .model.safetensors.k3j2, resume.tmp" in capsys.readouterr().out
+    assert not (out / ".model.safetensors.k3j2").exists() and not (out / "resume.tmp").exists()
+    assert json.loads((out / "metrics.json").read_text())["epochs_done"] == 2
+    only_torn = tmp_path / "only-torn"
+    only_torn.mkdir()
+    (only_torn / ".config.json.abc").write_text("{")
+    assert run(QUICK, data_dir, only_torn) == 2
+    assert "already holds a torn save (.config.json.abc)" in one_line_error(capsys)
+
+
+def test_overwrite_keeps_the_old_folder_until_the_new_run_completes(data_dir, tmp_path, capsys, monkeypatch) -> None:
+    out = tmp_path / "ckpt"
+    assert run(QUICK, data_dir, out) == 0
+    old = snapshot(out)
+    capsys.readouterr()
+    original = Trainer.train_epoch
+
+    def interrupted(self, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", interrupted)
+    assert run([*QUICK[:7], "3", *QUICK[8:], "--seed", "1", "--overwrite"], data_dir, out) == 130
+    replaced = tmp_path / "ckpt.replaced"
+    assert snapshot(replaced) == old  # the old checkpoint, whole, while the new run is unfinished
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    capsys.readouterr()
+    assert train.main(["--resume", "--out", str(out), "--data-dir", str(data_dir), "--no-index"]) == 0
+    assert f"deleted {replaced}, the folder this run replaced" in capsys.readouterr().out
+    assert not replaced.exists() and json.loads((out / "metrics.json").read_text())["epochs_done"] == 3
+
+
+def test_resume_refuses_options_that_contradict_the_saved_run(data_dir, tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert run([*QUICK[:7], "2", *QUICK[8:], "--time-budget", "0"], data_dir, out) == 0
+    capsys.readouterr()
+    args = ["--resume", "--out", str(out), "--data-dir", str(data_dir), "--no-index"]
+    assert train.main([*args, "--lr", "0.01", "--model", "hybrid1"]) == 2
+    err = one_line_error(capsys)
+    assert "--lr 0.01 (the run has 0.001)" in err and "--model hybrid1 (the run has cnn3a)" in err
+    assert train.main([*args, "--epochs=2", "--model", "cnn3a", "--device", "cpu"]) == 0  # agreeing options pass
+
+
+def write_npz(folder: Path, xtr, ytr, xte, yte) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(folder / "mnist.npz", x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
+    return folder
+
+
+@pytest.mark.parametrize(("case", "message"), [
+    ("truncated", "is truncated or corrupt"),
+    ("train lengths", "x_train has 300 images but y_train has shape (299,)"),
+    ("test lengths", "x_test has 100 images but y_test has shape (101,)"),
+    ("label 12", "y_train holds label 12 (1 such); labels must be 0..9"),
+    ("label -1", "y_test holds label -1 (1 such); labels must be 0..9"),
+    ("float pixels", "x_train is float64 with values"),
+    ("float labels", "y_train is float64; labels must be whole numbers"),
+    ("image sizes", "train images are (28, 28) and test images (32, 32)"),
+])
+def test_bad_data_is_refused_before_training(case, message, tmp_path, capsys) -> None:
+    xtr, ytr, xte, yte = synthetic_arrays(300, 100)
+    ytr, yte = ytr.astype(np.int64), yte.astype(np.int64)
+    folder = tmp_path / "data"
+    if case == "truncated":
+        write_npz(folder, xtr, ytr, xte, yte)
+        data = (folder / "mnist.npz").read_bytes()
+        (folder / "mnist.npz").write_bytes(data[: len(data) // 2])
+    else:
+        if case == "train lengths":
+            ytr = ytr[:-1]
+        elif case == "test lengths":
+            yte = np.concatenate([yte, yte[:1]])
+        elif case == "label 12":
+            ytr[5] = 12
+        elif case == "label -1":
+            yte[7] = -1
+        elif case == "float pixels":
+            xtr = xtr / 255.0
+        elif case == "float labels":
+            ytr = ytr.astype(np.float64)
+        elif case == "image sizes":
+            xte = synthetic_arrays(10, 100, size=32)[2]
+        write_npz(folder, xtr, ytr, xte, yte)
+    assert run(QUICK, folder, tmp_path / "out") == 2
+    assert message in one_line_error(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--loss", "ms", "--batch-size", "1"], "--batch-size 1 holds no pair"),
+    (["--max-train-samples", "0"], "--max-train-samples must be at least 1 (got 0)"),
+    (["--max-train-samples", "-3"], "--max-train-samples must be at least 1 (got -3)"),
+])
+def test_bad_options_are_refused_before_training(args, message, data_dir, tmp_path, capsys) -> None:
+    assert run([*QUICK, *args], data_dir, tmp_path / "out") == 2
+    assert message in one_line_error(capsys)
+
+
+def test_a_class_too_small_for_ms_batches_is_named(tmp_path, capsys) -> None:
+    xtr, ytr, xte, yte = synthetic_arrays(300, 100)
+    keep = np.flatnonzero(ytr != 3)[:]
+    keep = np.concatenate([keep, np.flatnonzero(ytr == 3)[:2]])  # class 3 keeps 2 images
+    folder = write_npz(tmp_path / "data", xtr[keep], ytr[keep], xte, yte)
+    assert run([*QUICK[:4], "--loss", "ms", *QUICK[6:]], folder, tmp_path / "out") == 2
+    err = one_line_error(capsys)
+    assert "too few images per class for class-balanced batches of 50 (5 per class): '3' (2)" in err
+    assert "--batch-size" in err
+
+
+def test_an_image_folder_trains_on_the_pixels_a_query_gets(tmp_path) -> None:
+    """Transparent, palette and greyscale images in an ImageFolder are converted as the Embedder
+    converts a query: the same pixels at training and at search time."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "folder"
+    files = []
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (root / split / c).mkdir(parents=True)
+            for i, mode in enumerate(("RGBA", "P", "L", "LA")):
+                rgba = rng.integers(0, 256, (20, 24, 4), dtype=np.uint8)
+                rgba[:8, :, 3] = 0  # a transparent band
+                im = Image.fromarray(rgba, "RGBA")
+                im = im if mode == "RGBA" else im.convert(mode)
+                path = root / split / c / f"{i}.png"
+                im.save(path)
+                files.append(path)
+    data = load_dataset(str(root), image_size=16)
+    config = {"in_channels": 3, "image_size": [16, 16], "mean": [0.5] * 3, "std": [0.25] * 3}
+    embedder = Embedder(build_model("cnn3a", 3), config)  # a 16 px RGB checkpoint's preprocessing
+    train_files = sorted(p for p in files if "/train/" in p.as_posix())
+    for i, path in enumerate(train_files):
+        with Image.open(path) as im:
+            assert np.array_equal(embedder.to_uint8([im])[0].numpy(), data.train_x[i].numpy()), path
