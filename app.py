@@ -156,15 +156,20 @@ def training_summary(metrics: dict) -> str:
 def about_markdown() -> str:
     rows = []
     for d, m in demo_state.available():
-        path = demo_state.checkpoint(d, m) / "metrics.json"
-        if not path.is_file():
+        if problem := demo_state.problem(d, m):
+            rows.append(f"| {d} | {m} | unavailable: {problem} | | | | | | |")
             continue
-        mt = json.loads(path.read_text())
-        f = mt["final"]
-        test_ce = f"{f['test_ce_loss']:.4f}" if "test_ce_loss" in f else "–"  # CE runs only
-        rows.append(f"| {d} | {m} | {mt['keras_param_count']:,} | {mt['weights_bytes'] / 1024:.1f} KB | "
-                    f"{f['precision_at_1']:.4f} | {f['mean_average_precision_at_r']:.4f} | {test_ce} | "
-                    f"{f['test_ms_loss']:.4f} | {training_summary(mt)} |")
+        path = demo_state.checkpoint(d, m) / "metrics.json"
+        try:
+            mt = json.loads(path.read_text())
+            f = mt["final"]
+            test_ce = f"{f['test_ce_loss']:.4f}" if "test_ce_loss" in f else "–"  # CE runs only
+            rows.append(f"| {d} | {m} | {mt['keras_param_count']:,} | {mt['weights_bytes'] / 1024:.1f} KB | "
+                        f"{f['precision_at_1']:.4f} | {f['mean_average_precision_at_r']:.4f} | {test_ce} | "
+                        f"{f['test_ms_loss']:.4f} | {training_summary(mt)} |")
+        except (OSError, ValueError, KeyError, TypeError) as e:  # the search works without its figures
+            rows.append(f"| {d} | {m} | figures unavailable: {path.name} cannot be read ({type(e).__name__}) "
+                        "| | | | | | |")
     return "\n".join([
         "### Shipped models (measured on the test set, queries against the rest of the test set)",
         "| dataset | model | params (Keras count) | weights | P@1 | MAP@R | test CE | test MS | training |",

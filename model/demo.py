@@ -24,7 +24,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from .data import normalize
-from .embedder import CheckpointError, read_config
+from .embedder import CheckpointError, load_model, read_config
 from .hub import CHECKPOINT_FILES, download_checkpoint
 from .index import INDEX_JSON, INDEX_NPZ, BundleError, Hit, SearchIndex, build_bundle, load_index
 
@@ -155,6 +155,8 @@ class Demo:
     _indexes: dict[tuple[str, str], SearchIndex] = field(default_factory=dict)
     _thumbs: Path = field(default_factory=lambda: _temporary_folder("involution-thumbs-"))
     _from_hub: dict[str, Path] = field(default_factory=dict)
+    _problems: dict[tuple[str, str], str | None] = field(default_factory=dict)
+    _bundle_problems: set[tuple[str, str]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         for reference in self.hub_models:
@@ -187,14 +189,36 @@ class Demo:
     def available(self) -> list[tuple[str, str]]:
         return [(d, m) for d in DATASETS for m in MODELS if (self.checkpoint(d, m) / "config.json").is_file()]
 
+    def problem(self, dataset: str, model: str) -> str | None:
+        """Why a listed checkpoint cannot serve, in one line (its weights or config do not load),
+        or None; checked once, so a broken one costs nothing on later requests."""
+        key = (dataset, model)
+        if key not in self._problems:
+            try:
+                load_model(self.checkpoint(dataset, model))
+                self._problems[key] = None
+            except CheckpointError as e:
+                self._problems[key] = str(e)
+        return self._problems[key]
+
     def index(self, dataset: str, model: str) -> SearchIndex:
+        """The checkpoint's search index, loaded (and its bundle rebuilt, if need be) once; a checkpoint
+        that cannot serve raises the same one-line error on every request without trying again."""
         key = (dataset, model)
         if key not in self._indexes:
             folder = self.checkpoint(dataset, model)
             if not (folder / "config.json").is_file():
                 raise BundleError(f"no {model} weights for {dataset} in {folder}: train them with train.py")
-            self._indexes[key] = load_index(folder, gallery_dir=self.assets / "gallery", log=self.log,
-                                            build=self.build)
+            if problem := self.problem(dataset, model):
+                raise (BundleError if key in self._bundle_problems else CheckpointError)(
+                    f"{model} on {dataset} is unavailable: {problem}")
+            try:
+                self._indexes[key] = load_index(folder, gallery_dir=self.assets / "gallery", log=self.log,
+                                                build=self.build)
+            except (BundleError, CheckpointError, OSError) as e:
+                self._problems[key] = str(e) if not isinstance(e, OSError) else f"its search bundle: {e}"
+                self._bundle_problems.add(key)
+                raise BundleError(f"{model} on {dataset} is unavailable: {self._problems[key]}") from None
         return self._indexes[key]
 
     def search(self, dataset: str, model: str, image: Image.Image | np.ndarray, k: int,

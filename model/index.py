@@ -10,8 +10,10 @@ writes two files (both safe to load: npz without pickle, JSON):
     <checkpoint>/index.npz + index.json  embeddings and UMAP coordinates of that gallery,
                                        keyed by the sha256 of the weights and the gallery
 
-The app loads the bundle as it is when the keys match the files, and rebuilds it
-(embed ~2,000 images, fit UMAP) when they do not.  UMAP is fitted offline only: a query
+The app loads the bundle as it is when the keys match the files and index.npz matches the
+sha256 that index.json records for it; otherwise it rebuilds it once (embed ~2,000 images, fit
+UMAP), in the checkpoint folder or, where that is read-only, in a cache folder of its own
+(bundle_cache_dir). A damaged or foreign index.npz is never searched.  UMAP is fitted offline only: a query
 is placed on the map at the similarity-weighted mean of its neighbours' positions,
 since the fitted UMAP object could only be stored as a pickle.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -116,10 +119,20 @@ def bundle_key(checkpoint: Path, gallery_path: Path) -> dict[str, Any]:
     return key
 
 
+def bundle_cache_dir(checkpoint: Path) -> Path:
+    """Where a bundle is rebuilt when the checkpoint's folder is read-only (a Space, an installed
+    copy): $INVOLUTION_CACHE, else ~/.cache/involution, one folder per checkpoint folder."""
+    root = Path(os.environ.get("INVOLUTION_CACHE") or Path.home() / ".cache" / "involution")
+    return root / "bundles" / Path(checkpoint).resolve().name
+
+
 def build_bundle(checkpoint: str | Path, data_dir: str | Path | None = None, dataset: str | None = None,
-                 gallery_dir: str | Path | None = None, image_size: int = 32, log=print, device: str = "cpu") -> Path:
-    """Write <checkpoint>/index.npz and index.json; sample the gallery first if it is missing."""
+                 gallery_dir: str | Path | None = None, image_size: int = 32, log=print, device: str = "cpu",
+                 bundle_dir: str | Path | None = None) -> Path:
+    """Write index.npz and index.json into `bundle_dir` (default: the checkpoint folder); sample the
+    gallery first if it is missing. index.json records the sha256 of the index.npz it describes."""
     checkpoint = Path(checkpoint)
+    bundle_dir = Path(bundle_dir or checkpoint)
     embedder = load_embedder(checkpoint, device)
     dataset = dataset or embedder.config.get("dataset")
     if not dataset:
@@ -132,10 +145,11 @@ def build_bundle(checkpoint: str | Path, data_dir: str | Path | None = None, dat
     log(f"embedding {len(gallery['labels'])} gallery images and fitting UMAP ...")
     embeddings = embedder.embed(gallery["images"])
     xy = fit_umap(embeddings)
-    write_npz(checkpoint / INDEX_NPZ, embeddings=embeddings, umap=xy)
-    atomic_write_json(checkpoint / INDEX_JSON, {**bundle_key(checkpoint, gallery_path), "gallery": gallery_path.name,
-                                                "n": int(len(xy)), "umap": "umap-learn, cosine, 15 neighbours"})
-    return checkpoint / INDEX_NPZ
+    write_npz(bundle_dir / INDEX_NPZ, embeddings=embeddings, umap=xy)
+    atomic_write_json(bundle_dir / INDEX_JSON, {**bundle_key(checkpoint, gallery_path), "gallery": gallery_path.name,
+                                                "n": int(len(xy)), "umap": "umap-learn, cosine, 15 neighbours",
+                                                "index_sha256": sha256_file(bundle_dir / INDEX_NPZ)})
+    return bundle_dir / INDEX_NPZ
 
 
 @dataclass
@@ -181,10 +195,32 @@ class SearchIndex:
         return sum(h.label == query_label for h in hits) / len(hits)
 
 
+def bundle_problem(folder: Path, key: dict[str, Any]) -> str | None:
+    """Why the bundle in `folder` cannot be searched for `key` (bundle_key), or None when it can."""
+    meta_path, npz = folder / INDEX_JSON, folder / INDEX_NPZ
+    if not meta_path.is_file() or not npz.is_file():
+        return "is missing"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        return f"is damaged ({INDEX_JSON} is not valid JSON)"
+    if not isinstance(meta, dict) or {k: v for k, v in meta.items() if k in BUNDLE_KEY_FIELDS} != key:
+        return "does not match its weights, gallery or search views"
+    if meta.get("index_sha256") != sha256_file(npz):
+        return (f"is damaged or foreign ({INDEX_NPZ} does not match the checksum in {INDEX_JSON})"
+                if "index_sha256" in meta else f"predates checksums ({INDEX_JSON} records none for {INDEX_NPZ})")
+    return None
+
+
+def _writable(folder: Path) -> bool:
+    return os.access(folder, os.W_OK)
+
+
 def load_index(checkpoint: str | Path, gallery_dir: str | Path | None = None, rebuild: bool = True,
                log=print, build: Callable[..., Path] = build_bundle) -> SearchIndex:
-    """Load a checkpoint and its bundle; rebuild the bundle with `build` (build_bundle's
-    signature: the demo on a ZeroGPU Space passes one that holds a GPU) when it is missing or stale."""
+    """Load a checkpoint and its bundle; when the bundle is missing, stale or damaged, rebuild it
+    once with `build` (build_bundle's signature: the demo on a ZeroGPU Space passes one that holds
+    a GPU) in the checkpoint folder, or in bundle_cache_dir when that folder is read-only."""
     checkpoint = Path(checkpoint)
     embedder = load_embedder(checkpoint)
     dataset = embedder.config.get("dataset", "")
@@ -193,17 +229,22 @@ def load_index(checkpoint: str | Path, gallery_dir: str | Path | None = None, re
         raise BundleError(f"no gallery for {dataset} at {gallery_path}: build it with "
                           f"`python -m model.index --checkpoint {checkpoint} --data-dir DIR`")
     gallery = read_npz(gallery_path)
-    meta_path = checkpoint / INDEX_JSON
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     key = bundle_key(checkpoint, gallery_path)
-    fresh = {k: v for k, v in meta.items() if k in BUNDLE_KEY_FIELDS} == key
-    if not fresh or not (checkpoint / INDEX_NPZ).is_file():
+    cache = bundle_cache_dir(checkpoint)
+    folder = next((f for f in (checkpoint, cache) if bundle_problem(f, key) is None), None)
+    if folder is None:
+        problem = bundle_problem(checkpoint, key)
         if not rebuild:
-            raise BundleError(f"the search bundle in {checkpoint} does not match its weights, gallery or search views: "
+            raise BundleError(f"the search bundle in {checkpoint} {problem}: "
                               f"rebuild it with `python -m model.index --checkpoint {checkpoint}`")
-        log(f"{checkpoint}: search bundle missing or stale, rebuilding (embedding + UMAP, ~30 s) ...")
-        build(checkpoint, dataset=dataset, gallery_dir=gallery_path.parent, log=log)
-    bundle = read_npz(checkpoint / INDEX_NPZ)
+        folder = checkpoint if _writable(checkpoint) else cache
+        folder.mkdir(parents=True, exist_ok=True)
+        log(f"{checkpoint}: the search bundle {problem}; rebuilding it once in {folder} (embedding + UMAP, ~30 s) ...")
+        build(checkpoint, dataset=dataset, gallery_dir=gallery_path.parent, log=log, bundle_dir=folder)
+        if problem := bundle_problem(folder, key):
+            raise BundleError(f"the search bundle rebuilt in {folder} {problem}; rebuild it with "
+                              f"`python -m model.index --checkpoint {checkpoint}`")
+    bundle = read_npz(folder / INDEX_NPZ)
     return SearchIndex(embedder, gallery["images"], gallery["labels"], [str(c) for c in gallery["class_names"]],
                        bundle["embeddings"], bundle["umap"])
 

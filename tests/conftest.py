@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import socket
 import sys
+import tempfile
 from pathlib import Path
 from types import ModuleType
 
@@ -17,6 +19,8 @@ import train
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 ROOT = Path(__file__).resolve().parents[1]
+# search bundles rebuilt for read-only checkpoints go to a cache folder: the tests' own, not ~/.cache
+os.environ.setdefault("INVOLUTION_CACHE", tempfile.mkdtemp(prefix="involution-test-cache-"))
 
 
 def load_script(name: str, folder: str = "scripts") -> ModuleType:
