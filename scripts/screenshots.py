@@ -75,7 +75,9 @@ def main() -> int:
             page.get_by_role("option", name="MNIST", exact=True).click()
             page.wait_for_function(IDLE, timeout=120_000)
             page.wait_for_timeout(1000)
-            box = page.get_by_text("select the draw tool to start").bounding_box()  # the canvas centre
+            hint = page.get_by_text("select the draw tool to start")
+            hint.wait_for(timeout=60_000)  # the sketchpad shows again once MNIST is loaded
+            box = hint.bounding_box()  # the canvas centre
             page.get_by_role("button", name="Brush").click()
             page.wait_for_timeout(500)
             x0, y0 = box["x"] + box["width"] / 2, box["y"] - 70
