@@ -11,6 +11,7 @@ other `dataset` argument is a folder in ImageFolder layout with train/ and test/
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import zipfile
 import zlib
@@ -80,6 +81,15 @@ class ImageData:
         """Per-channel mean and std of the training pixels in [0, 1]."""
         x = self.train_x.float().div_(255).transpose(0, 1).reshape(self.channels, -1)
         return x.mean(1).tolist(), x.std(1).tolist()
+
+    def train_subset(self, n: int | None) -> ImageData:
+        """A copy with a random n of the training images (fixed seed, kept in order) and every test
+        image; itself when n is None or covers them all."""
+        if n is None or n >= len(self.train_y):
+            return self
+        g = torch.Generator().manual_seed(0)
+        keep = torch.randperm(len(self.train_y), generator=g)[:n].sort().values
+        return dataclasses.replace(self, train_x=self.train_x[keep], train_y=self.train_y[keep])
 
     def to(self, device: torch.device | str) -> ImageData:
         for field in ("train_x", "train_y", "test_x", "test_y"):
@@ -236,11 +246,7 @@ def load_dataset(
         )
     if max_train_samples is not None and max_train_samples < 1:
         raise DataError(f"--max-train-samples must be at least 1 (got {max_train_samples}); drop it to train on all")
-    if max_train_samples is not None and max_train_samples < len(data.train_y):
-        g = torch.Generator().manual_seed(0)
-        keep = torch.randperm(len(data.train_y), generator=g)[:max_train_samples].sort().values
-        data.train_x, data.train_y = data.train_x[keep], data.train_y[keep]
-    return data
+    return data.train_subset(max_train_samples)
 
 
 def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

@@ -155,8 +155,8 @@ class Demo:
     _indexes: dict[tuple[str, str], SearchIndex] = field(default_factory=dict)
     _thumbs: Path = field(default_factory=lambda: _temporary_folder("involution-thumbs-"))
     _from_hub: dict[str, Path] = field(default_factory=dict)
-    _problems: dict[tuple[str, str], str | None] = field(default_factory=dict)
-    _bundle_problems: set[tuple[str, str]] = field(default_factory=set)
+    # (dataset, model) -> None when it loads, else (the error class to raise, the reason)
+    _problems: dict[tuple[str, str], tuple[type[Exception], str] | None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for reference in self.hub_models:
@@ -173,9 +173,10 @@ class Demo:
         into a folder of the demo's own, where a stale bundle can be rebuilt without touching the cache."""
         cached = download_checkpoint(reference, files=(*CHECKPOINT_FILES, INDEX_JSON, INDEX_NPZ))
         config = read_config(cached)
-        name = f"{config.get('dataset', '')}-{config['model']}"
-        if not (self.assets / "gallery" / f"{config.get('dataset', '')}.npz").is_file():
-            raise BundleError(f"it is a {config.get('dataset')!r} checkpoint and the demo has no gallery for it")
+        dataset = config.get("dataset", "")
+        name = f"{dataset}-{config['model']}"
+        if not (self.assets / "gallery" / f"{dataset}.npz").is_file():
+            raise BundleError(f"it is a {dataset!r} checkpoint and the demo has no gallery for it")
         folder = _temporary_folder("involution-hub-") / name
         folder.mkdir()
         for file in cached.iterdir():
@@ -190,16 +191,17 @@ class Demo:
         return [(d, m) for d in DATASETS for m in MODELS if (self.checkpoint(d, m) / "config.json").is_file()]
 
     def problem(self, dataset: str, model: str) -> str | None:
-        """Why a listed checkpoint cannot serve, in one line (its weights or config do not load),
-        or None; checked once, so a broken one costs nothing on later requests."""
+        """Why a listed checkpoint cannot serve, in one line (its weights or config do not load,
+        or its bundle could not be rebuilt), or None; found once, so a broken one costs nothing
+        on later requests."""
         key = (dataset, model)
         if key not in self._problems:
             try:
                 load_model(self.checkpoint(dataset, model))
                 self._problems[key] = None
             except CheckpointError as e:
-                self._problems[key] = str(e)
-        return self._problems[key]
+                self._problems[key] = (CheckpointError, str(e))
+        return self._problems[key] and self._problems[key][1]
 
     def index(self, dataset: str, model: str) -> SearchIndex:
         """The checkpoint's search index, loaded (and its bundle rebuilt, if need be) once; a checkpoint
@@ -209,16 +211,18 @@ class Demo:
             folder = self.checkpoint(dataset, model)
             if not (folder / "config.json").is_file():
                 raise BundleError(f"no {model} weights for {dataset} in {folder}: train them with train.py")
-            if problem := self.problem(dataset, model):
-                raise (BundleError if key in self._bundle_problems else CheckpointError)(
-                    f"{model} on {dataset} is unavailable: {problem}")
+            if known := self._problems.get(key):
+                error, reason = known
+                raise error(f"{model} on {dataset} is unavailable: {reason}")
             try:
                 self._indexes[key] = load_index(folder, gallery_dir=self.assets / "gallery", log=self.log,
                                                 build=self.build)
-            except (BundleError, CheckpointError, OSError) as e:
-                self._problems[key] = str(e) if not isinstance(e, OSError) else f"its search bundle: {e}"
-                self._bundle_problems.add(key)
-                raise BundleError(f"{model} on {dataset} is unavailable: {self._problems[key]}") from None
+            except CheckpointError as e:
+                self._problems[key] = (CheckpointError, str(e))
+                raise CheckpointError(f"{model} on {dataset} is unavailable: {e}") from None
+            except (BundleError, OSError) as e:
+                self._problems[key] = (BundleError, str(e) if isinstance(e, BundleError) else f"its search bundle: {e}")
+                raise BundleError(f"{model} on {dataset} is unavailable: {self._problems[key][1]}") from None
         return self._indexes[key]
 
     def search(self, dataset: str, model: str, image: Image.Image | np.ndarray, k: int,

@@ -122,9 +122,6 @@ class TrainConfig:
         if self.loss == "ms" and self.batch_size < 2:
             raise TrainingError(f"--loss ms compares images within a batch: --batch-size {self.batch_size} holds no "
                                 "pair; use at least 2 (256 is the default)")
-        if self.max_train_samples is not None and self.max_train_samples < 1:
-            raise TrainingError(f"--max-train-samples must be at least 1 (got {self.max_train_samples}); drop it "
-                                "to train on every image")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise TrainingError(f"--lr must be a positive number (got {self.lr})")
         if self.distill_from is not None and not self.distill_from:

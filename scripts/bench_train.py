@@ -46,15 +46,6 @@ from model.training import TrainConfig, Trainer, describe_device, pick_device  #
 MODEL, DATASET, BATCH = "hybrid1", "cifar10", 256
 
 
-def subset(data: ImageData, n: int | None) -> ImageData:
-    """The first n training images of each class in turn (class-balanced), all test images."""
-    if not n or n >= len(data.train_y):
-        return data
-    g = torch.Generator().manual_seed(0)
-    keep = torch.randperm(len(data.train_y), generator=g)[:n].sort().values
-    return dataclasses.replace(data, train_x=data.train_x[keep], train_y=data.train_y[keep])
-
-
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -197,7 +188,7 @@ def parallel_img_s(args: argparse.Namespace, n: int) -> float:
 def worker(args: argparse.Namespace) -> int:
     """One of parallel_img_s's runs: warm up, say ready, wait for go, train one timed epoch."""
     device = pick_device(args.device)
-    data = subset(load_dataset(DATASET, args.data_dir).to(device), args.images)
+    data = load_dataset(DATASET, args.data_dir, args.images or None).to(device)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = trainer_for(data, device, "ms", Path(tmp), device.type == "cuda")
         if trainer.compile_step:
@@ -238,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     full = load_dataset(DATASET, args.data_dir)
     if args.quick:
         full = dataclasses.replace(full, test_x=full.test_x[:256], test_y=full.test_y[:256])
-    data = dataclasses.replace(subset(full, images)).to(device)  # `full` stays on the CPU for the naive pipeline
+    data = dataclasses.replace(full.train_subset(images)).to(device)  # `full` stays on the CPU for the naive pipeline
     workers = 8 if cuda else 2
     log = print
     log(f"{MODEL} on {DATASET}: {len(data.train_y):,} images per measured epoch, device {describe_device(device)}")
@@ -247,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                     "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "quick": args.quick,
                     "epoch_images": len(data.train_y), "batch_size": BATCH, "compiled": cuda}
     for loss in ("ce", "ms"):
-        result[f"naive_{loss}_img_s"] = naive_img_s(subset(full, images), device, loss, naive_steps, workers)
+        result[f"naive_{loss}_img_s"] = naive_img_s(full.train_subset(images), device, loss, naive_steps, workers)
         log(f"naive {loss}: {result[f'naive_{loss}_img_s']:,.0f} img/s")
     result["today_ms_img_s"] = ours_epoch(data, device, "ms", False, today=True)["images_per_s"]
     log(f"today ms (pytorch-metric-learning's loss and miner in our pipeline): {result['today_ms_img_s']:,.0f} img/s")
