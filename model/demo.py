@@ -319,10 +319,13 @@ def involution_maps(demo: Demo, dataset: str, image: Image.Image | np.ndarray, p
         inv_outs.append(h[0])
     hyb_conv = net.convs[0].act(net.convs[0].conv(h))[0]
     cnn_conv = None
-    if (demo.checkpoint(dataset, "CNN-3a") / "config.json").is_file():
-        cnn = demo.index(dataset, "CNN-3a").embedder
-        xc = normalize(x_u8, cnn.mean, cnn.std)
-        cnn_conv = cnn.model.convs[0].act(cnn.model.convs[0].conv(xc))[0]
+    if (demo.checkpoint(dataset, "CNN-3a") / "config.json").is_file() and not demo.problem(dataset, "CNN-3a"):
+        try:
+            cnn = demo.index(dataset, "CNN-3a").embedder
+            xc = normalize(x_u8, cnn.mean, cnn.std)
+            cnn_conv = cnn.model.convs[0].act(cnn.model.convs[0].conv(xc))[0]
+        except (BundleError, CheckpointError):  # an unavailable CNN-3a drops its row, not the figure
+            pass
 
     rows = 3 + (cnn_conv is not None)
     fig, axes = plt.subplots(rows, 9, figsize=(13, 1.6 * rows + 0.4))
