@@ -4,7 +4,6 @@ feature maps.  app.py only wires these functions to Gradio components."""
 from __future__ import annotations
 
 import atexit
-import io
 import os
 import shutil
 import tempfile
@@ -14,10 +13,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
@@ -26,7 +21,9 @@ from PIL import Image, UnidentifiedImageError
 from .data import normalize
 from .embedder import CheckpointError, load_model, read_config
 from .hub import CHECKPOINT_FILES, download_checkpoint
-from .index import INDEX_JSON, INDEX_NPZ, BundleError, Hit, SearchIndex, build_bundle, load_index
+from .index import INDEX_JSON, INDEX_NPZ, BundleError, Hit, SearchIndex, build_bundle, fit_umap, load_index
+from .own_gallery import OwnImages
+from .queries import prepare_query, sketch_to_image  # noqa: F401  (sketch_to_image: re-exported for callers)
 
 ASSETS = Path(os.environ.get("INVOLUTION_ASSETS", Path(__file__).resolve().parent.parent / "assets"))
 # Model repositories to serve instead of the shipped checkpoints of the same dataset and model,
@@ -35,12 +32,6 @@ ASSETS = Path(os.environ.get("INVOLUTION_ASSETS", Path(__file__).resolve().paren
 HUB_MODELS_ENV = "INVOLUTION_MODELS"
 DATASETS = {"MNIST": "mnist", "FashionMNIST": "fashion_mnist", "CIFAR-10": "cifar10"}
 MODELS = {"Hybrid-1": "hybrid1", "CNN-3a": "cnn3a", "Hybrid-2": "hybrid2", "Hybrid-3": "hybrid3"}
-NEIGHBOUR, QUERY = "top-k neighbour", "query"
-# One colour domain for every dataset: Gradio's scatter plot keeps the colour domain of
-# its first value, so per-dataset class names would vanish after switching datasets.
-MAP_GROUPS = [f"class {i}" for i in range(10)] + [NEIGHBOUR, QUERY]
-MAP_COLORS = dict(zip(MAP_GROUPS, ["#4e79a7", "#f28e2b", "#59a14f", "#b6992d", "#499894", "#86bcb6", "#e15759",
-                                   "#ff9d9a", "#b07aa1", "#9d7660", "#000000", "#ff0000"], strict=True))
 MIN_SIDE = 8
 MAX_PIXELS = 25_000_000  # larger uploads are refused as possible decompression bombs
 MAX_FILE_BYTES = 20 * 1024 * 1024
@@ -94,38 +85,6 @@ def open_upload(path: str | Path) -> tuple[Image.Image, str]:
     return image, note
 
 
-def sketch_to_image(value: dict | np.ndarray | None, size: int = 28) -> Image.Image | None:
-    """A sketchpad drawing -> a white-on-black, MNIST-style centred digit; None when empty.
-
-    Strokes are found from alpha (transparent canvas) or darkness (white canvas), cropped
-    to their bounding box, scaled into 20x20 and centred in 28x28, as MNIST was made.
-    """
-    if isinstance(value, dict):
-        value = value.get("composite")
-    if value is None:
-        return None
-    arr = np.asarray(value)
-    if arr.ndim == 3 and arr.shape[2] == 4 and arr[..., 3].min() < 255:
-        ink = arr[..., 3].astype(np.float32) * (1 - arr[..., :3].mean(-1) / 255 * 0.5)
-    else:
-        grey = arr if arr.ndim == 2 else arr[..., :3].mean(-1)
-        ink = 255 - grey.astype(np.float32)
-    mask = ink > 40
-    if mask.sum() < 5:
-        return None
-    ys, xs = np.nonzero(mask)
-    crop = ink[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
-    side = max(crop.shape)
-    square = np.zeros((side, side), np.float32)
-    oy, ox = (side - crop.shape[0]) // 2, (side - crop.shape[1]) // 2
-    square[oy : oy + crop.shape[0], ox : ox + crop.shape[1]] = crop
-    inner = round(size * 20 / 28)
-    digit = Image.fromarray(square.clip(0, 255).astype(np.uint8)).resize((inner, inner), Image.LANCZOS)
-    canvas = Image.new("L", (size, size), 0)
-    canvas.paste(digit, ((size - inner) // 2, (size - inner) // 2))
-    return canvas
-
-
 def thumbnail(image: np.ndarray | Image.Image, side: int = THUMB) -> Image.Image:
     """Upscale small images with nearest neighbour so pixels stay crisp."""
     im = image if isinstance(image, Image.Image) else Image.fromarray(np.squeeze(image))
@@ -137,10 +96,49 @@ def thumbnail(image: np.ndarray | Image.Image, side: int = THUMB) -> Image.Image
 class SearchResult:
     query_embedding: np.ndarray
     hits: list[Hit]
-    gallery: list[tuple[Image.Image, str]]
+    gallery: list[tuple[str, str]]  # (thumbnail file, "class · similarity"), for the /search API
     table: pd.DataFrame
     precision: float | None
-    query_xy: tuple[float, float]
+    usual_best: float  # the gallery's usual best similarity (SearchIndex.usual_best_similarity)
+
+    @property
+    def unusual(self) -> bool:
+        """The query is less like the gallery than 99% of the gallery is like itself."""
+        return bool(self.hits) and self.hits[0].similarity < self.usual_best
+
+
+def prepare_upload(path: str | Path, dataset: str) -> tuple[Image.Image, list[str]]:
+    """An uploaded file -> (the image in the dataset's form, what was done), as the page and the
+    /search API both search it; raises QueryError for a file that cannot be used."""
+    image, note = open_upload(path)
+    seen, notes = prepare_query(image, DATASETS.get(dataset, dataset))
+    return seen, [note, *notes] if note else notes
+
+
+@dataclass
+class OwnGallery:
+    """A user's images for one browser session, embedded lazily per model."""
+
+    own: OwnImages
+    thumbs: list[str]  # PNG files named by position, never by an uploaded name
+    indexes: dict[tuple[str, str], SearchIndex] = field(default_factory=dict)
+    map_method: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.own.images)
+
+
+@dataclass
+class FeatureMaps:
+    """What the feature-map view shows for one query and one kernel pixel."""
+
+    model: str
+    image: np.ndarray  # (H, W) or (H, W, 3) uint8, as the model sees it
+    pixel: tuple[int, int]  # (row, column), clipped to the image
+    involution_outputs: list[np.ndarray]  # per involution layer, (H, W): the channel mean
+    kernel_taps: np.ndarray  # (9, H, W): the first layer's generated kernel, one map per tap
+    kernel_at_pixel: np.ndarray  # (3, 3)
+    conv: dict[str, np.ndarray] = field(default_factory=dict)  # model -> (C, H, W) first-conv maps
 
 
 @dataclass
@@ -155,6 +153,7 @@ class Demo:
     _indexes: dict[tuple[str, str], SearchIndex] = field(default_factory=dict)
     _thumbs: Path = field(default_factory=lambda: _temporary_folder("involution-thumbs-"))
     _from_hub: dict[str, Path] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
     # (dataset, model) -> None when it loads, else (the error class to raise, the reason)
     _problems: dict[tuple[str, str], tuple[type[Exception], str] | None] = field(default_factory=dict)
 
@@ -232,13 +231,74 @@ class Demo:
         query = index.embedder.embed([image])[0]
         hits = index.search_embedding(query, k + (exclude is not None))
         hits = [h for h in hits if h.index != exclude][:k]
+        return self._result(dataset, model, index, query, hits, query_label)
+
+    def _result(self, dataset: str, model: str, index: SearchIndex, query: np.ndarray, hits: list[Hit],
+                query_label: int | None, api: bool = False) -> SearchResult:
         names = index.class_names
-        gallery = [(self.thumbnail_file(dataset, model, h.index), f"{names[h.label]} · {h.similarity:.3f}")
-                   for h in hits]
-        table = pd.DataFrame({"gallery index": [h.index for h in hits], "label": [names[h.label] for h in hits],
-                              "similarity": [round(h.similarity, 4) for h in hits]})
+        gallery, table = [], None
+        if api:
+            gallery = [(self.thumbnail_file(dataset, model, h.index), f"{names[h.label]} · {h.similarity:.3f}")
+                       for h in hits]
+            table = pd.DataFrame({"gallery index": [h.index for h in hits], "label": [names[h.label] for h in hits],
+                                  "similarity": [round(h.similarity, 4) for h in hits]})
         return SearchResult(query, hits, gallery, table, SearchIndex.precision_at_k(query_label, hits),
-                            index.place_on_map(hits))
+                            index.usual_best_similarity)
+
+    def search_api(self, dataset: str, model: str, image: Image.Image, k: int) -> SearchResult:
+        """As search, with the gallery as upscaled PNG files and a table, as /search returns them."""
+        index = self.index(dataset, model)
+        query = index.embedder.embed([image])[0]
+        return self._result(dataset, model, index, query, index.search_embedding(query, k), None, api=True)
+
+    def gallery_thumbs(self, dataset: str, model: str) -> list[str]:
+        """Every gallery image of a dataset as a native-size PNG file (the page upscales them with
+        `image-rendering: pixelated`), rendered once per dataset: the examples, the results and the
+        map's hover all point at these files, so a search sends names, not pixels."""
+        folder = self._thumbs / "gallery" / DATASETS.get(dataset, dataset)
+        index = self.index(dataset, model)
+        paths = [str(folder / f"{i}.png") for i in range(len(index))]
+        with self._lock:
+            if not (folder / "complete").exists():
+                folder.mkdir(parents=True, exist_ok=True)
+                for path, image in zip(paths, index.images, strict=True):
+                    Image.fromarray(np.squeeze(image)).save(path, format="PNG", compress_level=1)
+                (folder / "complete").touch()
+        return paths
+
+    def own_gallery(self, own: OwnImages) -> OwnGallery:
+        """Thumbnails of a user's images in a folder of the demo's own, named by position."""
+        folder = Path(tempfile.mkdtemp(prefix="own-", dir=self._thumbs))
+        thumbs = []
+        for i, image in enumerate(own.images):
+            path = folder / f"{i}.png"
+            image.save(path, format="PNG", compress_level=1)
+            thumbs.append(str(path))
+        return OwnGallery(own, thumbs)
+
+    def own_index(self, gallery: OwnGallery, dataset: str, model: str, log=None) -> SearchIndex:
+        """The user's images embedded with a shipped model, each prepared as an upload is, and laid
+        out on a map (UMAP from 10 images, else the embeddings' first two principal components)."""
+        key = (dataset, model)
+        if key not in gallery.indexes:
+            embedder = self.index(dataset, model).embedder
+            prepared = [prepare_query(im, DATASETS.get(dataset, dataset))[0] for im in gallery.own.images]
+            embeddings = embedder.embed(prepared)
+            n = len(embeddings)
+            if n >= 10:
+                (log or self.log)(f"fitting a UMAP map of your {n} images ...")
+                xy, method = fit_umap(embeddings, n_neighbors=min(15, n - 1)), "UMAP"
+            else:
+                centred = embeddings - embeddings.mean(0)
+                _, _, vt = np.linalg.svd(centred, full_matrices=False)
+                xy = (centred @ vt[:2].T).astype(np.float32) if n > 1 else np.zeros((n, 2), np.float32)
+                if xy.shape[1] < 2:
+                    xy = np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))
+                method = "PCA (UMAP needs 10 images)"
+            gallery.indexes[key] = SearchIndex(embedder, np.zeros((n, 1), np.uint8), np.full(n, -1),
+                                               [], embeddings, xy)
+            gallery.map_method[key] = method
+        return gallery.indexes[key]
 
     @property
     def thumbnail_folder(self) -> Path:
@@ -258,26 +318,6 @@ class Demo:
             os.replace(tmp, path)  # concurrent searches may render the same image: last one wins, whole
         return str(path)
 
-    def point_in_band(self, dataset: str, model: str, x0: float, x1: float) -> int:
-        """The gallery point nearest the centre of a brushed x-range on the map (Gradio's
-        scatter plot reports a brushed x-interval, not a clicked point)."""
-        xs = self.index(dataset, model).xy[:, 0]
-        return int(np.abs(xs - (x0 + x1) / 2).argmin())
-
-    def map_frame(self, dataset: str, model: str, result: SearchResult | None = None) -> pd.DataFrame:
-        """The UMAP scatter as a table: one row per gallery image, then the query. `group`
-        (the colour) is the class id, or top-k neighbour / query; `label` is the class name."""
-        index = self.index(dataset, model)
-        names = np.array(index.class_names)
-        groups = np.array(MAP_GROUPS)[np.minimum(index.labels, 9)]  # datasets of > 10 classes share colours
-        df = pd.DataFrame({"x": index.xy[:, 0], "y": index.xy[:, 1], "group": groups.astype(object),
-                           "label": names[index.labels].astype(object), "index": np.arange(len(index))})
-        if result is not None:
-            df.loc[[h.index for h in result.hits], "group"] = NEIGHBOUR
-            df = pd.concat([df, pd.DataFrame([{"x": result.query_xy[0], "y": result.query_xy[1],
-                                               "group": QUERY, "label": "query", "index": -1}])])
-        return df
-
 
 def _temporary_folder(prefix: str) -> Path:
     folder = Path(tempfile.mkdtemp(prefix=prefix))
@@ -285,71 +325,35 @@ def _temporary_folder(prefix: str) -> Path:
     return folder
 
 
-def _fig_to_image(fig) -> Image.Image:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
-    plt.close(fig)
-    buf.seek(0)
-    return Image.open(buf).convert("RGB")
-
-
-def _show(ax, arr: np.ndarray, title: str, cmap: str = "viridis") -> None:
-    ax.imshow(arr, cmap=cmap, interpolation="nearest")
-    ax.set_title(title, fontsize=8)
-    ax.axis("off")
-
-
 @torch.inference_mode()
-def involution_maps(demo: Demo, dataset: str, image: Image.Image | np.ndarray, pixel: tuple[int, int],
-                    model: str = "Hybrid-1") -> Image.Image:
-    """One figure: the input; each involution layer's output (one for Hybrid-1, two or three
-    for Hybrid-2/3 weights: the paper's Figure 3); the first layer's generated kernels across
-    positions (one map per kernel tap); its 3x3 kernel at `pixel`; the first convolution's
-    feature maps of the hybrid beside CNN-3a's on the same image."""
+def feature_maps(demo: Demo, dataset: str, image: Image.Image | np.ndarray, pixel: tuple[int, int],
+                 model: str = "Hybrid-1") -> FeatureMaps:
+    """The involution layer(s) of a hybrid model on one image (the paper's Figure 3): each layer's
+    output, the first layer's generated kernels across positions (one map per tap) and its 3x3
+    kernel at `pixel`; and the first convolution's maps of the hybrid beside CNN-3a's on the same
+    image, when CNN-3a is available (an unavailable one drops its row, not the view)."""
     if not model.startswith("Hybrid") or not (demo.checkpoint(dataset, model) / "config.json").is_file():
         model = "Hybrid-1"
     hyb = demo.index(dataset, model).embedder
     x_u8 = hyb.to_uint8([image])
     x = normalize(x_u8, hyb.mean, hyb.std)
     net = hyb.model
-    inv_outs, kernels, h = [], [], x
+    outputs, kernels, h = [], [], x
     for block in net.involutions:
         kernels.append(block.inv.kernel(h)[0, 0])  # (K*K, H, W)
         h = block(h)
-        inv_outs.append(h[0])
-    hyb_conv = net.convs[0].act(net.convs[0].conv(h))[0]
-    cnn_conv = None
+        outputs.append(h[0].mean(0).numpy())
+    conv = {model: net.convs[0].act(net.convs[0].conv(h))[0].numpy()}
     if (demo.checkpoint(dataset, "CNN-3a") / "config.json").is_file() and not demo.problem(dataset, "CNN-3a"):
         try:
             cnn = demo.index(dataset, "CNN-3a").embedder
             xc = normalize(x_u8, cnn.mean, cnn.std)
-            cnn_conv = cnn.model.convs[0].act(cnn.model.convs[0].conv(xc))[0]
-        except (BundleError, CheckpointError):  # an unavailable CNN-3a drops its row, not the figure
+            conv["CNN-3a"] = cnn.model.convs[0].act(cnn.model.convs[0].conv(xc))[0].numpy()
+        except (BundleError, CheckpointError):
             pass
-
-    rows = 3 + (cnn_conv is not None)
-    fig, axes = plt.subplots(rows, 9, figsize=(13, 1.6 * rows + 0.4))
-    for ax in axes.flat:
-        ax.axis("off")
     img = x_u8[0].permute(1, 2, 0).numpy()
-    _show(axes[0, 0], img.squeeze(), "input", "gray")
-    for i, out in enumerate(inv_outs[:4]):
-        _show(axes[0, 1 + i], out.mean(0).numpy(), f"involution {i + 1} output")
-    r, c = pixel
-    r, c = int(np.clip(r, 0, img.shape[0] - 1)), int(np.clip(c, 0, img.shape[1] - 1))
-    axes[0, 0].plot([c], [r], "r+", ms=10)
-    kern = kernels[0][:, r, c].view(3, 3).numpy()
-    ax = axes[0, 6]
-    ax.imshow(kern, cmap="coolwarm", vmin=-abs(kern).max(), vmax=abs(kern).max())
-    for (i, j), v in np.ndenumerate(kern):
-        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6)
-    ax.set_title(f"3x3 kernel at ({r},{c})", fontsize=8)
-    for t in range(9):
-        _show(axes[1, t], kernels[0][t].numpy(), f"kernel tap ({t // 3},{t % 3})", "coolwarm")
-    for ch in range(min(9, hyb_conv.shape[0])):
-        _show(axes[2, ch], hyb_conv[ch].numpy(), f"{model} conv1 #{ch}")
-    if cnn_conv is not None:
-        for ch in range(min(9, cnn_conv.shape[0])):
-            _show(axes[3, ch], cnn_conv[ch].numpy(), f"CNN-3a conv1 #{ch}")
-    fig.suptitle("row 2: how the generated kernel changes from pixel to pixel (one map per tap)", fontsize=9)
-    return _fig_to_image(fig)
+    img = img[..., 0] if img.shape[2] == 1 else img
+    r, c = (int(np.clip(pixel[0], 0, img.shape[0] - 1)), int(np.clip(pixel[1], 0, img.shape[1] - 1)))
+    taps = kernels[0].numpy()
+    side = int(round(taps.shape[0] ** 0.5))
+    return FeatureMaps(model, img, (r, c), outputs, taps, taps[:, r, c].reshape(side, side), conv)

@@ -14,13 +14,15 @@ The app loads the bundle as it is when the keys match the files and index.npz ma
 sha256 that index.json records for it; otherwise it rebuilds it once (embed ~2,000 images, fit
 UMAP), in the checkpoint folder or, where that is read-only, in a cache folder of its own
 (bundle_cache_dir). A damaged or foreign index.npz is never searched.  UMAP is fitted offline only: a query
-is placed on the map at the similarity-weighted mean of its neighbours' positions,
-since the fitted UMAP object could only be stored as a pickle.
+is not projected onto the map (no refit, no umap transform),
+since the fitted UMAP object could only be stored as a pickle: the demo draws a query on its
+nearest gallery image.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import os
@@ -95,10 +97,10 @@ def build_gallery(dataset: str, data_dir: str | Path | None, path: Path, size: i
     return path
 
 
-def fit_umap(embeddings: np.ndarray, seed: int = 0) -> np.ndarray:
+def fit_umap(embeddings: np.ndarray, seed: int = 0, n_neighbors: int = 15) -> np.ndarray:
     import umap  # slow import (numba): only when a map is (re)fitted
 
-    reducer = umap.UMAP(n_neighbors=15, min_dist=0.1, metric="cosine", random_state=seed)
+    reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=0.1, metric="cosine", random_state=seed)
     xy = reducer.fit_transform(embeddings).astype(np.float32)
     return xy
 
@@ -182,11 +184,16 @@ class SearchIndex:
         query = self.embedder.embed([image])[0]
         return query, self.search_embedding(query, k)
 
-    def place_on_map(self, hits: list[Hit]) -> tuple[float, float]:
-        """Where a query goes on the UMAP map: the similarity-weighted mean of its neighbours."""
-        w = np.array([max(h.similarity, 0.0) for h in hits]) + 1e-6
-        pos = (self.xy[[h.index for h in hits]] * w[:, None]).sum(0) / w.sum()
-        return float(pos[0]), float(pos[1])
+    @functools.cached_property
+    def usual_best_similarity(self) -> float:
+        """How similar a gallery image's nearest other gallery image usually is at the least: the
+        1st percentile of those best similarities. A query whose best match falls below it is
+        less like the gallery than 99% of the gallery is like itself."""
+        if len(self) < 2:
+            return -1.0
+        sims = self.embeddings @ self.embeddings.T
+        np.fill_diagonal(sims, -np.inf)
+        return float(np.percentile(sims.max(1), 1))
 
     @staticmethod
     def precision_at_k(query_label: int | None, hits: list[Hit]) -> float | None:

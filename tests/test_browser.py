@@ -1,47 +1,281 @@
-"""A real browser on the real page: Playwright drives Debian's Chromium (no browser
-download), runs a search through the UI and saves a screenshot under test-artifacts/."""
+"""The real page in a real browser: Playwright drives Debian's Chromium (no browser download)
+through every flow of the demo on the shipped weights, and saves a screenshot of each under
+test-artifacts/ (look at them: a test can pass on a page no one could use).
 
+One server for the module; each test opens its own page, so a flow starts from a fresh session.
+"""
+
+from __future__ import annotations
+
+import io
+import re
 import shutil
+import zipfile
 from pathlib import Path
 
+import numpy as np
+import pytest
+from conftest import ROOT
 from conftest import free_port as _free_port
+from PIL import Image, ImageDraw
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+RESULT = "#results .result"
 
 
-def test_search_in_the_browser(assets, monkeypatch) -> None:
-    from playwright.sync_api import sync_playwright
-
+@pytest.fixture(scope="module")
+def server():
     import app
     from model.demo import Demo
 
     assert Path(CHROMIUM).exists(), "Chromium is missing: `apt-get install chromium` (bash .ci/run does it)"
-    monkeypatch.setattr(app, "demo_state", Demo(assets=assets))
+    saved = app.demo_state
+    app.demo_state = Demo(assets=ROOT / "assets")
     blocks = app.build()
-    blocks.queue(max_size=16).launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True,
-                                     quiet=True)
+    blocks.queue(max_size=64, default_concurrency_limit=4).launch(
+        server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True, **app.LAUNCH)
     ARTIFACTS.mkdir(exist_ok=True)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield blocks.local_url, browser
+        browser.close()
+    blocks.close()
+    app.demo_state = saved
+
+
+def open_page(server, width: int = 1400, height: int = 1000, **kw):
+    url, browser = server
+    page = browser.new_page(viewport={"width": width, "height": height}, **kw)
+    page.goto(url)
+    page.wait_for_selector(RESULT, timeout=90_000)
+    return page
+
+
+def query_line(page) -> str:
+    return page.inner_text("#results .query-line")
+
+
+def wait_query(page, text: str, timeout: float = 60_000) -> None:
+    page.wait_for_function(f"document.querySelector('#results .query-line')?.innerText.includes({text!r})",
+                           timeout=timeout)
+
+
+def choose(page, label: str, option: str) -> None:
+    page.get_by_label(label).click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def shot(page, name: str, full: bool = True) -> None:
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=full)
+
+
+def test_example_click_and_k_change(server) -> None:
+    page = open_page(server)
+    assert page.locator("#examples [data-pick]").count() >= 24
+    second = page.locator("#examples [data-pick]").nth(7)
+    picked = second.get_attribute("data-pick")
+    second.click()
+    wait_query(page, f"gallery example #{picked}")
+    assert page.locator(RESULT).count() == 8
+    assert "precision@8" in page.inner_text("#results")
+    captions = page.locator(f"{RESULT} .caption").all_inner_texts()
+    assert all(re.fullmatch(r"\d · \d\.\d{3}", c) for c in captions), captions  # whole: class and similarity
+    # every result lies inside the results panel: none cut off
+    panel = page.locator("#results").bounding_box()
+    for box in (page.locator(RESULT).nth(i).bounding_box() for i in range(8)):
+        assert box["x"] >= panel["x"] - 1 and box["x"] + box["width"] <= panel["x"] + panel["width"] + 1
+    number = page.locator("#component-0 input[type=number], input[type=number][aria-label*='top-k']").first
+    number.fill("20")
+    number.press("Enter")
+    page.wait_for_function(f"document.querySelectorAll('{RESULT}').length == 20", timeout=30_000)
+    wait_query(page, f"gallery example #{picked}")  # the same query, searched again
+    shot(page, "example-click-k20")
+    page.get_by_role("button", name="Shuffle examples").click()
+    page.wait_for_function(f"document.querySelector('#examples [data-pick]').dataset.pick != "
+                           f"'{page.locator('#examples [data-pick]').first.get_attribute('data-pick')}'",
+                           timeout=30_000)
+    page.close()
+
+
+def _dark_on_light_digit(path: Path) -> None:
+    """A dark 7 on light, off-centre, large: a digit as a phone photographs one."""
+    from model.demo import Demo
+
+    index = Demo(assets=ROOT / "assets").index("MNIST", "Hybrid-1")
+    seven = index.images[int(np.flatnonzero(index.labels == 7)[0])].squeeze()
+    big = Image.fromarray(255 - seven).resize((168, 168), Image.BILINEAR)
+    paper = Image.new("L", (400, 300), 235)
+    paper.paste(big, (30, 100))
+    paper.convert("RGB").save(path)
+
+
+def test_inverted_upload(server, tmp_path) -> None:
+    page = open_page(server)
+    photo = tmp_path / "seven-on-paper.png"
+    _dark_on_light_digit(photo)
+    page.get_by_role("tab", name="Upload").click()
+    page.locator("#upload input[type=file]").set_input_files(str(photo))
+    wait_query(page, "your upload")
+    status = page.inner_text("#status")
+    assert "light background: inverted" in status and "centred" in status
+    captions = page.locator(f"{RESULT} .caption").all_inner_texts()
+    assert sum(c.startswith("7 ·") for c in captions) >= 6, captions
+    shot(page, "upload-inverted")
+    page.close()
+
+
+def test_drawing(server) -> None:
+    page = open_page(server)
+    page.get_by_role("tab", name="Draw").click()
+    canvas = page.locator("#sketch canvas").first
+    canvas.wait_for(timeout=30_000)
+    brush = page.locator("#sketch").get_by_role("button", name="Brush")
+    if brush.count():
+        brush.first.click()
+    page.wait_for_timeout(500)
+    box = canvas.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x, y + box["height"] * 0.6, steps=12)
+    page.mouse.up()
+    page.get_by_role("button", name="Search this drawing").click()
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path=CHROMIUM,
-                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                      "--disable-component-update", "--disable-sync", "--no-first-run"],
-            )
-            page = browser.new_page(viewport={"width": 1400, "height": 1800})
-            page.goto(blocks.local_url)
-            idle = "!document.body.innerText.includes('processing')"
-            page.wait_for_function("document.querySelectorAll('button.thumbnail-item').length > 0", timeout=60_000)
-            page.wait_for_function(idle, timeout=60_000)  # the search run on page load
-            page.locator("input[type=number][aria-label*='top-k']").fill("6")
-            page.get_by_label("gallery example #").fill("5")
-            page.get_by_role("button", name="Search", exact=True).click()
-            page.wait_for_function("document.body.innerText.includes('precision@6')", timeout=60_000)
-            page.wait_for_function(idle, timeout=60_000)
-            assert page.locator("button.thumbnail-item").count() == 6
-            page.locator(".vega-embed canvas, .vega-embed svg").first.wait_for(timeout=30_000)
-            page.screenshot(path=str(ARTIFACTS / "search.png"), full_page=True)
-            browser.close()
+        wait_query(page, "your drawing", timeout=20_000)
     finally:
-        blocks.close()
+        shot(page, "draw-MNIST")
+    assert page.locator(RESULT).count() == 8
+    shot(page, "draw-MNIST")
+    page.close()
+
+
+def test_compare_rows(server) -> None:
+    page = open_page(server)
+    page.get_by_label("compare Hybrid-1 and CNN-3a").check()
+    page.wait_for_function("document.querySelectorAll('#results section.row').length == 2", timeout=30_000)
+    titles = page.locator("#results section.row h4").all_inner_texts()
+    assert titles[0].startswith("Hybrid-1") and titles[1].startswith("CNN-3a")
+    assert all("precision@8" in t for t in titles)
+    assert page.locator(RESULT).count() == 16
+    shot(page, "compare")
+    page.close()
+
+
+def test_map_click_and_hover(server) -> None:
+    page = open_page(server)
+    canvas = page.locator("#embedding-map canvas")
+    canvas.scroll_into_view_if_needed()
+    legend = page.inner_text("#embedding-map .legend")
+    assert "query" in legend and "0" in legend and "class 0" not in legend
+    # the screen position of gallery point 123, as the page drew it
+    xy = page.evaluate("""() => {
+        const c = document.querySelector('#embedding-map canvas').getBoundingClientRect();
+        return [c.left, c.top, c.width, c.height]; }""")
+    value = page.evaluate("() => document.querySelector('#embedding-map .map-title').innerText")
+    assert "MNIST gallery" in value
+    # hover then click the pixel of the densest spot: wherever it is, a point there is picked
+    page.mouse.move(xy[0] + xy[2] / 2, xy[1] + xy[3] / 2)
+    hit = None
+    for fx in np.linspace(0.05, 0.95, 19):
+        for fy in np.linspace(0.05, 0.95, 19):
+            page.mouse.move(xy[0] + fx * xy[2], xy[1] + fy * xy[3])
+            if page.locator("#embedding-map .tip").is_visible():
+                hit = (fx, fy)
+                break
+        if hit:
+            break
+    assert hit, "hovering the map never showed a point"
+    tip = page.inner_text("#embedding-map .tip")
+    number = int(tip.split("#")[1])
+    assert page.locator("#embedding-map .tip img").count() == 1
+    shot(page, "map-hover", full=False)
+    page.mouse.click(xy[0] + hit[0] * xy[2], xy[1] + hit[1] * xy[3])
+    wait_query(page, f"gallery example #{number}")
+    page.close()
+
+
+def test_dataset_switch_replaces_results(server) -> None:
+    page = open_page(server)
+    choose(page, "dataset", "FashionMNIST")
+    page.wait_for_function("document.querySelector('#embedding-map .map-title')?.innerText.includes('FashionMNIST')",
+                           timeout=60_000)
+    captions = page.locator(f"{RESULT} .caption").all_inner_texts()
+    names = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"}
+    assert all(c.split(" · ")[0] in names for c in captions), captions  # no MNIST result left on screen
+    choose(page, "dataset", "CIFAR-10")
+    page.wait_for_function("document.querySelector('#embedding-map .map-title')?.innerText.includes('CIFAR-10')",
+                           timeout=90_000)
+    assert not page.get_by_role("tab", name="Draw").is_visible()  # nothing hidden can be searched
+    shot(page, "dataset-CIFAR-10")
+    page.get_by_role("tab", name="Involution feature maps").click()
+    page.locator("#feature-maps .pick").wait_for(timeout=30_000)
+    before = page.inner_text("#feature-maps .kernel figcaption")
+    box = page.locator("#feature-maps .pick").bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 0.1, box["y"] + box["height"] * 0.9)
+    page.wait_for_function(f"document.querySelector('#feature-maps .kernel figcaption').innerText != {before!r}",
+                           timeout=30_000)
+    assert "row 28, column 3" in page.inner_text("#feature-maps .kernel figcaption")
+    shot(page, "feature-maps-CIFAR-10")
+    page.close()
+
+
+def test_own_gallery(server, tmp_path) -> None:
+    from model.demo import Demo
+
+    index = Demo(assets=ROOT / "assets").index("CIFAR-10", "Hybrid-1")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for i in range(30):
+            im = Image.fromarray(index.images[i]).resize((64, 64))
+            out = io.BytesIO()
+            im.save(out, format="PNG")
+            z.writestr(f"photos/../../evil-{i}.png", out.getvalue())  # a name that must not become a path
+        z.writestr("notes.txt", b"not an image")
+        z.writestr("broken.png", b"\x89PNG broken")
+    archive = tmp_path / "mine.zip"
+    archive.write_bytes(buf.getvalue())
+    drawn = Image.new("RGB", (80, 80), "white")
+    ImageDraw.Draw(drawn).ellipse((10, 10, 70, 70), fill="navy")
+    drawn.save(tmp_path / "circle.png")
+    page = open_page(server)
+    choose(page, "dataset", "CIFAR-10")
+    page.wait_for_function("document.querySelector('#embedding-map .map-title')?.innerText.includes('CIFAR-10')",
+                           timeout=90_000)
+    page.get_by_role("tab", name="Your gallery").click()
+    page.locator("#own-files input[type=file]").set_input_files([str(archive), str(tmp_path / "circle.png")])
+    page.wait_for_function("document.querySelectorAll('#own-examples [data-pick]').length == 31", timeout=180_000)
+    status = page.inner_text("#own-files ~ div, body")
+    assert "31 images" in status and "Skipped 2" in status and "notes.txt" in status
+    page.locator("#own-examples [data-pick]").nth(3).click()
+    wait_query(page, "your image evil-3.png")
+    page.wait_for_function("document.querySelector('#embedding-map .map-title')?.innerText.includes('your 31 images')",
+                           timeout=30_000)
+    assert page.locator(RESULT).count() == 8
+    assert not any(Path("/").glob("evil-*.png")) and not any((ROOT / "assets").rglob("evil-*"))
+    shot(page, "own-gallery")
+    page.close()
+
+
+def test_phone(server) -> None:
+    page = open_page(server, 390, 844, device_scale_factor=2, is_mobile=True, has_touch=True)
+    page.locator("#examples [data-pick]").nth(10).scroll_into_view_if_needed()
+    page.locator("#examples [data-pick]").nth(10).tap()
+    picked = page.locator("#examples [data-pick]").nth(10).get_attribute("data-pick")
+    wait_query(page, f"gallery example #{picked}")
+    page.wait_for_timeout(500)
+    top = page.locator(RESULT).first.bounding_box()["y"]
+    assert 0 <= top < 844, f"the first result is at y={top}, off the first screen"
+    shot(page, "phone-results", full=False)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 391  # nothing wider than the phone
+    page.get_by_role("tab", name="About").click()
+    shot(page, "phone-about", full=False)
+    cells = page.locator("#about td")
+    heights = [cells.nth(i).bounding_box()["height"] for i in range(min(cells.count(), 9))]
+    assert max(heights) < 1.5 * min(heights), heights  # one line each: words are not broken letter by letter
+    page.close()

@@ -12,8 +12,9 @@ import pytest
 from conftest import free_port
 from PIL import Image
 
-from model.demo import MAP_COLORS, Demo, QueryError, involution_maps, open_upload, sketch_to_image
+from model.demo import Demo, QueryError, feature_maps, open_upload, sketch_to_image
 from model.index import INDEX_JSON, BundleError, load_index
+from model.views import feature_maps_html, map_highlight, map_value
 
 
 def test_gallery_image_finds_itself_first(assets) -> None:
@@ -72,21 +73,31 @@ def test_demo_search_and_map(assets) -> None:
     assert ("MNIST", "Hybrid-1") in demo.available() and ("CIFAR-10", "Hybrid-1") not in demo.available()
     index = demo.index("MNIST", "Hybrid-1")
     result = demo.search("MNIST", "Hybrid-1", index.images[7], 8, int(index.labels[7]), exclude=7)
-    assert len(result.gallery) == 8 and 7 not in result.table["gallery index"].tolist()
+    assert len(result.hits) == 8 and 7 not in [h.index for h in result.hits]
     assert 0 <= result.precision <= 1
-    assert Image.open(result.gallery[0][0]).size == (112, 112)  # 28 px upscaled x4, nearest neighbour
-    frame = demo.map_frame("MNIST", "Hybrid-1", result)
-    assert len(frame) == 101 and (frame["group"] == "query").sum() == 1
-    assert (frame["group"] == "top-k neighbour").sum() == 8
-    assert set(frame["group"]) <= set(MAP_COLORS)  # one colour domain for every dataset
+    api = demo.search_api("MNIST", "Hybrid-1", index.images[7], 8)
+    assert Image.open(api.gallery[0][0]).size == (112, 112)  # 28 px upscaled x4, nearest neighbour
+    assert api.table["gallery index"].tolist()[0] == 7
+    thumbs = demo.gallery_thumbs("MNIST", "Hybrid-1")
+    assert len(thumbs) == len(index) and Image.open(thumbs[7]).size == (28, 28)  # native size, for the page
+    value = map_value(index, thumbs, "t")
+    assert len(value["points"]) == len(index) and [n for n, _ in value["legend"]] == index.class_names
+    assert all(0 <= p[0] <= 1 and 0 <= p[1] <= 1 for p in value["points"])
+    assert map_highlight(result.hits) == {"query": result.hits[0].index, "neighbours": [h.index for h in result.hits],
+                                          "on_itself": False}  # a query is drawn on its nearest image
     with pytest.raises(BundleError, match="no Hybrid-1 weights for CIFAR-10"):
         demo.index("CIFAR-10", "Hybrid-1")
 
 
-def test_feature_maps_figure(assets) -> None:
+def test_feature_maps(assets) -> None:
     demo = Demo(assets=assets)
-    image = involution_maps(demo, "MNIST", demo.index("MNIST", "Hybrid-1").images[0], (3, 40))
-    assert image.size[0] > 600 and image.size[1] > 300
+    fm = feature_maps(demo, "MNIST", demo.index("MNIST", "Hybrid-1").images[0], (3, 40))
+    assert fm.pixel == (3, 27)  # clipped to the 28x28 image
+    assert fm.kernel_taps.shape == (9, 28, 28) and fm.kernel_at_pixel.shape == (3, 3)
+    assert np.allclose(fm.kernel_at_pixel.ravel(), fm.kernel_taps[:, 3, 27])
+    assert set(fm.conv) == {"Hybrid-1", "CNN-3a"} and fm.conv["CNN-3a"].shape[0] == 16
+    page = feature_maps_html(fm)
+    assert 'data-h="28" data-w="28"' in page and "row 3, column 27" in page and page.count("<img") == 1 + 1 + 9 + 16
 
 
 def _png_bytes(image: Image.Image, **kw) -> bytes:
@@ -194,13 +205,6 @@ def test_search_endpoint_through_gradio_client(assets, tmp_path, monkeypatch) ->
         assert len(gallery) == 3  # served normally after a bad upload
     finally:
         blocks.close()
-
-
-def test_brushed_band_picks_the_nearest_point(assets) -> None:
-    demo = Demo(assets=assets)
-    xy = demo.index("MNIST", "Hybrid-1").xy
-    i = 42
-    assert xy[demo.point_in_band("MNIST", "Hybrid-1", xy[i, 0] - 1e-6, xy[i, 0] + 1e-6), 0] == xy[i, 0]
 
 
 def test_about_tab_lists_each_training_stage() -> None:

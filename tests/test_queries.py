@@ -1,0 +1,112 @@
+"""Queries as users make them (model/queries.py) and a user's own gallery (model/own_gallery.py):
+brought to the dataset's form, and refused with one line when they are over a limit."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import numpy as np
+import pytest
+from conftest import ROOT
+from PIL import Image
+
+from model.own_gallery import MAX_IMAGES, GalleryError, read_own_images
+from model.queries import mnist_style, prepare_query, sketch_to_image
+
+
+def _mnist_seven() -> np.ndarray:
+    with np.load(ROOT / "assets" / "gallery" / "mnist.npz") as f:
+        return f["images"][int(np.flatnonzero(f["labels"] == 7)[0])].squeeze()
+
+
+def _centre_of_mass(a: np.ndarray) -> tuple[float, float]:
+    a = a.astype(np.float64)
+    return (a.sum(1) * np.arange(28)).sum() / a.sum(), (a.sum(0) * np.arange(28)).sum() / a.sum()
+
+
+def test_an_inverted_off_centre_digit_lands_as_mnist_would_have_it() -> None:
+    seven = _mnist_seven()
+    photo = Image.new("L", (300, 200), 230)  # light paper
+    photo.paste(Image.fromarray(255 - seven).resize((140, 140), Image.BILINEAR), (150, 50))  # dark, off-centre
+    seen, notes = prepare_query(photo.convert("RGB"), "mnist")
+    arr = np.asarray(seen)
+    assert seen.size == (28, 28) and "light background: inverted" in notes
+    assert arr[0].max() == 0 and arr[:, 0].max() == 0 and arr.max() > 200  # light on black, margin kept
+    cy, cx = _centre_of_mass(arr)
+    assert abs(cy - 13.5) < 1 and abs(cx - 13.5) < 1  # centred by centre of mass
+    ys, xs = np.nonzero(arr > 60)
+    assert max(np.ptp(ys), np.ptp(xs)) + 1 <= 21  # within the 20x20 box (anti-aliasing may add a pixel)
+    # and it matches the original digit far better than the raw photo would
+    original = seven.astype(np.float64) / 255
+    assert np.corrcoef(arr.ravel() / 255, original.ravel())[0, 1] > 0.6
+
+
+def test_fashion_and_cifar_preparation() -> None:
+    shoe = Image.new("RGB", (120, 60), "white")
+    shoe.paste((20, 20, 20), (10, 20, 110, 50))
+    seen, notes = prepare_query(shoe, "fashion_mnist")
+    arr = np.asarray(seen)
+    assert "light background: inverted" in notes and arr.shape == (28, 28)
+    assert (arr[:, 0] > 100).any() and (arr[:, -1] > 100).any()  # the longest side spans the canvas
+    photo = Image.new("RGB", (640, 480), "blue")
+    seen, notes = prepare_query(photo, "cifar10")
+    assert seen.size == (480, 480) and notes == ["centre-cropped 640x480 to 480x480"]
+    dataset_image = Image.fromarray(_mnist_seven())
+    seen, notes = prepare_query(dataset_image, "mnist")
+    assert np.array_equal(np.asarray(seen), _mnist_seven()) and notes == []  # already in form: unchanged
+
+
+def test_blank_and_drawn_queries() -> None:
+    seen, notes = prepare_query(Image.new("RGB", (100, 100), "white"), "mnist")
+    assert not np.asarray(seen).any() and "no object found: the image is blank" in notes
+    canvas = np.zeros((280, 280, 4), np.uint8)
+    canvas[40:240, 60:80, 3] = 255  # one vertical stroke, off-centre, on a transparent canvas
+    digit = np.asarray(sketch_to_image({"composite": canvas}))
+    cy, cx = _centre_of_mass(digit)
+    assert abs(cx - 13.5) < 1 and abs(cy - 13.5) < 1
+    assert mnist_style(np.zeros((10, 10))).max() == 0
+
+
+def _png(side: int = 40, colour: str = "red") -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (side, side), colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _zip(path, members: dict[str, bytes]) -> str:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return str(path)
+
+
+def test_own_gallery_reads_files_and_zips_and_lists_what_it_skips(tmp_path) -> None:
+    (tmp_path / "a.png").write_bytes(_png())
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    archive = _zip(tmp_path / "x.zip", {"../../escape.png": _png(colour="blue"), "dir/b.png": _png(200),
+                                        "readme.txt": b"hi", "__MACOSX/._b.png": b"junk"})
+    own = read_own_images([tmp_path / "a.png", tmp_path / "broken.jpg", archive])
+    assert own.names == ["a.png", "escape.png", "b.png"] and max(own.images[2].size) <= 96
+    assert [s.split(":")[0] for s in own.skipped] == ["broken.jpg", "readme.txt"]
+    assert not (tmp_path.parent / "escape.png").exists()  # read in memory, never extracted
+
+
+def test_own_gallery_limits_are_one_line(tmp_path) -> None:
+    many = _zip(tmp_path / "many.zip", {f"{i}.png": _png(8) for i in range(MAX_IMAGES + 1)})
+    with pytest.raises(GalleryError, match=f"more than {MAX_IMAGES} images"):
+        read_own_images([many])
+    # a zip bomb: a small archive that unpacks to 300 MB is refused from its directory
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("big.png", b"\x00" * (300 * 2**20))
+    assert bomb.stat().st_size < 2 * 2**20
+    with pytest.raises(GalleryError, match="unpacks to 300 MB, over the limit of 200 MB") as e:
+        read_own_images([bomb])
+    assert "\n" not in str(e.value)
+    # a decompression bomb: a small PNG that claims 12000x12000 pixels is skipped with its reason
+    from test_demo import _bomb_png
+
+    (tmp_path / "huge.png").write_bytes(_bomb_png())
+    own = read_own_images([tmp_path / "huge.png"])
+    assert own.images == [] and "megapixels" in own.skipped[0]
