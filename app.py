@@ -47,6 +47,7 @@ from model.views import (  # noqa: E402
     empty_results,
     examples_html,
     feature_maps_html,
+    file_url,
     map_highlight,
     map_value,
     png_data_url,
@@ -183,7 +184,7 @@ def run_query(query: dict | None, dataset: str, model: str, k: float, compare: b
         seen = index.embedder.to_uint8([image])[0].permute(1, 2, 0).numpy().squeeze()
         names = index.class_names if target == "gallery" else []
         panel = results_html(rows, _describe(query, seen, label, names, own))
-        key = f"{target}:{dataset}:{model}:{id(own) if target == 'own' else ''}"
+        key = f"{target}:{dataset}:{model}:{own.token if target == 'own' else ''}"
         highlight = map_highlight(hits, exclude)
         if key != map_shown:
             if target == "own":
@@ -191,13 +192,30 @@ def run_query(query: dict | None, dataset: str, model: str, k: float, compare: b
                                  own.map_method[(dataset, model)])
             else:
                 base = map_value(index, thumbs, f"{dataset} gallery ({len(index)} test images), embedded by {model}")
-            map_update = gr.update(value=base, highlight=highlight)
+            map_update = gr.update(value={"src": map_file(key, base)}, highlight=highlight)
         else:
             map_update = gr.update(highlight=highlight)
         maps = render_maps(dataset, model, image, pixel) if maps_open else keep
         return query, panel, " · ".join(status), map_update, key, maps
     except ERRORS as e:
         return query, keep, f"⚠ {e}", keep, map_shown, keep
+
+
+_MAP_FILES: dict[str, str] = {}
+
+
+def map_file(key: str, value: dict) -> str:
+    """The map's points as a static JSON file, written once per map: the page fetches it once and
+    a search then sends only the highlight (2,000 points in the component's props cost the
+    browser about 200 ms per search to re-render)."""
+    if key not in _MAP_FILES:
+        path = demo_state.thumbnail_folder / "maps" / f"{len(_MAP_FILES)}.json"
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(value, separators=(",", ":")))
+        os.replace(tmp, path)
+        _MAP_FILES[key] = file_url(str(path))
+    return _MAP_FILES[key]
 
 
 def render_maps(dataset: str, model: str, image, pixel) -> str:
@@ -313,24 +331,56 @@ MAP_TEMPLATE = """
 """
 
 MAP_JS = """
-let screen = [];
+// The gallery layer (2,000 points) is drawn once per map into an offscreen canvas, from a plain
+// copy of the value; a search only moves the highlight, which is drawn over a copy of that layer.
+let base = null, layer = null, screen = [], size = [0, 0];
 const dpr = window.devicePixelRatio || 1;
-function draw() {
-  const v = props.value, hl = props.highlight || {};
+const colour = c => c >= 0 && base ? base.colours[c % base.colours.length] : '#6b7280';
+function decorate() {
+  if (!base) return;
+  const title = element.querySelector('.map-title');
+  if (title.dataset.key === base.title + base.method) return;
+  title.dataset.key = base.title + base.method;
+  title.textContent = base.title + ' · ' + base.method;
+  const legend = element.querySelector('.legend');
+  legend.innerHTML = '';
+  for (const [name, c] of base.legend) {
+    const item = document.createElement('span'); item.className = 'key';
+    const dot = document.createElement('i'); dot.style.background = c;
+    item.append(dot, document.createTextNode(name)); legend.append(item);
+  }
+  legend.insertAdjacentHTML('beforeend', '<span class="key"><i class="ring"></i>top-k neighbour</span>' +
+    '<span class="key"><i class="ring red"></i>query (on its nearest image)</span>');
+}
+function drawLayer() {
   const canvas = element.querySelector('canvas');
-  if (!v || !v.points || !canvas) return;
+  if (!base || !canvas) return;
   const W = canvas.parentElement.clientWidth || 600, H = Math.round(Math.min(W * 0.75, 520));
-  canvas.style.width = W + 'px'; canvas.style.height = H + 'px';
-  canvas.width = W * dpr; canvas.height = H * dpr;
-  const ctx = canvas.getContext('2d');
+  size = [W, H];
+  layer = document.createElement('canvas');
+  layer.width = W * dpr; layer.height = H * dpr;
+  const ctx = layer.getContext('2d');
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-  ctx.clearRect(0, 0, W, H);
   const pad = 14;
-  screen = v.points.map(p => [pad + p[0] * (W - 2 * pad), pad + (1 - p[1]) * (H - 2 * pad), p[2]]);
-  const colour = c => c >= 0 ? v.colours[c % v.colours.length] : '#6b7280';
+  screen = base.points.map(p => [pad + p[0] * (W - 2 * pad), pad + (1 - p[1]) * (H - 2 * pad), p[2]]);
   ctx.globalAlpha = 0.75;
-  for (const [x, y, c] of screen) { ctx.fillStyle = colour(c); ctx.beginPath(); ctx.arc(x, y, 3, 0, 6.283); ctx.fill(); }
-  ctx.globalAlpha = 1;
+  for (const [x, y, c] of screen) {
+    ctx.fillStyle = colour(c); ctx.beginPath(); ctx.arc(x, y, 3, 0, 6.283); ctx.fill(); }
+}
+function overlay() {
+  const canvas = element.querySelector('canvas');
+  if (!base || !canvas) return;
+  if (!layer) drawLayer();
+  const [W, H] = size;
+  if (canvas.width !== W * dpr || canvas.height !== H * dpr) {
+    canvas.width = W * dpr; canvas.height = H * dpr; canvas.style.width = W + 'px'; canvas.style.height = H + 'px';
+  }
+  const ctx = canvas.getContext('2d');
+  ctx.setTransform(1, 0, 0, 1, 0, 0);
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  ctx.drawImage(layer, 0, 0);
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  const hl = props.highlight ? JSON.parse(JSON.stringify(props.highlight)) : {};
   for (const i of (hl.neighbours || [])) {
     const p = screen[i]; if (!p) continue;
     ctx.fillStyle = colour(p[2]); ctx.strokeStyle = '#000'; ctx.lineWidth = 2;
@@ -340,54 +390,57 @@ function draw() {
   if (q) {
     ctx.strokeStyle = '#ff0000'; ctx.lineWidth = 3;
     ctx.beginPath(); ctx.arc(q[0], q[1], 11, 0, 6.283); ctx.stroke();
-    ctx.beginPath(); ctx.moveTo(q[0] - 16, q[1]); ctx.lineTo(q[0] - 8, q[1]); ctx.moveTo(q[0] + 8, q[1]);
-    ctx.lineTo(q[0] + 16, q[1]); ctx.moveTo(q[0], q[1] - 16); ctx.lineTo(q[0], q[1] - 8); ctx.moveTo(q[0], q[1] + 8);
-    ctx.lineTo(q[0], q[1] + 16); ctx.stroke();
+    ctx.beginPath();
+    for (const [dx, dy] of [[-1, 0], [1, 0], [0, -1], [0, 1]]) {
+      ctx.moveTo(q[0] + dx * 8, q[1] + dy * 8); ctx.lineTo(q[0] + dx * 16, q[1] + dy * 16);
+    }
+    ctx.stroke();
   }
-  element.querySelector('.map-title').textContent = v.title + ' · ' + v.method;
-  const legend = element.querySelector('.legend');
-  legend.innerHTML = '';
-  for (const [name, c] of v.legend) {
-    const item = document.createElement('span'); item.className = 'key';
-    const dot = document.createElement('i'); dot.style.background = c;
-    item.append(dot, document.createTextNode(name)); legend.append(item);
-  }
-  const nb = document.createElement('span'); nb.className = 'key';
-  nb.innerHTML = '<i class="ring"></i>top-k neighbour'; legend.append(nb);
-  const qk = document.createElement('span'); qk.className = 'key';
-  qk.innerHTML = '<i class="ring red"></i>query (on its nearest image)'; legend.append(qk);
+  decorate();
+}
+const cache = new Map();
+function load() {
+  const v = props.value;
+  if (!v || !v.src) return;
+  const src = v.src;
+  const ready = cache.get(src) || fetch(src).then(r => r.json());
+  cache.set(src, ready);
+  ready.then(data => { if ((props.value || {}).src === src) { base = data; layer = null; overlay(); } });
 }
 function nearest(e) {
-  const canvas = element.querySelector('canvas');
-  const r = canvas.getBoundingClientRect();
+  const r = element.querySelector('canvas').getBoundingClientRect();
   const x = e.clientX - r.left, y = e.clientY - r.top;
   let best = -1, bestD = 144;
   screen.forEach((p, i) => { const d = (p[0] - x) ** 2 + (p[1] - y) ** 2; if (d < bestD) { bestD = d; best = i; } });
   return [best, x, y];
 }
 element.addEventListener('mousemove', (e) => {
-  const tip = element.querySelector('.tip'), v = props.value;
-  if (!e.target.closest('canvas') || !v) { if (tip) tip.hidden = true; return; }
+  const tip = element.querySelector('.tip');
+  if (!tip) return;
+  if (!e.target.closest('canvas') || !base) { tip.hidden = true; return; }
   const [i, x, y] = nearest(e);
   if (i < 0) { tip.hidden = true; return; }
   const c = screen[i][2];
-  tip.innerHTML = '<img src="' + v.thumbs[i] + '"><span>' + (c >= 0 ? v.names[c] + ' · ' : '') + '#' + i + '</span>';
-  tip.style.left = Math.min(x + 12, element.querySelector('canvas').clientWidth - 110) + 'px';
+  tip.innerHTML = '<img src="' + base.thumbs[i] + '"><span>'
+    + (c >= 0 ? base.names[c] + ' · ' : '') + '#' + i + '</span>';
+  tip.style.left = Math.min(x + 12, size[0] - 110) + 'px';
   tip.style.top = (y + 12) + 'px';
   tip.hidden = false;
 });
-element.addEventListener('mouseleave', () => { const tip = element.querySelector('.tip'); if (tip) tip.hidden = true; });
+element.addEventListener('mouseleave', () => {
+    const tip = element.querySelector('.tip'); if (tip) tip.hidden = true; });
 element.addEventListener('click', (e) => {
   if (!e.target.closest('canvas')) return;
   const [i] = nearest(e);
   if (i >= 0) trigger('pick', {index: i});
 });
-draw();
-watch(['value', 'highlight'], draw);
+load();
+watch('value', load);
+watch('highlight', overlay);
 let lastWidth = 0;
 new ResizeObserver(() => {
   const w = element.clientWidth;
-  if (Math.abs(w - lastWidth) > 4) { lastWidth = w; draw(); }
+  if (Math.abs(w - lastWidth) > 4) { lastWidth = w; layer = null; overlay(); }
 }).observe(element);
 """
 
@@ -395,10 +448,12 @@ CSS = """
 .grid { display: grid; gap: 6px; }
 .examples-grid { grid-template-columns: repeat(auto-fill, minmax(64px, 1fr)); }
 .results-grid { grid-template-columns: repeat(auto-fill, minmax(96px, 1fr)); }
-.cell { border: 1px solid var(--border-color-primary); border-radius: 6px; padding: 3px; background: var(--background-fill-secondary);
+.cell { border: 1px solid var(--border-color-primary); border-radius: 6px; padding: 3px;
+  background: var(--background-fill-secondary);
         cursor: pointer; display: flex; flex-direction: column; align-items: stretch; gap: 2px; min-width: 0; }
 .cell:hover { border-color: var(--color-accent); }
-.cell img, .fmaps img, .query-img, .tip img { image-rendering: pixelated; width: 100%; aspect-ratio: 1; display: block; }
+.cell img, .fmaps img, .query-img, .tip img { image-rendering: pixelated; width: 100%; aspect-ratio: 1;
+  display: block; }
 .cell .caption { font-size: 13px; line-height: 1.2; white-space: normal; overflow-wrap: anywhere; text-align: center; }
 .cell .mark { font-size: 12px; text-align: center; font-weight: 600; }
 .cell.same { border-color: #2e7d32; border-width: 2px; } .mark.same { color: #2e7d32; }
@@ -407,7 +462,8 @@ CSS = """
 .query-line { display: flex; align-items: center; gap: 10px; margin: 0 0 4px; }
 .query-img { width: 72px; height: 72px; border: 2px solid #ff0000; border-radius: 4px; }
 .map-wrap { max-width: 980px; margin: 0 auto; } .map-box { position: relative; width: 100%; }
-.map-box canvas { display: block; cursor: crosshair; border: 1px solid var(--border-color-primary); border-radius: 6px; }
+.map-box canvas { display: block; cursor: crosshair; border: 1px solid var(--border-color-primary);
+  border-radius: 6px; }
 .tip { position: absolute; pointer-events: none; background: var(--background-fill-primary); border: 1px solid #888;
        border-radius: 6px; padding: 4px; width: 96px; font-size: 12px; text-align: center; z-index: 5; }
 .legend { display: flex; flex-wrap: wrap; gap: 4px 14px; margin: 6px 0; font-size: 13px; }
@@ -420,8 +476,10 @@ CSS = """
 .fmaps figure { margin: 0; } .fmaps figcaption { font-size: 12px; text-align: center; }
 .fmaps .top { display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; }
 .fmaps .input { width: 196px; } .fmaps .pick { position: relative; cursor: crosshair; }
-.fmaps .cross { position: absolute; width: 14px; height: 14px; margin: -7px 0 0 -7px; border: 2px solid #ff0000; border-radius: 50%; }
-.fmaps .kernel table { border-collapse: collapse; } .fmaps .kernel td { width: 52px; height: 40px; text-align: center; font-size: 13px; border: 1px solid #fff; color: #000; }
+.fmaps .cross { position: absolute; width: 14px; height: 14px; margin: -7px 0 0 -7px;
+  border: 2px solid #ff0000; border-radius: 50%; }
+.fmaps .kernel table { border-collapse: collapse; } .fmaps .kernel td { width: 52px; height: 40px;
+  text-align: center; font-size: 13px; border: 1px solid #fff; color: #000; }
 .fmaps .scale { display: flex; align-items: center; gap: 6px; font-size: 12px; max-width: 320px; }
 .fmaps .scale .bar { flex: 1; height: 10px; border-radius: 3px; }
 #status { min-height: 1.5em; }

@@ -124,6 +124,11 @@ class OwnGallery:
     indexes: dict[tuple[str, str], SearchIndex] = field(default_factory=dict)
     map_method: dict[tuple[str, str], str] = field(default_factory=dict)
 
+    @property
+    def token(self) -> str:
+        """Names this gallery for as long as it lives (its thumbnail folder is its own)."""
+        return Path(self.thumbs[0]).parent.name if self.thumbs else ""
+
     def __len__(self) -> int:
         return len(self.own.images)
 

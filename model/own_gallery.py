@@ -106,7 +106,8 @@ def _read_zip(path: Path, out: OwnImages) -> None:
                 continue
             total += len(data)
             if total > MAX_ZIP_BYTES:
-                raise GalleryError(f"{path.name} unpacks to over {MAX_ZIP_BYTES // 2**20} MB: zip fewer or smaller images")
+                raise GalleryError(f"{path.name} unpacks to over {MAX_ZIP_BYTES // 2**20} MB: "
+                                   "zip fewer or smaller images")
             if len(data) > MAX_FILE_BYTES:
                 out.skipped.append(f"{name}: over {MAX_FILE_BYTES // 2**20} MB")
                 continue

@@ -134,8 +134,11 @@ def feature_maps_html(fm) -> str:
     k = fm.kernel_at_pixel
     m = float(np.abs(k).max()) or 1.0
     rgb = _colour(k, "coolwarm", -m, m)
-    kernel_cells = "".join("<tr>" + "".join(f'<td style="background: rgb{tuple(int(v) for v in rgb[i, j])}">{x:+.2f}</td>'
-                                            for j, x in enumerate(row)) + "</tr>" for i, row in enumerate(k))
+    def cell(i: int, j: int, x: float) -> str:
+        return f'<td style="background: rgb{tuple(int(v) for v in rgb[i, j])}">{x:+.2f}</td>'
+
+    kernel_cells = "".join("<tr>" + "".join(cell(i, j, x) for j, x in enumerate(row)) + "</tr>"
+                           for i, row in enumerate(k))
     inp = (f'<figure class="input"><div class="pick" data-h="{h}" data-w="{w}">'
            f'<img src="{png_data_url(fm.image)}" alt="input">'
            f'<span class="cross" style="top: {(r + 0.5) / h * 100:.2f}%; left: {(c + 0.5) / w * 100:.2f}%"></span>'

@@ -4,14 +4,17 @@
 
 1. start-up: `python app.py` in a subprocess; seconds from process start to the first
    answered /search, and that minus the time app.py spent importing (it prints it).
+1b. in Chromium (Playwright, Debian's chromium), against that server: seconds from opening
+   the page to its first results on screen (fresh pages), and milliseconds from an example
+   click to its results on screen (the results line names the clicked example), p50 / p95.
 2. in-process: Demo.search on gallery images, p50 / p95 in ms.
 3. HTTP: /search through gradio_client, sequential, p50 / p95.
 4. HTTP under load: 16 concurrent clients, each sending its next query as soon as the last
    is answered, p50 / p95, throughput and the error count.
 5. the floor: 3. and 4. again against scripts/gradio_floor_app.py, whose /search has the
    same signature and queue settings but does no work, and whose /echo returns its text.
-   The ratio demo p95 / no-op p95 says how much of the latency is ours and how much is
-   Gradio's and gradio_client's on the same machine.
+   The ratios demo / no-op (throughput under load, and p95) say how much of the cost is
+   ours and how much is Gradio's and gradio_client's on the same machine.
 
 HTTP is measured twice: as gradio_client returns the gallery by default (downloading the k
 images) and with download_files=False (the gallery as URLs). The clients run on this
@@ -110,9 +113,65 @@ def start_app(script: Path, env: dict[str, str], first_call,
             time.sleep(0.1)
 
 
+# In the page: the time from a pointerdown to the next change of the results' query line.
+CLICK_TIMER = """() => {
+  window.__clickToResults = [];
+  let t0 = null, last = document.querySelector('#results .query-line').innerText;
+  document.addEventListener('pointerdown', () => { t0 = performance.now(); }, true);
+  new MutationObserver(() => {
+    const line = document.querySelector('#results .query-line');
+    if (t0 !== null && line && line.innerText !== last) {
+      last = line.innerText; window.__clickToResults.push(performance.now() - t0); t0 = null;
+    }
+  }).observe(document.querySelector('#results'), {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def browser_tests(url: str, loads: int = 5, clicks: int = 30) -> None:
+    """What a visitor waits for in Chromium: the first results after opening the page, and the
+    results of an example click."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        opened = []
+        for _ in range(loads):
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            t = time.perf_counter()
+            page.goto(url)
+            page.wait_for_selector("#results .result", timeout=120_000)
+            opened.append(time.perf_counter() - t)
+            page.close()
+        print(f"Chromium, page opened -> first results on screen: p50 {np.percentile(opened, 50):.2f} s, "
+              f"max {max(opened):.2f} s (n={loads} fresh pages)")
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        page.wait_for_selector("#results .result", timeout=120_000)
+        page.evaluate(CLICK_TIMER)
+        cells = page.locator("#examples [data-pick]")
+        ms = []
+        for i in range(clicks):
+            cell = cells.nth(1 + i % (cells.count() - 1))  # never the example already shown
+            target = cell.get_attribute("data-pick")
+            t = time.perf_counter()
+            cell.click()
+            page.wait_for_function(f"document.querySelector('#results .query-line')?.innerText"
+                                   f".includes('example #{target} ')", timeout=30_000, polling="raf")
+            ms.append((time.perf_counter() - t) * 1000)
+        in_page = page.evaluate("window.__clickToResults")
+        print(f"Chromium, example click -> its results on screen, timed in the page (pointerdown to the "
+              f"results changing): {pct(in_page)}")
+        print(f"  the same, timed by Playwright around click() and a poll (adds its own round trips): {pct(ms)}")
+        browser.close()
+
+
 def http_tests(url: str, proc: subprocess.Popen, name: str, call, download: bool, clients: int,
-               sequential: int) -> float:
-    """Sequential and concurrent latency of one endpoint; prints them and returns the concurrent p95 (ms)."""
+               sequential: int) -> tuple[float, float]:
+    """Sequential and concurrent latency of one endpoint; prints them and returns the concurrent
+    p95 (ms) and throughput (requests/s)."""
     from gradio_client import Client
 
     downloads = Path(tempfile.mkdtemp())
@@ -140,7 +199,7 @@ def http_tests(url: str, proc: subprocess.Popen, name: str, call, download: bool
               f"of {os.cpu_count()}")
     if errors:
         print("  first error:", errors[0])
-    return float(np.percentile(results, 95)) if results else float("nan")
+    return (float(np.percentile(results, 95)) if results else float("nan")), len(results) / wall
 
 
 def main() -> int:
@@ -150,6 +209,7 @@ def main() -> int:
     p.add_argument("--requests", type=int, default=200)
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--no-floor", action="store_true", help="skip the no-op Gradio app (section 5)")
+    p.add_argument("--no-browser", action="store_true", help="skip the Chromium measurements (section 1b)")
     args = p.parse_args()
 
     import torch
@@ -198,6 +258,10 @@ def main() -> int:
             ms.append((time.perf_counter() - t) * 1000)
         print(f"in-process Demo.search (k=8): {pct(ms)}")
 
+        # 1b. what a visitor waits for, in Chromium
+        if not args.no_browser:
+            browser_tests(url)
+
         # 3. and 4. HTTP, sequential and under load, with and without downloading the gallery
         for download, mode in modes.items():
             demo_p95[download] = http_tests(url, proc, f"demo /search, {mode}", search, download,
@@ -213,8 +277,10 @@ def main() -> int:
     proc, _, url, _ = start_app(ROOT / "scripts" / "gradio_floor_app.py", dict(os.environ), lambda c: search(c, 0))
     try:
         for download, mode in modes.items():
-            floor = http_tests(url, proc, f"no-op /search, {mode}", search, download, args.clients, sequential)
-            print(f"  demo p95 / no-op p95 = {demo_p95[download] / floor:.2f} ({mode})")
+            floor_p95, floor_rps = http_tests(url, proc, f"no-op /search, {mode}", search, download, args.clients,
+                                              sequential)
+            p95, rps = demo_p95[download]
+            print(f"  demo / no-op under load ({mode}): throughput {rps / floor_rps:.2f}, p95 {p95 / floor_p95:.2f}")
         http_tests(url, proc, "no-op /echo (text in, text out)", lambda c, i: c.predict(f"q{i}", api_name="/echo"),
                    False, args.clients, sequential)
     finally:

@@ -2,8 +2,10 @@
 
     python scripts/screenshots.py [--out test-artifacts]
 
-Launches app.py's UI on a free port, then with Playwright and Debian's Chromium: searches by
-example on each dataset, by upload (CIFAR-10), by drawing (MNIST), and opens the feature maps.
+Launches app.py's page on a free port, then with Playwright and Debian's Chromium: an example
+click on each dataset (desktop, 1400 px wide), CIFAR-10 with the compare switch on, the
+feature maps, and a phone-sized search (390 px). docs/demo.png is the CIFAR-10 compare shot.
+The flows themselves are tested in tests/test_browser.py.
 """
 
 from __future__ import annotations
@@ -12,16 +14,10 @@ import argparse
 import shutil
 import socket
 import sys
-import tempfile
 from pathlib import Path
-
-import numpy as np
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-IDLE = "!document.body.innerText.includes('processing')"
 
 
 def free_port() -> int:
@@ -40,59 +36,49 @@ def main() -> int:
 
     import app
 
+    app.warm_up()
     blocks = app.build()
     blocks.queue(max_size=16).launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                                     quiet=True)
-    upload = Path(tempfile.mkdtemp()) / "query.png"
-    cifar = app.demo_state.index("CIFAR-10", "Hybrid-1")
-    Image.fromarray(cifar.images[int(np.flatnonzero(cifar.labels == 7)[3])]).resize((96, 96)).save(upload)
+                                     quiet=True, **app.LAUNCH)
+
+    def wait_query(page, text: str) -> None:
+        page.wait_for_function(f"document.querySelector('#results .query-line')?.innerText.includes({text!r})",
+                               timeout=120_000)
+        page.wait_for_timeout(400)
+
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
                                          args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-            page = browser.new_page(viewport={"width": 1400, "height": 1700})
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(blocks.local_url)
-            page.wait_for_function("document.querySelectorAll('button.thumbnail-item').length > 0", timeout=120_000)
-            page.wait_for_function(IDLE, timeout=120_000)
+            page.wait_for_selector("#results .result", timeout=120_000)
             for dataset in ("MNIST", "FashionMNIST", "CIFAR-10"):
                 page.get_by_label("dataset").click()
                 page.get_by_role("option", name=dataset, exact=True).click()
-                page.wait_for_function(IDLE, timeout=120_000)
-                page.get_by_label("gallery example #").fill("123")
-                page.get_by_label("gallery example #").press("Enter")
-                page.wait_for_timeout(2500)
-                page.wait_for_function(IDLE, timeout=120_000)
+                page.wait_for_function(f"document.querySelector('#embedding-map .map-title')?.innerText"
+                                       f".includes('{dataset} gallery')", timeout=120_000)
+                cell = page.locator("#examples [data-pick]").nth(9)
+                target = cell.get_attribute("data-pick")
+                cell.click()
+                wait_query(page, f"example #{target} ")
                 page.screenshot(path=str(out / f"example-{dataset}.png"), full_page=True)
-            page.locator("input[type=file]").first.set_input_files(str(upload))
-            page.wait_for_timeout(1000)
-            page.wait_for_function(IDLE, timeout=120_000)
-            page.screenshot(path=str(out / "upload-CIFAR-10.png"), full_page=True)
+            page.get_by_label("compare Hybrid-1 and CNN-3a").check()
+            page.wait_for_function("document.querySelectorAll('#results section.row').length == 2", timeout=60_000)
+            page.wait_for_timeout(400)
+            page.screenshot(path=str(out / "compare-CIFAR-10.png"))
             page.get_by_role("tab", name="Involution feature maps").click()
-            page.wait_for_timeout(500)
+            page.locator("#feature-maps .pick").wait_for(timeout=60_000)
             page.screenshot(path=str(out / "feature-maps-CIFAR-10.png"), full_page=True)
-            page.get_by_role("tab", name="Search").click()
-            page.get_by_label("dataset").click()
-            page.get_by_role("option", name="MNIST", exact=True).click()
-            page.wait_for_function(IDLE, timeout=120_000)
-            page.wait_for_timeout(1000)
-            hint = page.get_by_text("select the draw tool to start")
-            hint.wait_for(timeout=60_000)  # the sketchpad shows again once MNIST is loaded
-            box = hint.bounding_box()  # the canvas centre
-            page.get_by_role("button", name="Brush").click()
-            page.wait_for_timeout(500)
-            x0, y0 = box["x"] + box["width"] / 2, box["y"] - 70
-            page.mouse.move(x0, y0)
-            page.mouse.down()
-            page.mouse.move(x0, y0 + 140, steps=15)
-            page.mouse.up()
-            page.wait_for_timeout(500)
-            page.get_by_label("draw").check()
-            page.get_by_role("button", name="Search", exact=True).click()
-            page.wait_for_timeout(6000)
-            page.wait_for_function(IDLE, timeout=120_000)
-            page.screenshot(path=str(out / "draw-MNIST.png"), full_page=True)
-            page.get_by_role("tab", name="About").click()
-            page.screenshot(path=str(out / "about.png"), full_page=True)
+            phone = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
+                                     has_touch=True)
+            phone.goto(blocks.local_url)
+            phone.wait_for_selector("#results .result", timeout=120_000)
+            cell = phone.locator("#examples [data-pick]").nth(6)
+            target = cell.get_attribute("data-pick")
+            cell.tap()
+            wait_query(phone, f"example #{target} ")
+            phone.screenshot(path=str(out / "phone.png"))
             browser.close()
     finally:
         blocks.close()
