@@ -500,6 +500,7 @@ def build() -> gr.Blocks:
     # thumbnails are write-once files: served in place, not hashed and copied on every search
     gr.set_static_paths([demo_state.thumbnail_folder])
     shipped = {m for _, m in demo_state.available()}
+    first = first_page()
     with gr.Blocks(title="Involution similarity search") as app:
         gr.Markdown("# Similarity search with a 116k-parameter involution + CNN model\n"
                     "One involution layer in front of a small CNN (the paper's Hybrid-1), under 0.5 MB of weights. "
@@ -510,11 +511,11 @@ def build() -> gr.Blocks:
                                 min_width=130)
             k = gr.Slider(1, MAX_K, value=8, step=1, label="top-k", min_width=160)
             compare = gr.Checkbox(False, label="compare Hybrid-1 and CNN-3a", min_width=160)
-        status = gr.Markdown(elem_id="status")
-        query = gr.State(None)
-        picks = gr.State([])
+        status = gr.Markdown(first.get("status", ""), elem_id="status")
+        query = gr.State(first.get("query"))
+        picks = gr.State(first.get("picks", []))
         own = gr.State(None)
-        map_shown = gr.State("")
+        map_shown = gr.State(first.get("map_shown", ""))
         maps_open = gr.State(False)
         pixel = gr.State(list(PIXEL))
         with gr.Tabs():
@@ -524,7 +525,7 @@ def build() -> gr.Blocks:
                         with gr.Tabs(overflow_behavior="wrap"):
                             with gr.Tab("Examples", id="examples-tab"):
                                 shuffle = gr.Button("Shuffle examples", size="sm")
-                                examples = gr.HTML(elem_id="examples", js_on_load=PICK_JS)
+                                examples = gr.HTML(first.get("examples"), elem_id="examples", js_on_load=PICK_JS)
                             with gr.Tab("Upload", id="upload-tab"):
                                 # gr.File, not gr.Image: our code opens the file and can name what is wrong with it
                                 upload = gr.File(label="upload an image (PNG, JPEG, WebP, BMP, GIF)", type="filepath",
@@ -545,8 +546,10 @@ def build() -> gr.Blocks:
                                 own_status = gr.Markdown("Kept in this browser session only; nothing is saved.")
                                 own_grid = gr.HTML(elem_id="own-examples", js_on_load=PICK_JS)
                     with gr.Column(scale=3, min_width=300):
-                        results = gr.HTML(empty_results("Loading ..."), elem_id="results", js_on_load=RESULTS_JS)
-                emap = gr.HTML(None, html_template=MAP_TEMPLATE, js_on_load=MAP_JS, highlight=None,
+                        results = gr.HTML(first.get("results", empty_results("Loading ...")), elem_id="results",
+                                          js_on_load=RESULTS_JS)
+                emap = gr.HTML(first.get("map"), html_template=MAP_TEMPLATE, js_on_load=MAP_JS,
+                               highlight=first.get("highlight"),
                                elem_id="embedding-map")
             with gr.Tab("Involution feature maps", id="maps") as maps_tab:
                 gr.Markdown("The current query through the involution layer: click the input to pick the pixel whose "
@@ -697,9 +700,28 @@ def build() -> gr.Blocks:
             return (first, grid, *run_query({"kind": "example", "index": first[0]}, ds, mdl, kk, cmp, own_v, shown,
                                             open_, px))
 
-        app.load(on_load, context, [picks, examples, *outputs], api_visibility="private")
+        if not first:  # the first page could not be made in advance: make it when the page opens
+            app.load(on_load, context, [picks, examples, *outputs], api_visibility="private")
         api_button.click(search_api, [dataset, api_image, k], [api_gallery, api_table], api_name="search")
     return app
+
+
+def first_page(dataset: str = "MNIST", model: str = "Hybrid-1") -> dict:
+    """The page as it opens (examples, the first example's results and the map), made once when
+    the app is built, so a visitor sees results without waiting for a first request; {} when the
+    default checkpoint cannot serve (the page then asks for them on load)."""
+    try:
+        picks = default_examples(dataset, model)
+        query = {"kind": "example", "index": picks[0]}
+        _, panel, status, map_update, shown, _ = run_query(query, dataset, model, 8, False, None, "", False, PIXEL)
+        if not shown:
+            return {}
+        return {"picks": picks, "examples": examples_view(dataset, model, picks), "query": query, "results": panel,
+                "status": status, "map": map_update["value"], "highlight": map_update["highlight"],
+                "map_shown": shown}
+    except ERRORS as e:
+        print(f"[startup] the first page is made on load: {e}", flush=True)
+        return {}
 
 
 def warm_up() -> None:
