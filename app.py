@@ -296,12 +296,10 @@ element.addEventListener('click', (e) => {
 
 RESULTS_JS = PICK_JS + """
 // On a phone the results sit above the query sources: after a search started further down
-// the page, bring them back on screen (not on the first render, which is already at the top).
-let rendered = 0;
+// the page, bring them back on screen.
 watch('value', () => {
-  rendered += 1;
   const top = element.getBoundingClientRect().top;
-  if (rendered > 1 && window.innerWidth < 700 && (top < 0 || top > window.innerHeight * 0.4)) {
+  if (window.innerWidth < 700 && (top < 0 || top > window.innerHeight * 0.4)) {
     element.scrollIntoView({block: 'start'});
   }
 });
@@ -522,7 +520,7 @@ def build() -> gr.Blocks:
             with gr.Tab("Search", id="search") as search_tab:
                 with gr.Row(elem_id="main-row"):
                     with gr.Column(scale=2, min_width=300):
-                        with gr.Tabs(overflow_behavior="wrap"):
+                        with gr.Tabs():
                             with gr.Tab("Examples", id="examples-tab"):
                                 shuffle = gr.Button("Shuffle examples", size="sm")
                                 examples = gr.HTML(first.get("examples"), elem_id="examples", js_on_load=PICK_JS)
@@ -535,7 +533,9 @@ def build() -> gr.Blocks:
                                 gr.Markdown("MNIST and FashionMNIST: a dark object on a light background is "
                                             "inverted, then cropped and centred as the dataset was made. CIFAR-10: "
                                             "a centre crop to a square.")
-                            with gr.Tab("Draw", id="draw-tab") as draw_tab:
+                            with gr.Tab("Draw", id="draw-tab"):
+                                draw_note = gr.Markdown("Drawings are searched on MNIST and FashionMNIST: pick one "
+                                                        "of them above.", visible=False)
                                 sketch = gr.Sketchpad(label="draw a digit or a garment", type="numpy",
                                                       image_mode="RGBA", canvas_size=(280, 280), elem_id="sketch")
                                 draw_go = gr.Button("Search this drawing", variant="primary")
@@ -616,8 +616,7 @@ def build() -> gr.Blocks:
                 grid = examples_view(ds, mdl, new_picks)
             except ERRORS as e:
                 return (gr.update(), gr.update(), gr.update(choices=available or [mdl], value=mdl),
-                        gr.update(visible=ds in DRAWABLE), current, gr.update(), f"⚠ {e}", gr.update(), shown,
-                        gr.update())
+                        *_drawable(ds), current, gr.update(), f"⚠ {e}", gr.update(), shown, gr.update())
             if not current or current.get("kind") == "example":
                 current = {"kind": "example", "index": new_picks[0]}
             if current.get("kind") == "draw" and ds not in DRAWABLE:
@@ -626,10 +625,15 @@ def build() -> gr.Blocks:
                                            "upload a photo."), "", gr.update(), shown, gr.update())
             else:
                 out = run_query(current, ds, mdl, kk, cmp, own_v, shown, open_, px)
-            return (new_picks, grid, gr.update(choices=available or [mdl], value=mdl),
-                    gr.update(visible=ds in DRAWABLE), *out)
+            return (new_picks, grid, gr.update(choices=available or [mdl], value=mdl), *_drawable(ds), *out)
 
-        dataset.change(on_dataset, [query, *context], [picks, examples, model, draw_tab, *outputs], **private)
+        def _drawable(ds: str) -> tuple:
+            """Where drawings are not searched, the sketchpad is not there to draw on."""
+            on = ds in DRAWABLE
+            return gr.update(visible=not on), gr.update(visible=on), gr.update(visible=on)
+
+        dataset.change(on_dataset, [query, *context], [picks, examples, model, draw_note, sketch, draw_go, *outputs],
+                       **private)
 
         def on_shuffle(ds, mdl):
             new_picks = default_examples(ds, mdl, seed=int(time.time_ns() % 2**32))

@@ -211,7 +211,10 @@ def test_dataset_switch_replaces_results(server) -> None:
     choose(page, "dataset", "CIFAR-10")
     page.wait_for_function("document.querySelector('#embedding-map .map-title')?.innerText.includes('CIFAR-10')",
                            timeout=90_000)
-    assert not page.get_by_role("tab", name="Draw").is_visible()  # nothing hidden can be searched
+    page.get_by_role("tab", name="Draw").click()  # nothing to draw on where drawings are not searched
+    page.get_by_text("Drawings are searched on MNIST and FashionMNIST").wait_for(timeout=10_000)
+    assert not page.locator("#sketch").is_visible()
+    page.get_by_role("tab", name="Examples").click()
     shot(page, "dataset-CIFAR-10")
     page.get_by_role("tab", name="Involution feature maps").click()
     page.locator("#feature-maps .pick").wait_for(timeout=30_000)
