@@ -169,9 +169,8 @@ def run_query(query: dict | None, dataset: str, model: str, k: float, compare: b
             else:
                 index = demo_state.index(dataset, m)
                 thumbs, names = demo_state.gallery_thumbs(dataset, m), index.class_names
-            query_vec = index.embedder.embed([image])[0]
             exclude = int(query["index"]) if query["kind"] in ("example", "own") else None
-            hits = [h for h in index.search_embedding(query_vec, k + (exclude is not None)) if h.index != exclude][:k]
+            _, hits = index.search(image, k, exclude)
             precision = SearchIndex.precision_at_k(label, hits)
             rows.append(results_row(m, hits, thumbs, names, label, precision))
             if first is None:
@@ -188,11 +187,11 @@ def run_query(query: dict | None, dataset: str, model: str, k: float, compare: b
         highlight = map_highlight(hits, exclude)
         if key != map_shown:
             if target == "own":
-                base = map_value(index, thumbs, f"your {len(own)} images, embedded by {model}",
-                                 own.map_method[(dataset, model)])
+                title, method = f"your {len(own)} images, embedded by {model}", own.map_method[(dataset, model)]
             else:
-                base = map_value(index, thumbs, f"{dataset} gallery ({len(index)} test images), embedded by {model}")
-            map_update = gr.update(value={"src": map_file(key, base)}, highlight=highlight)
+                title, method = f"{dataset} gallery ({len(index)} test images), embedded by {model}", "UMAP"
+            src = file_url(demo_state.static_json(key, lambda: map_value(index, thumbs, title, method)))
+            map_update = gr.update(value={"src": src}, highlight=highlight)
         else:
             map_update = gr.update(highlight=highlight)
         maps = render_maps(dataset, model, image, pixel) if maps_open else keep
@@ -201,21 +200,13 @@ def run_query(query: dict | None, dataset: str, model: str, k: float, compare: b
         return query, keep, f"⚠ {e}", keep, map_shown, keep
 
 
-_MAP_FILES: dict[str, str] = {}
-
-
-def map_file(key: str, value: dict) -> str:
-    """The map's points as a static JSON file, written once per map: the page fetches it once and
-    a search then sends only the highlight (2,000 points in the component's props cost the
-    browser about 200 ms per search to re-render)."""
-    if key not in _MAP_FILES:
-        path = demo_state.thumbnail_folder / "maps" / f"{len(_MAP_FILES)}.json"
-        path.parent.mkdir(exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(value, separators=(",", ":")))
-        os.replace(tmp, path)
-        _MAP_FILES[key] = file_url(str(path))
-    return _MAP_FILES[key]
+def query_maps(query: dict | None, dataset: str, model: str, own, pixel) -> str:
+    """The feature maps of the current query (the tab opened, a pixel clicked)."""
+    try:
+        image, _, _ = _query_image(query or {}, dataset, model, own)
+    except ERRORS as e:
+        return f"<p>⚠ {html.escape(str(e))}</p>"
+    return render_maps(dataset, model, image, pixel)
 
 
 def render_maps(dataset: str, model: str, image, pixel) -> str:
@@ -511,7 +502,6 @@ def build() -> gr.Blocks:
             compare = gr.Checkbox(False, label="compare Hybrid-1 and CNN-3a", min_width=160)
         status = gr.Markdown(first.get("status", ""), elem_id="status")
         query = gr.State(first.get("query"))
-        picks = gr.State(first.get("picks", []))
         own = gr.State(None)
         map_shown = gr.State(first.get("map_shown", ""))
         maps_open = gr.State(False)
@@ -615,7 +605,7 @@ def build() -> gr.Blocks:
                 new_picks = default_examples(ds, mdl)
                 grid = examples_view(ds, mdl, new_picks)
             except ERRORS as e:
-                return (gr.update(), gr.update(), gr.update(choices=available or [mdl], value=mdl),
+                return (gr.update(), gr.update(choices=available or [mdl], value=mdl),
                         *_drawable(ds), current, gr.update(), f"⚠ {e}", gr.update(), shown, gr.update())
             if not current or current.get("kind") == "example":
                 current = {"kind": "example", "index": new_picks[0]}
@@ -625,21 +615,20 @@ def build() -> gr.Blocks:
                                            "upload a photo."), "", gr.update(), shown, gr.update())
             else:
                 out = run_query(current, ds, mdl, kk, cmp, own_v, shown, open_, px)
-            return (new_picks, grid, gr.update(choices=available or [mdl], value=mdl), *_drawable(ds), *out)
+            return (grid, gr.update(choices=available or [mdl], value=mdl), *_drawable(ds), *out)
 
         def _drawable(ds: str) -> tuple:
             """Where drawings are not searched, the sketchpad is not there to draw on."""
             on = ds in DRAWABLE
             return gr.update(visible=not on), gr.update(visible=on), gr.update(visible=on)
 
-        dataset.change(on_dataset, [query, *context], [picks, examples, model, draw_note, sketch, draw_go, *outputs],
+        dataset.change(on_dataset, [query, *context], [examples, model, draw_note, sketch, draw_go, *outputs],
                        **private)
 
         def on_shuffle(ds, mdl):
-            new_picks = default_examples(ds, mdl, seed=int(time.time_ns() % 2**32))
-            return new_picks, examples_view(ds, mdl, new_picks)
+            return examples_view(ds, mdl, default_examples(ds, mdl, seed=int(time.time_ns() % 2**32)))
 
-        shuffle.click(on_shuffle, [dataset, model], [picks, examples], **private)
+        shuffle.click(on_shuffle, [dataset, model], examples, **private)
 
         def on_own_files(paths, ds, mdl, progress=gr.Progress()):  # noqa: B008 (how Gradio asks for it)
             """Read, embed and map a user's images, behind a progress bar; a refused upload is one line."""
@@ -673,11 +662,7 @@ def build() -> gr.Blocks:
             def handler(current, ds, mdl, open_, px, own_v):
                 if not opened or not current:
                     return opened, gr.update()
-                try:
-                    image, _, _ = _query_image(current, ds, mdl, own_v)
-                except ERRORS as e:
-                    return opened, f"<p>⚠ {html.escape(str(e))}</p>"
-                return opened, render_maps(ds, mdl, image, px)
+                return opened, query_maps(current, ds, mdl, own_v, px)
             return handler
 
         tab_inputs = [query, dataset, model, maps_open, pixel, own]
@@ -687,45 +672,30 @@ def build() -> gr.Blocks:
 
         def on_pixel(current, ds, mdl, own_v, evt: gr.EventData):
             px = [int(evt.row), int(evt.col)]
-            try:
-                image, _, _ = _query_image(current or {}, ds, mdl, own_v)
-            except ERRORS as e:
-                return px, f"<p>⚠ {html.escape(str(e))}</p>"
-            return px, render_maps(ds, mdl, image, px)
+            return px, query_maps(current, ds, mdl, own_v, px)
 
         fmaps.pixel(on_pixel, [query, dataset, model, own], [pixel, fmaps], **private)
 
-        def on_load(ds, mdl, kk, cmp, own_v, shown, open_, px):
-            try:
-                first = default_examples(ds, mdl)
-                grid = examples_view(ds, mdl, first)
-            except ERRORS as e:
-                return [], "", None, empty_results(str(e)), f"⚠ {e}", gr.update(), shown, gr.update()
-            return (first, grid, *run_query({"kind": "example", "index": first[0]}, ds, mdl, kk, cmp, own_v, shown,
-                                            open_, px))
-
-        if not first:  # the first page could not be made in advance: make it when the page opens
-            app.load(on_load, context, [picks, examples, *outputs], api_visibility="private")
         api_button.click(search_api, [dataset, api_image, k], [api_gallery, api_table], api_name="search")
     return app
 
 
 def first_page(dataset: str = "MNIST", model: str = "Hybrid-1") -> dict:
     """The page as it opens (examples, the first example's results and the map), made once when
-    the app is built, so a visitor sees results without waiting for a first request; {} when the
-    default checkpoint cannot serve (the page then asks for them on load)."""
+    the app is built, so a visitor sees results without waiting for a first request; when the
+    default checkpoint cannot serve, a page that says why (the other datasets still serve)."""
     try:
         picks = default_examples(dataset, model)
         query = {"kind": "example", "index": picks[0]}
         _, panel, status, map_update, shown, _ = run_query(query, dataset, model, 8, False, None, "", False, PIXEL)
-        if not shown:
-            return {}
-        return {"picks": picks, "examples": examples_view(dataset, model, picks), "query": query, "results": panel,
-                "status": status, "map": map_update["value"], "highlight": map_update["highlight"],
-                "map_shown": shown}
     except ERRORS as e:
-        print(f"[startup] the first page is made on load: {e}", flush=True)
-        return {}
+        status = f"⚠ {e}"
+        shown = ""
+    if not shown:  # run_query names its problem in the status line
+        print(f"[startup] {status}", flush=True)
+        return {"status": status, "results": empty_results(f"{dataset} {model}: {status.lstrip('⚠ ')}")}
+    return {"examples": examples_view(dataset, model, picks), "query": query, "results": panel,
+            "status": status, "map": map_update["value"], "highlight": map_update["highlight"], "map_shown": shown}
 
 
 def warm_up() -> None:

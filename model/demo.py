@@ -4,6 +4,8 @@ feature maps.  app.py only wires these functions to Gradio components."""
 from __future__ import annotations
 
 import atexit
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -96,15 +98,9 @@ def thumbnail(image: np.ndarray | Image.Image, side: int = THUMB) -> Image.Image
 class SearchResult:
     query_embedding: np.ndarray
     hits: list[Hit]
-    gallery: list[tuple[str, str]]  # (thumbnail file, "class · similarity"), for the /search API
-    table: pd.DataFrame
+    gallery: list[tuple[str, str]]  # (thumbnail file, "class · similarity"): search_api only
+    table: pd.DataFrame | None  # gallery index, label, similarity: search_api only
     precision: float | None
-    usual_best: float  # the gallery's usual best similarity (SearchIndex.usual_best_similarity)
-
-    @property
-    def unusual(self) -> bool:
-        """The query is less like the gallery than 99% of the gallery is like itself."""
-        return bool(self.hits) and self.hits[0].similarity < self.usual_best
 
 
 def prepare_upload(path: str | Path, dataset: str) -> tuple[Image.Image, list[str]]:
@@ -159,6 +155,8 @@ class Demo:
     _thumbs: Path = field(default_factory=lambda: _temporary_folder("involution-thumbs-"))
     _from_hub: dict[str, Path] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _gallery_thumbs: dict[str, list[str]] = field(default_factory=dict)  # dataset -> its thumbnail files
+    _json_files: dict[str, str] = field(default_factory=dict)  # static_json: key -> file
     # (dataset, model) -> None when it loads, else (the error class to raise, the reason)
     _problems: dict[tuple[str, str], tuple[type[Exception], str] | None] = field(default_factory=dict)
 
@@ -232,44 +230,50 @@ class Demo:
     def search(self, dataset: str, model: str, image: Image.Image | np.ndarray, k: int,
                query_label: int | None = None, exclude: int | None = None) -> SearchResult:
         """Top-k gallery images for a query; `exclude` drops the query's own gallery entry."""
-        index = self.index(dataset, model)
-        query = index.embedder.embed([image])[0]
-        hits = index.search_embedding(query, k + (exclude is not None))
-        hits = [h for h in hits if h.index != exclude][:k]
-        return self._result(dataset, model, index, query, hits, query_label)
-
-    def _result(self, dataset: str, model: str, index: SearchIndex, query: np.ndarray, hits: list[Hit],
-                query_label: int | None, api: bool = False) -> SearchResult:
-        names = index.class_names
-        gallery, table = [], None
-        if api:
-            gallery = [(self.thumbnail_file(dataset, model, h.index), f"{names[h.label]} · {h.similarity:.3f}")
-                       for h in hits]
-            table = pd.DataFrame({"gallery index": [h.index for h in hits], "label": [names[h.label] for h in hits],
-                                  "similarity": [round(h.similarity, 4) for h in hits]})
-        return SearchResult(query, hits, gallery, table, SearchIndex.precision_at_k(query_label, hits),
-                            index.usual_best_similarity)
+        query, hits = self.index(dataset, model).search(image, k, exclude)
+        return SearchResult(query, hits, [], None, SearchIndex.precision_at_k(query_label, hits))
 
     def search_api(self, dataset: str, model: str, image: Image.Image, k: int) -> SearchResult:
         """As search, with the gallery as upscaled PNG files and a table, as /search returns them."""
         index = self.index(dataset, model)
-        query = index.embedder.embed([image])[0]
-        return self._result(dataset, model, index, query, index.search_embedding(query, k), None, api=True)
+        query, hits = index.search(image, k)
+        names = index.class_names
+        gallery = [(self.thumbnail_file(dataset, model, h.index), f"{names[h.label]} · {h.similarity:.3f}")
+                   for h in hits]
+        table = pd.DataFrame({"gallery index": [h.index for h in hits], "label": [names[h.label] for h in hits],
+                              "similarity": [round(h.similarity, 4) for h in hits]})
+        return SearchResult(query, hits, gallery, table, None)
 
     def gallery_thumbs(self, dataset: str, model: str) -> list[str]:
         """Every gallery image of a dataset as a native-size PNG file (the page upscales them with
         `image-rendering: pixelated`), rendered once per dataset: the examples, the results and the
         map's hover all point at these files, so a search sends names, not pixels."""
-        folder = self._thumbs / "gallery" / DATASETS.get(dataset, dataset)
-        index = self.index(dataset, model)
-        paths = [str(folder / f"{i}.png") for i in range(len(index))]
-        with self._lock:
-            if not (folder / "complete").exists():
-                folder.mkdir(parents=True, exist_ok=True)
-                for path, image in zip(paths, index.images, strict=True):
-                    Image.fromarray(np.squeeze(image)).save(path, format="PNG", compress_level=1)
-                (folder / "complete").touch()
-        return paths
+        name = DATASETS.get(dataset, dataset)
+        if name not in self._gallery_thumbs:
+            index = self.index(dataset, model)
+            folder = self._thumbs / "gallery" / name
+            paths = [str(folder / f"{i}.png") for i in range(len(index))]
+            with self._lock:
+                if name not in self._gallery_thumbs:
+                    folder.mkdir(parents=True, exist_ok=True)
+                    for path, image in zip(paths, index.images, strict=True):
+                        Image.fromarray(np.squeeze(image)).save(path, format="PNG", compress_level=1)
+                    self._gallery_thumbs[name] = paths
+        return self._gallery_thumbs[name]
+
+    def static_json(self, key: str, make: Callable[[], dict]) -> str:
+        """`make()` as a JSON file under the thumbnail folder, written once per key (the page's map:
+        the browser fetches its 2,000 points once, and a search then sends only the highlight;
+        points in the component's props cost about 200 ms per search to re-render). Named by the
+        key's hash, so concurrent first requests write the same file."""
+        if key not in self._json_files:
+            path = self._thumbs / "json" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
+            path.parent.mkdir(exist_ok=True)
+            tmp = path.with_name(f"{path.stem}.{threading.get_ident()}.tmp")
+            tmp.write_text(json.dumps(make(), separators=(",", ":")))
+            os.replace(tmp, path)
+            self._json_files[key] = str(path)
+        return self._json_files[key]
 
     def own_gallery(self, own: OwnImages) -> OwnGallery:
         """Thumbnails of a user's images in a folder of the demo's own, named by position."""
@@ -297,8 +301,6 @@ class Demo:
                 centred = embeddings - embeddings.mean(0)
                 _, _, vt = np.linalg.svd(centred, full_matrices=False)
                 xy = (centred @ vt[:2].T).astype(np.float32) if n > 1 else np.zeros((n, 2), np.float32)
-                if xy.shape[1] < 2:
-                    xy = np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))
                 method = "PCA (UMAP needs 10 images)"
             gallery.indexes[key] = SearchIndex(embedder, np.zeros((n, 1), np.uint8), np.full(n, -1),
                                                [], embeddings, xy)

@@ -179,10 +179,12 @@ class SearchIndex:
         sims, idx = self.faiss.search(np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32), k)
         return [Hit(int(i), int(self.labels[i]), float(s)) for s, i in zip(sims[0], idx[0], strict=True)]
 
-    def search(self, image, k: int = 8) -> tuple[np.ndarray, list[Hit]]:
-        """Embed one image (PIL or uint8 array) and return (its embedding, the k nearest gallery images)."""
+    def search(self, image, k: int = 8, exclude: int | None = None) -> tuple[np.ndarray, list[Hit]]:
+        """Embed one image (PIL or uint8 array) and return (its embedding, the k nearest gallery
+        images); `exclude` drops the query's own gallery entry."""
         query = self.embedder.embed([image])[0]
-        return query, self.search_embedding(query, k)
+        hits = self.search_embedding(query, k + (exclude is not None))
+        return query, [h for h in hits if h.index != exclude][:k]
 
     @functools.cached_property
     def usual_best_similarity(self) -> float:

@@ -46,14 +46,12 @@ def examples_html(items: Sequence[tuple[int, str, str]]) -> str:
 
 
 def results_row(title: str, hits: Sequence[Hit], thumbs: Sequence[str], names: Sequence[str],
-                query_label: int | None, precision: float | None, note: str = "") -> str:
+                query_label: int | None, precision: float | None) -> str:
     """One model's top-k: every hit with its whole caption (class and similarity), marked same or
     different class when the query's label is known; precision@k in the title."""
     head = html.escape(title)
     if precision is not None:
         head += f' <span class="precision">precision@{len(hits)} = {precision:.3f}</span>'
-    if note:
-        head += f' <span class="note">{html.escape(note)}</span>'
     cells = []
     for rank, h in enumerate(hits, 1):
         name = names[h.label] if 0 <= h.label < len(names) else ""
