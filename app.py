@@ -175,7 +175,9 @@ def run_query(query: dict | None, dataset: str, model: str, k: float, compare: b
             rows.append(results_row(m, hits, thumbs, names, label, precision))
             if first is None:
                 first = (index, thumbs, hits, exclude)
-                if hits and hits[0].similarity < index.usual_best_similarity and target == "gallery":
+                # a gallery example is a dataset image by definition: only outside images are flagged
+                outside = query["kind"] not in ("example", "own")
+                if outside and hits and hits[0].similarity < index.usual_best_similarity:
                     status.append(f"**unlike {dataset}**: best similarity {hits[0].similarity:.2f}, while 99% of the "
                                   f"gallery has a neighbour above {index.usual_best_similarity:.2f}; the results may "
                                   "mean little")

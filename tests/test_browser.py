@@ -95,6 +95,7 @@ def test_example_click_and_k_change(server) -> None:
     number.press("Enter")
     page.wait_for_function(f"document.querySelectorAll('{RESULT}').length == 20", timeout=30_000)
     wait_query(page, f"gallery example #{picked}")  # the same query, searched again
+    assert "unlike" not in page.inner_text("#status")  # a gallery image is never flagged as unlike its gallery
     shot(page, "example-click-k20")
     page.get_by_role("button", name="Shuffle examples").click()
     page.wait_for_function(f"document.querySelector('#examples [data-pick]').dataset.pick != "
