@@ -512,7 +512,7 @@ def build() -> gr.Blocks:
             with gr.Tab("Search", id="search") as search_tab:
                 with gr.Row(elem_id="main-row"):
                     with gr.Column(scale=2, min_width=300):
-                        with gr.Tabs():
+                        with gr.Tabs(overflow_behavior="wrap"):  # all four sources in sight on a phone
                             with gr.Tab("Examples", id="examples-tab"):
                                 shuffle = gr.Button("Shuffle examples", size="sm")
                                 examples = gr.HTML(first.get("examples"), elem_id="examples", js_on_load=PICK_JS)
