@@ -127,24 +127,34 @@ CLICK_TIMER = """() => {
 }"""
 
 
-def browser_tests(url: str, loads: int = 5, clicks: int = 30) -> None:
-    """What a visitor waits for in Chromium: the first results after opening the page, and the
-    results of an example click."""
+def launch_chromium(p):
     import shutil
 
+    return p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
+                             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+
+
+def page_open_seconds(browser, url: str, selector: str, loads: int = 5) -> list[float]:
+    """Seconds from opening `url` in a fresh page until `selector` is on screen."""
+    opened = []
+    for _ in range(loads):
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        t = time.perf_counter()
+        page.goto(url)
+        page.wait_for_selector(selector, timeout=120_000)
+        opened.append(time.perf_counter() - t)
+        page.close()
+    return opened
+
+
+def browser_tests(url: str, loads: int = 5, clicks: int = 30) -> float:
+    """What a visitor waits for in Chromium: the first results after opening the page, and the
+    results of an example click; returns the page-open p50 (s)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        opened = []
-        for _ in range(loads):
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            t = time.perf_counter()
-            page.goto(url)
-            page.wait_for_selector("#results .result", timeout=120_000)
-            opened.append(time.perf_counter() - t)
-            page.close()
+        browser = launch_chromium(p)
+        opened = page_open_seconds(browser, url, "#results .result", loads)
         print(f"Chromium, page opened -> first results on screen: p50 {np.percentile(opened, 50):.2f} s, "
               f"max {max(opened):.2f} s (n={loads} fresh pages)")
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -166,6 +176,20 @@ def browser_tests(url: str, loads: int = 5, clicks: int = 30) -> None:
               f"results changing): {pct(in_page)}")
         print(f"  the same, timed by Playwright around click() and a poll (adds its own round trips): {pct(ms)}")
         browser.close()
+    return float(np.percentile(opened, 50))
+
+
+def floor_page_open(url: str, loads: int = 5) -> float:
+    """The floor for opening a page: the no-op Gradio app until its first button is on screen."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        opened = page_open_seconds(browser, url, "button", loads)
+        browser.close()
+    print(f"Chromium, no-op Gradio page opened -> its first button on screen: p50 {np.percentile(opened, 50):.2f} s, "
+          f"max {max(opened):.2f} s (n={loads} fresh pages)")
+    return float(np.percentile(opened, 50))
 
 
 def http_tests(url: str, proc: subprocess.Popen, name: str, call, download: bool, clients: int,
@@ -242,7 +266,7 @@ def main() -> int:
     except RuntimeError as e:
         print(e, file=sys.stderr)
         return 1
-    demo_p95 = {}
+    demo_p95, page_open = {}, None
     try:
         imports = next((float(x.split("took")[1].split("s")[0]) for x in lines if "[startup] imports" in x), None)
         print(f"start-up: first /search answered {first:.1f} s after process start"
@@ -259,8 +283,7 @@ def main() -> int:
         print(f"in-process Demo.search (k=8): {pct(ms)}")
 
         # 1b. what a visitor waits for, in Chromium
-        if not args.no_browser:
-            browser_tests(url)
+        page_open = None if args.no_browser else browser_tests(url)
 
         # 3. and 4. HTTP, sequential and under load, with and without downloading the gallery
         for download, mode in modes.items():
@@ -276,6 +299,9 @@ def main() -> int:
     # same queue settings, a fixed 8-image gallery), and on a text echo
     proc, _, url, _ = start_app(ROOT / "scripts" / "gradio_floor_app.py", dict(os.environ), lambda c: search(c, 0))
     try:
+        if page_open is not None:
+            floor = floor_page_open(url)
+            print(f"  demo page open / no-op page open = {page_open / floor:.2f}")
         for download, mode in modes.items():
             floor_p95, floor_rps = http_tests(url, proc, f"no-op /search, {mode}", search, download, args.clients,
                                               sequential)
