@@ -39,10 +39,11 @@ from model.demo import (  # noqa: E402
     feature_maps,
     prepare_upload,
 )
-from model.embedder import CheckpointError, searched_views, training_lineage  # noqa: E402
+from model.embedder import CheckpointError  # noqa: E402
 from model.index import BundleError, SearchIndex, build_bundle  # noqa: E402
 from model.own_gallery import MAX_IMAGES, GalleryError, read_own_images  # noqa: E402
 from model.queries import prepare_query, sketch_to_image  # noqa: E402
+from model.record import summarize  # noqa: E402
 from model.views import (  # noqa: E402
     empty_results,
     examples_html,
@@ -234,45 +235,43 @@ def search_api(dataset: str, image: str, k: float):
 # ------------------------------------------------------------------------------ About
 
 def training_summary(metrics: dict) -> str:
-    """E.g. "NORMSOFTMAX 60 + MS 20 epochs, mirror-averaged search" for a fine-tuned checkpoint."""
-    runs = training_lineage(metrics)
-    text = " + ".join(f"{run['loss'].upper()} {run['epochs_done']}" for run in runs) + " epochs"
-    if metrics.get("teachers"):
-        text += f", distilled from {' + '.join(t['model'] for t in metrics['teachers'])}"
-    if views := searched_views(metrics):
-        text += f", {views} search"
-    if w := metrics.get("whitening"):
-        text += f", whitened after training (power {w['power']:g}, shrinkage {w['shrinkage']:g})"
-    return text
+    """E.g. "NORMSOFTMAX 14 + MS 8 epochs, mirror-averaged search, whitened (power 1, shrinkage 0.1)"."""
+    m = summarize(metrics)
+    text = " + ".join(f"{s.loss.upper()} {s.epochs_done}" for s in m.stages) + " epochs"
+    if m.views != "one view":
+        text += f", {m.views} search"
+    if m.whitening:
+        text += f", whitened ({m.whitening_text})"
+    return text + (", some choices made on the test set (trained before recipes)" if m.legacy
+                   else ", every choice made on a validation split")
 
 
 def about_markdown() -> str:
     rows = []
     for d, m in demo_state.available():
         if problem := demo_state.problem(d, m):
-            rows.append(f"| {d} | {m} | unavailable: {problem} | | | | | | |")
+            rows.append(f"| {d} | {m} | unavailable: {problem} | | | | | |")
             continue
         path = demo_state.checkpoint(d, m) / "metrics.json"
         try:
             mt = json.loads(path.read_text())
-            f = mt["final"]
-            test_ce = f"{f['test_ce_loss']:.4f}" if "test_ce_loss" in f else "–"  # CE runs only
-            rows.append(f"| {d} | {m} | {mt['keras_param_count']:,} | {mt['weights_bytes'] / 1024:.1f} KB | "
-                        f"{f['precision_at_1']:.4f} | {f['mean_average_precision_at_r']:.4f} | {test_ce} | "
-                        f"{f['test_ms_loss']:.4f} | {training_summary(mt)} |")
-        except (OSError, ValueError, KeyError, TypeError) as e:  # the search works without its figures
+            s = summarize(mt)
+            rows.append(f"| {d} | {m} | {s.params:,} | {s.weights_bytes / 1024:.1f} KB | "
+                        f"{s.test['precision_at_1']:.4f} | {s.test['mean_average_precision_at_r']:.4f} | "
+                        f"{s.test['ms_loss']:.4f} | {training_summary(mt)} |")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:  # the search works without its figures
             rows.append(f"| {d} | {m} | figures unavailable: {path.name} cannot be read ({type(e).__name__}) "
-                        "| | | | | | |")
+                        "| | | | | |")
     return "\n".join([
         "### Shipped models (measured on the test set, queries against the rest of the test set)",
-        "| dataset | model | params (Keras count) | weights | P@1 | MAP@R | test CE | test MS | training |",
-        "|---|---|---|---|---|---|---|---|---|", *rows, "",
+        "| dataset | model | params (Keras count) | weights | P@1 | MAP@R | test MS | training |",
+        "|---|---|---|---|---|---|---|---|", *rows, "",
         "Paper, Table 1 (test loss only): Hybrid-1 116,344 params (MNIST/Fashion), 116,634 (CIFAR-10); "
         "CNN-3a 116,320 / 116,608. CIFAR-10 CE 1.309 vs 1.636, MS 0.932 vs 1.116 (Hybrid-1 vs CNN-3a).",
         "", "Our CIFAR-10 weights were trained and evaluated on a lossy JPEG copy of CIFAR-10.", "",
-        "Refresh the weights with the recipe recorded in each model's metrics.json: the project's "
-        "docs/training.md lists the train.py commands (a first run, then fine-tuning runs with `--init-from`). "
-        "train.py rebuilds the search bundle at the end.",
+        "Refresh the weights with one command per checkpoint, `python train.py recipes/<dataset>-<model>.toml`: "
+        "every stage, every choice on a validation split held out of the training set, the test set measured "
+        "once at the end, the search bundle rebuilt. Each checkpoint carries its resolved recipe.toml.",
         "", "**The map**: UMAP is fitted offline on the gallery; a query is not projected onto it, it is drawn "
         "on its nearest gallery image (on itself for a gallery example).",
     ])

@@ -1,8 +1,18 @@
-"""Train an embedding model: `python train.py --dataset cifar10 --model hybrid1 --loss ms`.
+"""Train a checkpoint from its recipe: `python train.py recipes/cifar10-hybrid1.toml`.
 
-Defaults follow the paper's protocol (Adam, lr 1e-3, 20 epochs for the digits and
-FashionMNIST, 25 for CIFAR-10).  The output folder holds model.safetensors, config.json,
-metrics.json and curves.png; `--resume` continues an interrupted run in the same folder.
+One command runs every stage of the recipe (each starts from the weights the one before
+chose), chooses the search views and the whitening, all on a validation split held out of
+the training set, measures the test set once at the end, and writes the checkpoint folder:
+model.safetensors, config.json, recipe.toml (the resolved recipe: replay it with
+`python train.py OUT/recipe.toml --out DIR`), metrics.json (recipe, training, validation,
+test), curves.png and the demo's search bundle (index.npz, index.json).
+
+    --set stages.1.epochs=5   change any recipe field (see model/recipe.py)
+    --quick                   the whole chain on a small subset, one epoch a stage (a smoke test)
+    --resume --out DIR        continue an interrupted run (also after --time-budget)
+
+Without a recipe file, flags build a one-stage recipe:
+`python train.py --dataset mnist --model hybrid1 --loss ms --epochs 20`.
 """
 
 from __future__ import annotations
@@ -12,117 +22,315 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from model.data import AUGMENTATIONS, DataError, canonical_name, load_dataset
-from model.embedder import CheckpointError
-from model.networks import REGISTRY
-from model.training import (
-    LOSSES,
-    TrainConfig,
-    Trainer,
-    TrainingError,
-    describe_output_folder,
-    format_epoch,
-    pick_device,
-    remove_leftovers,
-    saved_train_config,
+import torch
+from safetensors.torch import load_file
+
+from model.data import KNOWN, DataError, canonical_name, load_dataset
+from model.embedder import (
+    CheckpointError,
+    atomic_save_tensors,
+    atomic_write_bytes,
+    atomic_write_json,
+    load_embedder,
+    read_config,
+    save_checkpoint,
 )
+from model.evaluation import choose_views, embedder_for, evaluate, view_embeddings
+from model.losses import LossError, check_class_sizes, make_loss
+from model.networks import build_model, keras_param_count
+from model.recipe import Recipe, RecipeError, from_dict, load_recipe, quick
+from model.run_folder import (
+    WORK,
+    FolderError,
+    claim_output_folder,
+    find_resume_state,
+    release_replaced,
+    remove_leftovers,
+)
+from model.training import Trainer, TrainingError, describe_device, one_stage_recipe, pick_device
 from model.visualize import plot_training_curves
+from model.whitening import Whitening, candidates, choose_whitening, fit_whitening, fold_whitening
 
-PAPER_EPOCHS = {"mnist": 20, "fashion_mnist": 20, "cifar10": 25}
-# options that define a run (TrainConfig fields): --resume refuses any that contradicts the saved run
-RUN_OPTIONS = ("dataset", "model", "loss", "epochs", "batch_size", "lr", "weight_decay", "schedule", "augment",
-               "label_smoothing", "temperature", "activation", "pretrained", "flip_average", "shift_average",
-               "init_from", "distill_from", "distill_weight", "distill_temperature", "seed", "max_train_samples")
+# flags of the one-stage form -> recipe fields (Recipe's or Stage's)
+FLAGS = {"model": "model", "loss": "loss", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
+         "weight_decay": "weight_decay", "schedule": "schedule", "augment": "augment",
+         "label_smoothing": "label_smoothing", "temperature": "temperature", "activation": "activation",
+         "pretrained": "pretrained", "init_from": "init_from", "distill_from": "distill_from",
+         "distill_weight": "distill_weight", "distill_temperature": "distill_temperature", "seed": "seed",
+         "max_train_samples": "max_train_samples", "image_size": "image_size"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", help="mnist, fashion_mnist, cifar10, or a folder with train/ and test/ subfolders")
-    p.add_argument("--model", default="hybrid1", choices=list(REGISTRY))
-    p.add_argument("--loss", default="ms", choices=list(LOSSES),
-                   help="ce: cross-entropy through a linear head (the paper); normsoftmax: cross-entropy over "
-                        "cosine similarities to learned class proxies; ms: Multi-Similarity (the paper)")
-    p.add_argument("--epochs", type=int, help="default: 20 (MNIST, FashionMNIST, folders) or 25 (CIFAR-10)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--schedule", default="constant", choices=["constant", "cosine"])
-    p.add_argument("--augment", default="auto", choices=["auto", *AUGMENTATIONS],
-                   help="auto: crop-flip for CIFAR-10 and folders, none for MNIST and FashionMNIST; "
-                        "flip: mirror only; shift: translate by up to 2 px; shift-flip: and mirror")
-    p.add_argument("--label-smoothing", type=float, default=0.0, help="ce and normsoftmax only")
-    p.add_argument("--temperature", type=float, default=0.05, help="normsoftmax only: softmax temperature")
-    p.add_argument("--activation", default="gelu", choices=["gelu", "relu"])
-    p.add_argument("--pretrained", action="store_true",
-                   help="ImageNet weights for the torchvision baselines (downloads them; not for the paper's models)")
-    p.add_argument("--flip-average", action="store_true",
-                   help="search with the mean embedding of an image and its mirror image (test-time augmentation, "
-                        "twice the embedding cost; needs training with flips; not for digits)")
-    p.add_argument("--shift-average", type=int, default=0, metavar="PX",
-                   help="also average over the image moved by PX pixels left, right, up and down (test-time "
-                        "augmentation, 5 views, 10 with --flip-average; for models trained with crops)")
-    p.add_argument("--init-from", metavar="FOLDER",
-                   help="start from the weights of this checkpoint folder (e.g. assets/mnist-hybrid1): fine-tuning")
-    p.add_argument("--distill-from", nargs="+", metavar="FOLDER",
-                   help="teacher checkpoint folder(s) trained on the same dataset: add a loss that pulls this "
-                        "model's in-batch similarities towards the teachers' (knowledge distillation)")
-    p.add_argument("--distill-weight", type=float, default=1.0, help="weight of the distillation term")
-    p.add_argument("--distill-temperature", type=float, default=0.1,
-                   help="softmax temperature of the distillation term's similarity distributions")
-    p.add_argument("--image-size", type=int, default=32, help="image folders only: side of the resized images")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("recipe", nargs="?",
+                   help="a recipe file: recipes/<dataset>-<model>.toml or a checkpoint's recipe.toml")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change a recipe field: --set stages.1.epochs=5, --set validation.size=2000")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke test of the whole chain: small subsets, 1 epoch a stage")
+    p.add_argument("--data-dir", help="folder with mnist.npz / fashion_mnist.npz / cifar10.npz, or where to download")
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
     p.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
-                   help="torch.compile the training step (forward, loss, backward); auto: on for CUDA, "
-                        "off elsewhere (scripts/bench_train.py measures both)")
-    p.add_argument("--data-dir", help="folder with mnist.npz / fashion_mnist.npz / cifar10.npz, or where to download")
-    p.add_argument("--out", help="output folder (default runs/<dataset>-<model>-<loss>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out with its saved settings")
+                   help="torch.compile the training step; auto: on for CUDA (scripts/bench_train.py measures both)")
+    p.add_argument("--out", help="output folder (default runs/<dataset>-<model>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out with its saved recipe")
     p.add_argument("--overwrite", action="store_true",
                    help="replace what --out holds; the old folder is kept as OUT.replaced until the new run completes")
-    p.add_argument("--max-train-samples", type=int, help="train on a random subset (quick runs)")
     p.add_argument("--time-budget", type=float, metavar="MINUTES",
-                   help="stop at the first epoch end after this many minutes (a lent GPU's limit); --resume continues")
+                   help="stop at the first epoch end after this many minutes; --resume continues")
     p.add_argument("--no-index", action="store_true", help="skip building the demo's search bundle at the end")
-    args = p.parse_args(argv)
-    given = sys.argv[1:] if argv is None else argv
-    args.explicit = {a.dest for a in p._actions for flag in a.option_strings
-                     if any(g == flag or g.startswith(flag + "=") for g in given)}
-    return args
+    one = p.add_argument_group("one-stage form, without a recipe file")
+    one.add_argument("--dataset", help="mnist, fashion_mnist, cifar10, or a folder with train/ and test/ subfolders")
+    one.add_argument("--model")
+    one.add_argument("--loss", help="ce, normsoftmax or ms (model/losses.py)")
+    one.add_argument("--epochs", type=int, help="default: the paper's (20; 25 for CIFAR-10)")
+    for flag, kind in (("batch-size", int), ("lr", float), ("weight-decay", float), ("schedule", str),
+                       ("augment", str), ("label-smoothing", float), ("temperature", float), ("activation", str),
+                       ("init-from", str), ("distill-weight", float), ("distill-temperature", float),
+                       ("seed", int), ("max-train-samples", int), ("image-size", int)):
+        one.add_argument(f"--{flag}", type=kind)
+    one.add_argument("--pretrained", action="store_true", default=None)
+    one.add_argument("--distill-from", nargs="+", metavar="FOLDER")
+    one.add_argument("--flip-average", action="store_true", help="search with the mirror image averaged in")
+    one.add_argument("--shift-average", type=int, default=0, metavar="PX", help="and the image moved by PX px")
+    return p.parse_args(argv)
 
 
-def contradictions(args: argparse.Namespace, cfg: TrainConfig) -> list[str]:
-    """The run-defining options given with --resume whose value differs from the saved run's."""
+def build_recipe(args: argparse.Namespace) -> Recipe:
+    """The recipe file with --set applied, or the one-stage recipe the flags describe; --quick last."""
+    given = {k: getattr(args, k) for k in FLAGS if getattr(args, k) is not None}
+    if args.max_train_samples is not None and args.max_train_samples < 1:
+        raise RecipeError(f"--max-train-samples must be at least 1 (got {args.max_train_samples}); drop it to train "
+                          "on every image")
+    if args.recipe:
+        if given or args.dataset or args.flip_average or args.shift_average:
+            named = ", ".join(f"--{k.replace('_', '-')}" for k in [*given, *(["dataset"] if args.dataset else [])])
+            raise RecipeError(f"{named or '--flip-average/--shift-average'} with a recipe file: change its fields "
+                              "with --set instead (e.g. --set stages.1.epochs=5)")
+        recipe = load_recipe(args.recipe, args.set)
+    else:
+        if not args.dataset:
+            raise RecipeError("give a recipe file (recipes/*.toml) or --dataset (mnist, fashion_mnist, cifar10, "
+                              "or an image folder)")
+        name = canonical_name(args.dataset)
+        given.setdefault("epochs", KNOWN[name].epochs if name in KNOWN else 20)
+        given["dataset"] = name if name in KNOWN else args.dataset
+        base = one_stage_recipe(**given).to_dict()
+        base["search"]["views"] = [{"flip": bool(args.flip_average), "shift": args.shift_average}]
+        for s in base["stages"]:  # trained for the epochs the flags say: no epoch choice unless --set asks
+            s["choose_epoch"] = False
+        recipe = load_recipe(None, args.set, base=base)
+    return quick(recipe) if args.quick else recipe
+
+
+def resolved(recipe: Recipe, data_augment: str) -> Recipe:
+    """"auto" made explicit, the dataset named canonically: what recipe.toml records."""
+    r = from_dict(recipe.to_dict())
+    r.dataset = canonical_name(r.dataset) if canonical_name(r.dataset) in KNOWN else r.dataset
+    for stage in r.stages:
+        stage.augment = data_augment if stage.augment == "auto" else stage.augment
+    return r.check()
+
+
+def check_before_training(recipe: Recipe, data: Any) -> None:
+    """What would fail after an epoch or more, said before the first one (and before --out is touched)."""
+    try:
+        build_model(recipe.model, data.channels, recipe.embedding_dim, recipe.activation, pretrained=False)
+    except ValueError as e:
+        raise TrainingError(str(e)) from None
+    side = min(data.image_size)
+    for v in recipe.search.views:
+        if 2 * v.shift >= side:
+            raise TrainingError(f"search.views: a shift of {v.shift} px is too large for {side}x{side} images")
+    for i, stage in enumerate(recipe.stages, 1):
+        if make_loss(stage.loss, len(data.class_names), recipe.embedding_dim).balanced:
+            try:
+                check_class_sizes(data.train_y, data.class_names, stage.batch_size)
+            except LossError as e:
+                raise TrainingError(f"stages.{i}: {e}") from None
+        for folder in stage.distill_from:
+            if not (Path(folder) / "config.json").is_file():
+                raise TrainingError(f"stages.{i}.distill_from: {folder} is not a checkpoint folder")
+            teacher = read_config(folder)
+            if teacher["in_channels"] != data.channels or tuple(teacher["image_size"]) != tuple(data.image_size):
+                raise TrainingError(f"stages.{i}.distill_from {folder}: that checkpoint takes "
+                                    f"{teacher['in_channels']}-channel {teacher['image_size'][0]}x"
+                                    f"{teacher['image_size'][1]} images; distil from a checkpoint trained on "
+                                    "this dataset")
+    if recipe.init_from and not (Path(recipe.init_from) / "config.json").is_file():
+        raise TrainingError(f"init_from: {recipe.init_from} is not a checkpoint folder")
+
+
+def saved_recipe(out: Path) -> Recipe:
+    path = out / WORK / "recipe.toml"
+    if not path.is_file():
+        raise FolderError(f"{out} holds no run to resume ({WORK}/recipe.toml is missing); start a new run "
+                          "without --resume")
+    return load_recipe(path)
+
+
+def flag_contradictions(args: argparse.Namespace, saved: Recipe) -> list[str]:
+    """The one-stage flags given with --resume (without --dataset) whose value differs from the saved run's."""
+    stage_fields = set(saved.stages[0].__dataclass_fields__)
     wrong = []
-    for dest in sorted(args.explicit & set(RUN_OPTIONS)):
-        given, saved = getattr(args, dest), getattr(cfg, dest)
-        if dest == "augment" and given == "auto":
-            given = None
-        if dest == "dataset":
-            given, saved = canonical_name(given), canonical_name(saved)
-        if given != saved:
-            wrong.append(f"--{dest.replace('_', '-')} {given} (the run has {saved})")
+    for key in FLAGS:
+        value = getattr(args, key)
+        if value is None:
+            continue
+        if key in stage_fields:
+            if len(saved.stages) > 1:
+                wrong.append(f"--{key.replace('_', '-')} (the run has {len(saved.stages)} stages: use --set "
+                             f"stages.N.{key}=...)")
+                continue
+            have = getattr(saved.stages[0], key)
+        else:
+            have = getattr(saved, key)
+        if value != have and not (key == "augment" and value == "auto"):
+            wrong.append(f"--{key.replace('_', '-')} {value} (the run has {have})")
     return wrong
 
 
-def claim_output_folder(out: Path, args: argparse.Namespace) -> Path | None:
-    """Make sure a new run writes nowhere it was not asked to: refuse an --out that holds a
-    checkpoint, a run or a torn save unless --overwrite, which moves it to OUT.replaced (kept
-    until the new run completes). Returns that folder, if any."""
-    held = describe_output_folder(out)
-    if held is None:
-        return None
-    if not args.overwrite:
-        raise TrainingError(f"{out} already holds {held}: pass --resume to continue a run, --overwrite to replace "
-                            "it (the old folder is kept until the new run completes), or choose another --out")
-    replaced = out.with_name(out.name + ".replaced")
-    if replaced.exists():
-        raise TrainingError(f"{replaced} is left from an earlier --overwrite that did not complete: "
-                            "restore it or delete it first")
-    out.rename(replaced)
-    print(f"--overwrite: {out} ({held}) moved to {replaced}, deleted when this run completes")
-    return replaced
+def resume_contradictions(args: argparse.Namespace, saved: Recipe, data_augment: str) -> list[str]:
+    """What --resume was given that the saved run disagrees with: a recipe file is compared whole;
+    --set, --quick and one-stage flags field by field."""
+    if args.recipe:
+        return contradictions(resolved(build_recipe(args), data_augment), saved)
+    wrong = flag_contradictions(args, saved)
+    if args.dataset and canonical_name(args.dataset) != canonical_name(saved.dataset):
+        wrong.append(f"--dataset {args.dataset} (the run has {saved.dataset})")
+    if args.set or args.quick:
+        changed = load_recipe(None, args.set, base=saved.to_dict())
+        wrong += contradictions(resolved(quick(changed) if args.quick else changed, data_augment), saved)
+    return wrong
+
+
+def contradictions(given: Recipe, saved: Recipe, prefix: str = "") -> list[str]:
+    """Fields where the recipe --resume was given differs from the run's saved one."""
+    a, b = given.to_dict(), saved.to_dict()
+    out: list[str] = []
+
+    def walk(x: Any, y: Any, where: str) -> None:
+        if isinstance(x, dict) and isinstance(y, dict):
+            for k in sorted(set(x) | set(y)):
+                walk(x.get(k), y.get(k), f"{where}.{k}" if where else k)
+        elif isinstance(x, list) and isinstance(y, list) and len(x) == len(y) and all(isinstance(e, dict) for e in x):
+            for i, (e, f) in enumerate(zip(x, y, strict=True), 1):
+                walk(e, f, f"{where}.{i}")
+        elif x != y:
+            out.append(f"{where} = {x!r} (the run has {y!r})")
+
+    walk(a, b, prefix)
+    return out
+
+
+def train_stages(recipe: Recipe, data: Any, out: Path, device: torch.device, compile_step: bool,
+                 stop_at: float | None, log=print) -> tuple[dict[str, torch.Tensor] | None, list[dict], dict]:
+    """Run or resume every stage in OUT/work; returns (the last stage's chosen weights or None when
+    the time budget stopped a stage, each stage's summary, the checkpoint config)."""
+    state, summaries, config = None, [], {}
+    for i, stage in enumerate(recipe.stages, 1):
+        folder = out / WORK / f"stage-{i}"
+        trainer = Trainer(recipe, data, folder, device, stage=i, compile_step=compile_step,
+                          eval_split="val" if data.val_y is not None else "test")
+        config = trainer.model_config
+        if (folder / "chosen.safetensors").is_file():  # finished before a resume
+            state = load_file(str(folder / "chosen.safetensors"))
+            trainer.load()
+            summaries.append(trainer.summary())
+            continue
+        if find_resume_state(folder):
+            trainer.load()
+            log(f"stage {i}: resuming after epoch {trainer.epoch}/{stage.epochs}")
+        elif state is not None:
+            trainer.model.load_state_dict(state)
+        elif recipe.init_from:
+            trainer.start_from(recipe.init_from)
+        log(f"stage {i}/{len(recipe.stages)}: {stage.loss}, {stage.epochs} epochs, lr {stage.lr:g} {stage.schedule}, "
+            f"batch {stage.batch_size}, {trainer.augment} augmentation")
+        summaries.append(trainer.fit(log=log, stop_at=stop_at))
+        if trainer.epoch < stage.epochs:
+            return None, summaries, config
+        state = trainer.chosen_state()
+        atomic_save_tensors(folder / "chosen.safetensors", state)
+        if stage.choose_epoch:
+            log(f"stage {i}: epoch {trainer.best['epoch']} chosen on validation "
+                f"({recipe.selection_metric} {trainer.best['value']:.4f})")
+    return state, summaries, config
+
+
+def make_choices(recipe: Recipe, model: torch.nn.Module, config: dict, data: Any, device: torch.device,
+                 log=print) -> dict[str, Any]:
+    """Search views, then whitening, each scored on the validation split; the whitening is
+    folded into `model` in place. Returns the validation record of both."""
+    metric, record = recipe.selection_metric, {}
+    if data.val_y is None:
+        v = recipe.search.views[0]
+        return {"search_views": {"chosen": {"flip": v.flip, "shift": v.shift}, "candidates": []}, "whitening": None}
+    views = choose_views(model, config, data.val_x, data.val_y, [(v.flip, v.shift) for v in recipe.search.views],
+                         metric, device)
+    chosen = views["chosen"]
+    log(f"search views chosen on validation: {chosen['views']} ({metric} {chosen[metric]:.4f})")
+    record["search_views"] = views
+    grid = candidates(recipe.whitening.powers, recipe.whitening.shrinkages)
+    if not grid:
+        record["whitening"] = None
+        return record
+    embedder = embedder_for(model, config, (chosen["flip"], chosen["shift"]), device)
+    n = min(recipe.whitening.fit_images, len(data.train_y))
+    keep = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(recipe.seed))[:n]
+    fit_views = view_embeddings(embedder, data.train_x[keep])
+    val_views = view_embeddings(embedder, data.val_x)
+    result = choose_whitening(fit_views, val_views, data.val_y.cpu(), grid, metric)
+    w = result["chosen"]["whitening"]
+    log(f"whitening chosen on validation: {w or 'none'} ({metric} {result['chosen'][metric]:.4f})")
+    if w is not None:
+        mean, matrix = fit_whitening(fit_views, Whitening(**w))
+        fold_whitening(model.embed, mean.to(device), matrix.to(device))
+    record["whitening"] = {**result, "fitted_on": f"{n:,} training images x {len(fit_views)} views"}
+    return record
+
+
+def write_checkpoint(out: Path, recipe: Recipe, model: torch.nn.Module, config: dict, data: Any,
+                     summaries: list[dict], choices: dict, device: torch.device, build_index: bool,
+                     data_dir: str | None, log=print) -> dict[str, Any]:
+    """The finished folder, each file atomically and metrics.json last; the test set measured
+    once, by the served embedder loaded back from the written files."""
+    views = choices["search_views"]["chosen"]
+    config = {**config, "flip_average": views["flip"], "shift_average": views["shift"]}
+    save_checkpoint(out, model, config)
+    atomic_write_bytes(out / "recipe.toml", recipe.dumps().encode())
+    history = [row for s in summaries for row in s["epochs"]]
+    ends = [sum(len(s["epochs"]) for s in summaries[: i + 1]) for i in range(len(summaries) - 1)]
+    split = "val" if data.val_y is not None else "test"
+    plot_training_curves(history, out / "curves.png", f"{recipe.model} / {data.name}", split, ends)
+    test = evaluate(load_embedder(out, device), data.test_x, data.test_y)
+    test = {"ms_loss": test.pop("ms_loss"), **test}
+    if build_index:
+        from model.index import build_bundle
+
+        bundle = build_bundle(out, data_dir=data_dir, dataset=recipe.dataset, image_size=recipe.image_size)
+        log(f"search bundle: {bundle}")
+    validation = {"split": {"images": 0 if data.val_y is None else len(data.val_y), "size": recipe.validation.size,
+                            "seed": recipe.validation.seed, "held_out_of": "the training set, class-stratified"},
+                  "selection_metric": recipe.selection_metric,
+                  "stages": [{"stage": s["stage"], "chosen_epoch": s["chosen_epoch"],
+                              "epochs": [{k: v for k, v in r.items() if k not in ("train_loss", "seconds",
+                                                                                 "images_per_s")}
+                                         for r in s["epochs"]]} for s in summaries],
+                  **choices}
+    training = {"dataset": data.name, "data_source": data.source, "train_images": len(data.train_y),
+                "device": describe_device(device), "keras_param_count": keras_param_count(model),
+                "weights_bytes": (out / "model.safetensors").stat().st_size,
+                "stages": [{"stage": s["stage"], "loss": s["loss"], "epochs_done": s["epochs_done"],
+                            "seconds_per_epoch": s["seconds_per_epoch"], "teachers": s["teachers"],
+                            "epochs": [{k: r[k] for k in ("epoch", "train_loss", "seconds", "images_per_s")}
+                                       for r in s["epochs"]]} for s in summaries]}
+    metrics = {"recipe": recipe.to_dict(), "training": training, "validation": validation,
+               "test": {"images": test.pop("images"), "views": test.pop("views"), **test}}
+    atomic_write_json(out / "metrics.json", metrics)
+    return metrics
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,79 +339,54 @@ def main(argv: list[str] | None = None) -> int:
         device = pick_device(args.device)
         if args.resume:
             if not args.out:
-                raise TrainingError("--resume needs --out, the folder of the run to continue")
-            cfg = saved_train_config(Path(args.out))
-            if wrong := contradictions(args, cfg):
-                raise TrainingError(f"--resume continues the saved run in {args.out} with its own settings: "
-                                    f"{'; '.join(wrong)}. Drop those options, or start a new run with another --out")
+                raise FolderError("--resume needs --out, the folder of the run to continue")
             if args.overwrite:
-                raise TrainingError("--resume and --overwrite contradict each other: pass one of them")
-            if removed := remove_leftovers(Path(args.out)):
-                print(f"removed what an interrupted save left: {', '.join(removed)}")
-            print(f"resuming {args.out}: {cfg.model} on {cfg.dataset}, {cfg.loss} loss (saved settings)")
+                raise FolderError("--resume and --overwrite contradict each other: pass one of them")
+            out = Path(args.out)
+            recipe = saved_recipe(out)
         else:
-            if not args.dataset:
-                raise TrainingError("--dataset is required (mnist, fashion_mnist, cifar10, or an image folder)")
-            name = canonical_name(args.dataset)
-            cfg = TrainConfig(
-                dataset=args.dataset, model=args.model, loss=args.loss,
-                epochs=args.epochs if args.epochs is not None else PAPER_EPOCHS.get(name, 20),
-                batch_size=args.batch_size, lr=args.lr,
-                weight_decay=args.weight_decay, schedule=args.schedule,
-                augment=None if args.augment == "auto" else args.augment,
-                label_smoothing=args.label_smoothing, temperature=args.temperature,
-                activation=args.activation, pretrained=args.pretrained,
-                seed=args.seed,
-                max_train_samples=args.max_train_samples,
-                flip_average=args.flip_average,
-                shift_average=args.shift_average,
-                init_from=args.init_from,
-                distill_from=args.distill_from,
-                distill_weight=args.distill_weight,
-                distill_temperature=args.distill_temperature,
-            )
-        out = Path(args.out or f"runs/{Path(cfg.dataset).name}-{cfg.model}-{cfg.loss}")
-        data = load_dataset(cfg.dataset, args.data_dir, cfg.max_train_samples, args.image_size)
-        cfg.data_source = data.source
-        compile_step = args.compile == "on" or (args.compile == "auto" and device.type == "cuda")
-        trainer = Trainer(cfg, data, out, device, compile_step=compile_step)
+            recipe = build_recipe(args)
+            out = Path(args.out or f"runs/{recipe.name}")
+        data = load_dataset(recipe.dataset, args.data_dir, image_size=recipe.image_size)
+        data = data.hold_out_validation(recipe.validation.size, recipe.validation.seed)
+        data = data.train_subset(recipe.max_train_samples or None).test_subset(recipe.max_test_samples)
+        recipe = resolved(recipe, data.augment)
+        if args.resume and (wrong := resume_contradictions(args, recipe, data.augment)):
+            raise FolderError(f"--resume continues the run in {out} with its saved recipe, which differs: "
+                              f"{'; '.join(wrong[:4])}. Drop those options, or start a new run with another --out")
+        check_before_training(recipe, data)
         if args.resume:
-            trainer.load()
-            for row in trainer.history:
-                print(format_epoch(row, cfg.epochs))
-        elif cfg.init_from:
-            trainer.start_from(cfg.init_from)
-            print(f"starting from the weights in {cfg.init_from}")
-        trainer.check_data()
-        if not args.resume:  # once the data and settings are checked: nothing moves for a run that cannot start
-            claim_output_folder(out, args)
-        print(f"{cfg.model} ({cfg.activation}) on {data.name}: {len(data.train_y)} train / {len(data.test_y)} test "
-              f"images, {cfg.loss} loss, {cfg.epochs} epochs, device {device}")
+            if removed := remove_leftovers(out):
+                print(f"removed what an interrupted save left: {', '.join(removed)}")
+        else:  # once the data and recipe are checked: nothing moves for a run that cannot start
+            claim_output_folder(out, args.overwrite)
+            atomic_write_bytes(out / WORK / "recipe.toml", recipe.dumps().encode())
+        val = f"{len(data.val_y):,} validation / " if data.val_y is not None else ""
+        print(f"{recipe.model} ({recipe.activation}) on {data.name}: {len(data.train_y):,} train / {val}"
+              f"{len(data.test_y):,} test images, {len(recipe.stages)} stage(s), device {device}")
+        compile_step = args.compile == "on" or (args.compile == "auto" and device.type == "cuda")
+        stop_at = None if args.time_budget is None else time.time() + 60 * args.time_budget
         try:
-            stop_at = None if args.time_budget is None else time.time() + 60 * args.time_budget
-            summary = trainer.fit(stop_at=stop_at)
+            state, summaries, config = train_stages(recipe, data, out, device, compile_step, stop_at)
         except KeyboardInterrupt:
-            print(f"\ninterrupted: the checkpoint after epoch {trainer.epoch} is in {out}; "
-                  f"continue with `python train.py --resume --out {out}`", file=sys.stderr)
+            print(f"\ninterrupted: continue with `python train.py --resume --out {out}`", file=sys.stderr)
             return 130
-        plot_training_curves(trainer.history, out / "curves.png", f"{cfg.model} / {data.name} / {cfg.loss}")
-        if trainer.epoch < cfg.epochs:
-            print(f"time budget spent after epoch {trainer.epoch}/{cfg.epochs}; "
-                  f"continue with `python train.py --resume --out {out}`")
+        if state is None:
+            print(f"time budget spent; continue with `python train.py --resume --out {out}`")
             return 0
-        final = summary["final"]
-        print(f"done: {out} | P@1 {final['precision_at_1']:.4f} | MAP@R {final['mean_average_precision_at_r']:.4f}"
-              f" | {summary['keras_param_count']:,} params | {summary['weights_bytes']:,} bytes")
-        if not args.no_index:
-            from model.index import build_bundle
-
-            bundle = build_bundle(out, data_dir=args.data_dir, dataset=cfg.dataset, image_size=args.image_size)
-            print(f"search bundle: {bundle}")
-        replaced = out.with_name(out.name + ".replaced")
-        if replaced.is_dir():  # the run that replaced it is complete
-            shutil.rmtree(replaced)
+        model = build_model(recipe.model, data.channels, recipe.embedding_dim, recipe.activation)
+        model.load_state_dict(state)
+        choices = make_choices(recipe, model.to(device).eval(), config, data, device)
+        metrics = write_checkpoint(out, recipe, model, config, data, summaries, choices, device,
+                                   not args.no_index, args.data_dir)
+        shutil.rmtree(out / WORK, ignore_errors=True)
+        if replaced := release_replaced(out):
             print(f"deleted {replaced}, the folder this run replaced")
-    except (DataError, TrainingError, CheckpointError) as e:
+        t = metrics["test"]
+        print(f"done: {out} | test P@1 {t['precision_at_1']:.4f} | R-precision {t['r_precision']:.4f} | "
+              f"MAP@R {t['mean_average_precision_at_r']:.4f} | {t['views']} | "
+              f"{metrics['training']['keras_param_count']:,} params")
+    except (DataError, TrainingError, CheckpointError, RecipeError, FolderError, LossError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -35,21 +35,25 @@ class DatasetInfo:
     torchvision_class: str
     class_names: tuple[str, ...]
     augment: str  # default augmentation (see AUGMENTATIONS); none for digits: a flipped 2 is no 2
+    epochs: int  # the paper's epochs: train.py's default for a one-stage run
 
 
+# Every dataset the project knows by name, declared here once.
 KNOWN: dict[str, DatasetInfo] = {
-    "mnist": DatasetInfo("mnist.npz", "MNIST", tuple(str(i) for i in range(10)), "none"),
+    "mnist": DatasetInfo("mnist.npz", "MNIST", tuple(str(i) for i in range(10)), "none", 20),
     "fashion_mnist": DatasetInfo(
         "fashion_mnist.npz",
         "FashionMNIST",
         ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
         "none",
+        20,
     ),
     "cifar10": DatasetInfo(
         "cifar10.npz",
         "CIFAR10",
         ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
         "crop-flip",
+        25,
     ),
 }
 ALIASES = {"fashionmnist": "fashion_mnist", "fashion-mnist": "fashion_mnist", "cifar-10": "cifar10", "cifar": "cifar10"}
@@ -58,7 +62,8 @@ DEFAULT_DATA_DIR = Path(os.environ.get("INVOLUTION_DATA_DIR", "data"))
 
 @dataclass
 class ImageData:
-    """A train/test pair of uint8 image tensors (N, C, H, W) with int64 labels."""
+    """Train, validation and test uint8 image tensors (N, C, H, W) with int64 labels. The
+    validation split is empty until `hold_out_validation` takes it from the training set."""
 
     name: str
     train_x: torch.Tensor
@@ -68,6 +73,8 @@ class ImageData:
     class_names: list[str]
     augment: str  # the dataset's default augmentation
     source: str  # where the pixels came from, recorded in metrics.json
+    val_x: torch.Tensor | None = None
+    val_y: torch.Tensor | None = None
 
     @property
     def channels(self) -> int:
@@ -91,9 +98,51 @@ class ImageData:
         keep = torch.randperm(len(self.train_y), generator=g)[:n].sort().values
         return dataclasses.replace(self, train_x=self.train_x[keep], train_y=self.train_y[keep])
 
+    def hold_out_validation(self, size: float, seed: int) -> ImageData:
+        """A copy whose training set gives up a class-stratified validation split of `size` images
+        (a fraction of the training set when below 1), drawn with `seed`: every class keeps its
+        share, so a choice made on it weighs the classes as the test set does. 0 holds none out."""
+        n = len(self.train_y)
+        count = round(size * n) if size < 1 else int(size)
+        if count == 0:
+            return self
+        n_classes = len(self.class_names)
+        if not n_classes <= count <= n // 2:
+            raise DataError(f"a validation split of {count} images cannot be held out of {n} training images: "
+                            f"use between {n_classes} and {n // 2} (--set validation.size=N, or a fraction such "
+                            "as 0.1)")
+        g = torch.Generator().manual_seed(seed)
+        counts = torch.bincount(self.train_y.cpu(), minlength=n_classes).double()
+        share = counts * count / n  # each class's share, rounded so that the shares add up to count
+        take = share.floor().long()
+        take[torch.argsort(share - take, descending=True)[: count - int(take.sum())]] += 1
+        val = []
+        for c in range(n_classes):
+            idx = (self.train_y.cpu() == c).nonzero().flatten()
+            val.append(idx[torch.randperm(len(idx), generator=g)[: int(take[c])]])
+        val_idx = torch.cat(val).sort().values
+        keep = torch.ones(n, dtype=torch.bool)
+        keep[val_idx] = False
+        return dataclasses.replace(self, train_x=self.train_x[keep], train_y=self.train_y[keep],
+                                   val_x=self.train_x[val_idx], val_y=self.train_y[val_idx])
+
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images, labels) of "train", "val" or "test"."""
+        if name == "val" and self.val_y is None:
+            raise DataError("this run holds no validation split out (validation.size = 0): choices need one")
+        return getattr(self, f"{name}_x"), getattr(self, f"{name}_y")
+
+    def test_subset(self, n: int) -> ImageData:
+        """A copy with a class-stratified random n of the test images (--quick); itself for 0."""
+        if not n or n >= len(self.test_y):
+            return self
+        keep = torch.randperm(len(self.test_y), generator=torch.Generator().manual_seed(0))[:n].sort().values
+        return dataclasses.replace(self, test_x=self.test_x[keep], test_y=self.test_y[keep])
+
     def to(self, device: torch.device | str) -> ImageData:
-        for field in ("train_x", "train_y", "test_x", "test_y"):
-            setattr(self, field, getattr(self, field).to(device))
+        for field in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y"):
+            if getattr(self, field) is not None:
+                setattr(self, field, getattr(self, field).to(device))
         return self
 
 

@@ -76,15 +76,6 @@ def describe_views(flip_average: bool, shift_average: int = 0) -> str:
     return f"{n} views averaged (1 + 4 shifts of {shift_average} px{', each mirrored' if flip_average else ''})"
 
 
-def searched_views(metrics: dict[str, Any]) -> str | None:
-    """describe_views for a checkpoint's metrics.json: the views set after training
-    (scripts/set_search_views.py) or else the run's own; None for one view."""
-    c = metrics.get("search_views") or metrics["train_config"]
-    if not (c.get("flip_average") or c.get("shift_average")):
-        return None
-    return describe_views(bool(c.get("flip_average")), int(c.get("shift_average") or 0))
-
-
 class CheckpointError(Exception):
     """A checkpoint folder is missing, incomplete or inconsistent; the message says which."""
 
@@ -137,16 +128,6 @@ def save_checkpoint(folder: str | Path, model: nn.Module, config: dict[str, Any]
 def sha256_file(path: str | Path) -> str:
     """A file's content hash: names a checkpoint's weights even after its folder is overwritten."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def training_lineage(metrics: dict[str, Any]) -> list[dict[str, Any]]:
-    """The runs behind a checkpoint's metrics.json, first to last: a fine-tuned run records
-    the run it started from under "init_from", which may record its own."""
-    chain, run = [], metrics
-    while run:
-        chain.append(run)
-        run = run.get("init_from")
-    return chain[::-1]
 
 
 def read_config(folder: str | Path) -> dict[str, Any]:

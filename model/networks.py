@@ -138,11 +138,9 @@ REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "hybrid2": _paper(2, CNN3A),
     "hybrid3": _paper(3, CNN3A),
     "hybrid1-4conv": _paper(1, (16, 32, 64, 128)),
-    "mobilenet_v2": _torchvision("mobilenet_v2"),
-    "efficientnet_b0": _torchvision("efficientnet_b0"),
-    "resnet50": _torchvision("resnet50"),
-    "vgg16": _torchvision("vgg16"),
 }
+TORCHVISION_MODELS = ("mobilenet_v2", "efficientnet_b0", "resnet50", "vgg16")  # the only ones with pretrained weights
+REGISTRY.update({name: _torchvision(name) for name in TORCHVISION_MODELS})
 PAPER_MODELS = ("cnn3a", "cnn3b", "inn2", "inn3", "inn4", "hybrid1", "hybrid2", "hybrid3")
 
 

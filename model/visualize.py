@@ -14,22 +14,28 @@ import matplotlib.pyplot as plt
 from .embedder import atomic_write_bytes
 
 
-def plot_training_curves(history: list[dict[str, Any]], path: str | Path, title: str = "") -> None:
-    """Losses (train, test CE, test MS) and retrieval metrics per epoch, as one PNG."""
-    epochs = [h["epoch"] for h in history]
+def plot_training_curves(history: list[dict[str, Any]], path: str | Path, title: str = "", split: str = "test",
+                         stage_ends: list[int] = ()) -> None:
+    """Losses (train, `split` CE, `split` MS) and `split` retrieval metrics per epoch, as one PNG;
+    a dotted line after each stage's last epoch but the final one."""
+    epochs = list(range(1, len(history) + 1))
     fig, (ax_loss, ax_ret) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for key, label in (("train_loss", "train loss"), ("test_ce_loss", "test CE"), ("test_ms_loss", "test MS")):
-        if history and key in history[0]:
-            ax_loss.plot(epochs, [h[key] for h in history], marker=".", label=label)
+    for ax in (ax_loss, ax_ret):
+        for end in stage_ends:
+            ax.axvline(end + 0.5, color="grey", linestyle=":", linewidth=1)
+    for key, label in (("train_loss", "train loss"), (f"{split}_ce_loss", f"{split} CE"),
+                       (f"{split}_ms_loss", f"{split} MS")):
+        if any(key in h for h in history):  # a stage without a class head has no CE loss
+            ax_loss.plot(epochs, [h.get(key, float("nan")) for h in history], marker=".", label=label)
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("loss")
     ax_loss.legend()
     for key, label in (("precision_at_1", "precision@1"), ("r_precision", "R-precision"),
                        ("mean_average_precision_at_r", "MAP@R"), ("accuracy", "accuracy")):
-        if history and key in history[0]:
-            ax_ret.plot(epochs, [h[key] for h in history], marker=".", label=label)
+        if any(key in h for h in history):
+            ax_ret.plot(epochs, [h.get(key, float("nan")) for h in history], marker=".", label=label)
     ax_ret.set_xlabel("epoch")
-    ax_ret.set_ylabel("test set")
+    ax_ret.set_ylabel("validation split" if split == "val" else f"{split} set")
     ax_ret.legend()
     fig.suptitle(title)
     fig.tight_layout()

@@ -7,10 +7,10 @@ on them. Subtracting the training set's mean embedding and shrinking the dominan
 the retrieval literature's post-processing of learned descriptors) lets the directions that tell
 images apart count. The transform is affine and the embedding layer is linear, so it folds
 into that layer: the architecture, parameter count and file size stay as they are, and every
-consumer (Embedder, the index, Trainer.evaluate) sees the whitened embedding unchanged.
+consumer (Embedder, the index, the evaluation) sees the whitened embedding unchanged.
 
-How strongly to whiten is chosen by MAP@R on training images held out from the fit
-(choose_whitening, best_row), never on the test set.
+A recipe step (train.py): fitted on training images, chosen on the validation split by the
+recipe's selection metric, folded in before the checkpoint is written; never on the test set.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .embedder import view_averaged
-from .training import RETRIEVAL_METRICS, retrieval_calculator
+from .evaluation import retrieval_metrics
 
 
 @dataclass(frozen=True)
@@ -32,11 +32,6 @@ class Whitening:
 
     power: float
     shrinkage: float = 0.0
-
-
-# The candidates choose_whitening compares, mildest first (ties go to the milder one).
-CANDIDATES: tuple[Whitening, ...] = (Whitening(0.0),) + tuple(
-    Whitening(p, s) for p in (0.25, 0.5, 0.75, 1.0) for s in (0.001, 0.01, 0.1, 1.0))
 
 
 def embedding_moments(views: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,43 +77,31 @@ def fold_whitening(layer: nn.Linear, mean: torch.Tensor, matrix: torch.Tensor) -
     layer.bias.copy_(matrix @ (bias - mean))
 
 
-def choose_whitening(views: Sequence[torch.Tensor], labels: torch.Tensor, held_out: int, seed: int = 0,
-                     candidates: Sequence[Whitening] = CANDIDATES) -> list[dict]:
-    """Score 'unchanged' and every candidate on `held_out` training images, fitting on the rest.
+def candidates(powers: Sequence[float], shrinkages: Sequence[float]) -> list[Whitening]:
+    """A recipe's whitening grid, mildest first (ties go to the milder one): centring (power 0)
+    and every power x shrinkage pair; none for an empty grid."""
+    if not powers:
+        return []
+    return [Whitening(0.0)] + [Whitening(p, s) for p in sorted(powers) if p > 0 for s in sorted(shrinkages)]
 
-    views: the raw embeddings of every search view of the same training images (V x (N, D)).
-    Each held-out image is queried against the other held-out ones, as the test set is
-    (same gallery size as a 10,000-image test set when held_out is 10,000), and ranked by
-    its view-averaged embedding, as the search does. Returns one row per candidate:
-    {"whitening": None or asdict, precision_at_1, r_precision, mean_average_precision_at_r}.
+
+def choose_whitening(fit_views: Sequence[torch.Tensor], val_views: Sequence[torch.Tensor], val_labels: torch.Tensor,
+                     grid: Sequence[Whitening], metric: str) -> dict:
+    """Fit every candidate on training images and score it on the validation split.
+
+    fit_views / val_views: the raw embeddings of every search view of the training images the
+    whitening is fitted on and of the validation images (V x (N, D) each). Each validation image
+    is queried against the others by its view-averaged embedding, as the search does. The
+    unchanged embedding is the first candidate, so a whitening must beat it to be chosen.
+    Returns {"candidates": rows, "chosen": row}; a row's "whitening" is None or a Whitening dict.
     """
-    n = len(labels)
-    if not 1 < held_out < n - 1:
-        raise ValueError(f"held_out must leave images on both sides (got {held_out} of {n})")
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    test, fit = order[:held_out], order[held_out:]
-    calc, knn_device = retrieval_calculator(torch.device("cpu"))
-    y = labels[test].to(knn_device)
     rows = []
-    mean, cov = embedding_moments([v[fit] for v in views])
-    for whitening in (None, *candidates):
+    mean, cov = embedding_moments(fit_views)
+    for whitening in (None, *grid):
         if whitening is None:
-            emb = view_averaged([v[test] for v in views])
+            emb = view_averaged(val_views)
         else:
             matrix = whitening_matrix(cov, whitening)
-            emb = view_averaged([apply_whitening(v[test], mean, matrix) for v in views])
-        acc = calc.get_accuracy(emb.to(knn_device), y)
-        rows.append({"whitening": whitening and asdict(whitening), **{k: float(acc[k]) for k in RETRIEVAL_METRICS}})
-    return rows
-
-
-# MAP@R scores the whole ranking of every query's class (Musgrave et al., "A Metric Learning
-# Reality Check"): a whitening that lifts the first hit while it scatters the rest of the
-# top-k shown in the demo does not win. P@1 on a few thousand held-out images also moves by
-# single queries.
-SELECTION_METRIC = "mean_average_precision_at_r"
-
-
-def best_row(rows: list[dict]) -> dict:
-    """The row with the highest held-out MAP@R; the first (mildest) on ties."""
-    return max(rows, key=lambda r: r[SELECTION_METRIC])
+            emb = view_averaged([apply_whitening(v, mean, matrix) for v in val_views])
+        rows.append({"whitening": whitening and asdict(whitening), **retrieval_metrics(emb, val_labels)})
+    return {"candidates": rows, "chosen": max(rows, key=lambda r: r[metric])}

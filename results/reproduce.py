@@ -44,7 +44,9 @@ sys.path.insert(0, str(ROOT))
 from model.data import DataError, load_dataset  # noqa: E402
 from model.embedder import atomic_write_bytes  # noqa: E402
 from model.networks import build_model, keras_param_count  # noqa: E402
-from model.training import TrainConfig, Trainer, TrainingError, find_resume_state, pick_device  # noqa: E402
+from model.recipe import Stage  # noqa: E402
+from model.run_folder import find_resume_state  # noqa: E402
+from model.training import Trainer, TrainingError, one_stage_recipe, pick_device  # noqa: E402
 
 PAPER_MODELS = ("cnn3a", "cnn3b", "inn2", "inn3", "inn4", "hybrid1", "hybrid2", "hybrid3")
 BASELINES = ("mobilenet_v2", "efficientnet_b0", "resnet50", "vgg16")
@@ -110,25 +112,26 @@ def is_finished(cell: Cell, args: argparse.Namespace) -> bool:
         return False
     done = json.loads(path.read_text())
     return (done["epochs_done"] >= cell_epochs(cell, args)
-            and done["train_config"]["max_train_samples"] == cell_limit(cell, args))
+            and (done["train_config"]["max_train_samples"] or None) == cell_limit(cell, args))
 
 
 def run_cell(cell: Cell, args: argparse.Namespace, device: torch.device, cache: dict,
              stop_at: float | None = None) -> None:
     out = Path(args.out) / cell.name
     epochs, limit = cell_epochs(cell, args), cell_limit(cell, args)
-    cfg = TrainConfig(dataset=cell.dataset, model=cell.model, loss=cell.loss, epochs=epochs,
-                      batch_size=args.batch_size, activation=cell.activation, seed=cell.seed,
-                      augment="none", max_train_samples=limit)
+    # the paper's protocol: the whole training set, no choices, the test set measured every epoch
+    recipe = one_stage_recipe(cell.dataset, model=cell.model, loss=cell.loss, epochs=epochs,
+                              batch_size=args.batch_size, activation=cell.activation, seed=cell.seed,
+                              augment="none", max_train_samples=limit or 0, choose_epoch=False,
+                              validation={"size": 0})
     if is_finished(cell, args):
         return
     key = (cell.dataset, limit)
     if key not in cache:
         cache[key] = load_dataset(cell.dataset, args.data_dir, limit)
     data = cache[key]
-    cfg.data_source = data.source
     compile_step = args.compile == "on" or (args.compile == "auto" and device.type == "cuda")
-    trainer = Trainer(cfg, data, out, device, compile_step=compile_step)
+    trainer = Trainer(recipe, data, out, device, compile_step=compile_step, eval_split="test")
     if find_resume_state(out):
         trainer.load()
     elif (out / "metrics.json").exists():
@@ -402,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         settings = {"optimizer": "Adam", "lr": 1e-3, "schedule": "constant", "batch_size": args.batch_size,
                     "augment": "none", "epochs": "1 (quick)" if args.quick else EPOCHS,
-                    "ms_loss": {k: v for k, v in asdict(TrainConfig(dataset="-")).items()
+                    "ms_loss": {k: v for k, v in asdict(Stage()).items()
                                 if k.startswith(("ms_", "miner_"))},
                     "pooling": "max-pool 2x2 after conv1 and conv2, global average pooling"}
         todo = [c for c in cells if not is_finished(c, args)]

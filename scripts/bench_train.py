@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from model.data import ImageData, load_dataset  # noqa: E402
-from model.training import TrainConfig, Trainer, describe_device, pick_device  # noqa: E402
+from model.training import Trainer, describe_device, one_stage_recipe, pick_device  # noqa: E402
 
 MODEL, DATASET, BATCH = "hybrid1", "cifar10", 256
 
@@ -112,14 +112,16 @@ def naive_img_s(data: ImageData, device: torch.device, loss: str, steps: int, wo
 # ----- our trainer --------------------------------------------------------------------------
 def trainer_for(data: ImageData, device: torch.device, loss: str, out: Path, compile_step: bool,
                 today: bool = False, epochs: int = 2) -> Trainer:
-    cfg = TrainConfig(dataset=DATASET, model=MODEL, loss=loss, epochs=epochs, batch_size=BATCH,
-                      augment="crop-flip")
-    trainer = Trainer(cfg, data, out, device, compile_step=compile_step)
+    recipe = one_stage_recipe(DATASET, model=MODEL, loss=loss, epochs=epochs, batch_size=BATCH, augment="crop-flip",
+                              choose_epoch=False, validation={"size": 0})
+    trainer = Trainer(recipe, data, out, device, compile_step=compile_step, eval_split="test")
     if today:  # the trainer before the dense MS loss: pytorch-metric-learning's loss and miner
-        from pytorch_metric_learning import miners
+        from pytorch_metric_learning import losses, miners
 
-        miner = miners.MultiSimilarityMiner(epsilon=cfg.miner_epsilon)
-        trainer.ms_criterion = lambda emb, y: trainer.ms_loss(emb, y, miner(emb, y))
+        stage = recipe.stages[0]
+        miner = miners.MultiSimilarityMiner(epsilon=stage.miner_epsilon)
+        pml = losses.MultiSimilarityLoss(alpha=stage.ms_alpha, beta=stage.ms_beta, base=stage.ms_base)
+        trainer.loss.criterion = lambda emb, y: pml(emb, y, miner(emb, y))
     return trainer
 
 
@@ -160,8 +162,10 @@ def protocol_seconds(data: ImageData, device: torch.device, epochs: int, compile
     evaluation and checkpoint, compilation included."""
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = TrainConfig(dataset=DATASET, model=MODEL, loss="ms", epochs=epochs, batch_size=BATCH)
-        Trainer(cfg, data, Path(tmp) / "run", device, compile_step=compile_step).fit(log=lambda _: None)
+        recipe = one_stage_recipe(DATASET, model=MODEL, loss="ms", epochs=epochs, batch_size=BATCH, augment="auto",
+                                  choose_epoch=False, validation={"size": 0})
+        Trainer(recipe, data, Path(tmp) / "run", device, compile_step=compile_step,
+                eval_split="test").fit(log=lambda _: None)
         sync(device)
     return time.perf_counter() - start
 

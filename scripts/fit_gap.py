@@ -6,8 +6,9 @@ For each checkpoint, P@1, R-precision and MAP@R on (a) a random subset of its tr
 as large as its test set, every image queried against the rest of the subset, and (b) its
 test set, the same way: the protocol of metrics.json on both, so the two rows are comparable
 (equal size means equal gallery density). Both are measured with one view and, for a
-checkpoint that searches with several views (mirror images, shifts), with those too. No
-training augmentation is applied.
+checkpoint that searches with several views (mirror images, shifts), with those too, by
+model/evaluation.py, the path every figure of the project takes. No training augmentation
+is applied.
 
 If the model retrieves hardly better on images it was trained on than on new ones, more
 regularisation cannot help: it needs more capacity or more training (underfitting). A large
@@ -27,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from model.data import DataError, load_dataset  # noqa: E402
 from model.embedder import CheckpointError, load_embedder, view_averaged  # noqa: E402
-from model.training import RETRIEVAL_METRICS, retrieval_calculator  # noqa: E402
+from model.evaluation import retrieval_metrics, view_embeddings  # noqa: E402
 
 
 def fit_gap(checkpoint: str | Path, data_dir: str | Path | None = None, dataset: str | None = None,
@@ -44,18 +45,16 @@ def fit_gap(checkpoint: str | Path, data_dir: str | Path | None = None, dataset:
     data = load_dataset(dataset, data_dir, image_size=embedder.image_size[0])
     n = min(len(data.test_y), len(data.train_y))
     keep = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(seed))[:n]
-    calc, _ = retrieval_calculator(torch.device("cpu"))
     rows = []
     for split, x, y in ((f"train ({n:,} of {len(data.train_y):,})", data.train_x[keep], data.train_y[keep]),
                         ("test", data.test_x, data.test_y)):
-        per_view = embedder.view_embeddings(x)  # every view embedded once, the image itself first
+        per_view = view_embeddings(embedder, x)  # every view embedded once, the image itself first
         views = {"one view": view_averaged(per_view[:1])}
         if len(per_view) > 1:
             views[embedder.views] = view_averaged(per_view)
         for view, emb in views.items():
-            metrics = calc.get_accuracy(emb, y, emb, y, ref_includes_query=True)
             rows.append({"checkpoint": str(checkpoint), "split": split, "view": view,
-                         **{k: float(metrics[k]) for k in RETRIEVAL_METRICS}})
+                         **retrieval_metrics(emb, y)})
     return rows
 
 

@@ -29,12 +29,13 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from publish_space import LICENSE, PublishError, hub_request, hub_token  # noqa: E402
 
-from model.embedder import CheckpointError, load_model, searched_views, training_lineage  # noqa: E402
+from model.embedder import CheckpointError, load_model  # noqa: E402
 from model.hub import CHECKPOINT_FILES, METRICS_NAME, check_repo_id  # noqa: E402
+from model.record import summarize  # noqa: E402
 
 # shown in the card; the demo's search bundle for the project's gallery (a Space serving this
 # repository through INVOLUTION_MODELS then needs no rebuild)
-EXTRA_FILES = ("curves.png", "index.json", "index.npz")
+EXTRA_FILES = ("recipe.toml", "curves.png", "index.json", "index.npz")
 DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR-10"}
 MODEL_NAMES = {"hybrid1": "Hybrid-1", "cnn3a": "CNN-3a"}
 HUB_DATASETS = {"mnist": "ylecun/mnist", "fashion_mnist": "zalando-datasets/fashion_mnist",
@@ -72,21 +73,19 @@ def checkpoint_files(folder: Path) -> list[Path]:
 def read_metrics(folder: Path) -> dict:
     try:
         metrics = json.loads((folder / METRICS_NAME).read_text())
-        float(metrics["final"]["precision_at_1"])  # the card's figures must be there
+        summarize(metrics)  # the card's figures must be there
         return metrics
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
         raise PublishError(f"{folder / METRICS_NAME} is not a finished run's metrics ({type(e).__name__}: {e}); "
                            "publish a checkpoint written by train.py") from None
 
 
 def model_card(repo_id: str, folder: Path, config: dict, metrics: dict) -> str:
-    dataset, model = metrics.get("dataset") or config.get("dataset", ""), config["model"]
+    summary = summarize(metrics)
+    dataset, model = summary.dataset or config.get("dataset", ""), config["model"]
     dname, mname = DATASET_NAMES.get(dataset, dataset), MODEL_NAMES.get(model, model)
-    f = metrics["final"]
-    stages = training_lineage(metrics)
-    training = " + ".join(f"{run['train_config']['loss'].upper()} {run['epochs_done']}" for run in stages)
-    views = searched_views(metrics) or "one view"
-    whitening = metrics.get("whitening")
+    f, stages, views, whitening = summary.test, summary.stages, summary.views, summary.whitening
+    training = " + ".join(f"{s.loss.upper()} {s.epochs_done}" for s in stages)
     front = ["---", f"license: {LICENSE}", "library_name: pytorch", "pipeline_tag: image-feature-extraction",
              "tags:", "  - metric-learning", "  - image-similarity", "  - involution", "  - safetensors"]
     if dataset in HUB_DATASETS:
@@ -95,22 +94,23 @@ def model_card(repo_id: str, folder: Path, config: dict, metrics: dict) -> str:
     h, w = config["image_size"]
     dim = config["embedding_dim"]
     lines = [
-        "", f"# {mname} on {dname}: a {metrics['keras_param_count']:,}-parameter image embedding", "",
+        "", f"# {mname} on {dname}: a {summary.params:,}-parameter image embedding", "",
         f"{mname} is {DESCRIPTIONS.get(model, f'the {model} architecture')}. It maps a {h}x{w} "
         f"{'greyscale' if config['in_channels'] == 1 else 'colour'} image to a unit-length {dim}-d vector; images "
         f"of the same {dname} class lie close together, so cosine similarity ranks a gallery for similarity "
-        f"search. Weights: {metrics['weights_bytes'] / 1024:.1f} KiB of safetensors.", "",
+        f"search. Weights: {summary.weights_bytes / 1024:.1f} KiB of safetensors.", "",
         "## Figures", "",
         f"Measured on the {dname} test set, each test image queried against the rest of the test set:", "",
         "| precision@1 | R-precision | MAP@R | parameters (Keras count) |", "|---|---|---|---|",
         f"| {f['precision_at_1']:.4f} | {f['r_precision']:.4f} | {f['mean_average_precision_at_r']:.4f} | "
-        f"{metrics['keras_param_count']:,} |", "",
+        f"{summary.params:,} |", "",
         f"Training: {training} epochs ({len(stages)} stage{'s' if len(stages) > 1 else ''}, each fine-tuning the "
-        f"one before; the whole recipe is in `{METRICS_NAME}`, under `train_config` and `init_from`). "
-        f"Search: {views}."
-        + (f" The embedding was whitened after training (power {whitening['power']:g}, shrinkage "
-           f"{whitening['shrinkage']:g}, chosen on held-out training images) and folded into its last layer."
-           if whitening else ""), "",
+        f"one before; " + (f"the recipe is in `{METRICS_NAME}`, under `train_config` and `init_from`). "
+                           if summary.legacy else "the resolved recipe is `recipe.toml`: `python train.py "
+                           "recipe.toml` in the project replays it). ")
+        + f"Search: {views}."
+        + (f" The embedding is whitened ({summary.whitening_text}) and folded into its last layer." if whitening
+           else ""), "",
         "## Load it", "",
         "With the project's `model` package (from its source repository, or the demo Space's files):", "",
         "```python", "from model import load_embedder", "",
@@ -131,9 +131,14 @@ def model_card(repo_id: str, folder: Path, config: dict, metrics: dict) -> str:
         "images are resized to that and embed poorly: it is not a general-purpose image embedding.",
         "- The figures come from one training run (one seed).",
     ]
-    if len(stages) > 1 or searched_views(metrics):
+    if summary.legacy and (len(stages) > 1 or views != "one view"):
         lines.append("- Its later training stages and its search views were chosen by their test-set figures "
-                     "(the paper's protocol has no validation split), so these figures are somewhat optimistic.")
+                     "(it was trained before the project held a validation split out), so these figures are "
+                     "somewhat optimistic.")
+    elif not summary.legacy:
+        lines.append(f"- Every choice (the epoch each stage kept, the search views, the whitening) was made on "
+                     f"{summary.validation_images:,} training images held out as a validation split; the test set "
+                     "was measured once, at the end.")
     if dataset == "cifar10":
         lines.append("- It was trained and measured on a lossy JPEG copy of CIFAR-10 (quality 75); figures on the "
                      "original images will differ slightly.")

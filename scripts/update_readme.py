@@ -1,5 +1,6 @@
-"""Rewrite the tables of shipped models from assets/*/metrics.json: the README's short one
-(summary_table) and the full one in docs/shipped-models.md (table: recipes, losses, timings).
+"""Rewrite the tables of shipped models from assets/*/metrics.json (read by model/record.py):
+the README's short one (summary_table) and the full one in docs/shipped-models.md (table:
+stages, choices, timings).
 
     python scripts/update_readme.py
 
@@ -19,88 +20,48 @@ FULL_START, FULL_END = "<!-- metrics-full:start -->", "<!-- metrics-full:end -->
 README, FULL = ROOT / "README.md", ROOT / "docs" / "shipped-models.md"
 sys.path.insert(0, str(ROOT))
 
-from model.embedder import searched_views, training_lineage  # noqa: E402
+from model.record import CheckpointSummary, stage_text, summarize  # noqa: E402
 
 ORDER = ("mnist", "fashion_mnist", "cifar10")
 
 
-def num(row: dict, key: str) -> str:
-    """A metric to 4 places, or – where the run has none (accuracy and CE loss exist only for CE runs)."""
-    return f"{row[key]:.4f}" if key in row else "–"
-
-
-def recipe_of(c: dict, dataset: str) -> str:
-    aug = c["augment"]
-    if aug is None or isinstance(aug, bool):
-        aug = "crop-flip" if aug or (aug is None and dataset not in ("mnist", "fashion_mnist")) else "none"
-    loss = {"ce": "CE", "ms": "MS"}.get(c["loss"], c["loss"])
-    if c["loss"] == "normsoftmax":
-        loss = f"normalized softmax (temperature {c.get('temperature', 0.05):g})"
-    return (f"{loss}, Adam {c['lr']:g} {c['schedule']}, batch {c['batch_size']}"
-            f"{', label smoothing ' + format(c['label_smoothing'], 'g') if c['label_smoothing'] else ''}"
-            f"{', ' + aug if aug != 'none' else ''}"
-            f"{distillation_of(c)}")
-
-
-def distillation_of(c: dict) -> str:
-    if not c.get("distill_from"):
-        return ""
-    teachers = " + ".join(Path(t).name for t in c["distill_from"])
-    return (f", distilled from {teachers} (relational, weight {c['distill_weight']:g}, "
-            f"temperature {c['distill_temperature']:g})")
-
-
-def shipped(assets: Path) -> list[dict]:
-    """The metrics.json of every checkpoint folder in `assets`, MNIST first, then FashionMNIST, CIFAR-10, others."""
+def shipped(assets: Path) -> list[CheckpointSummary]:
+    """Every checkpoint folder in `assets`, MNIST first, then FashionMNIST, CIFAR-10, others."""
     paths = sorted(assets.glob("*/metrics.json"), key=lambda p: (ORDER.index(p.parent.name.split("-")[0])
                                                                  if p.parent.name.split("-")[0] in ORDER else 9,
                                                                  p.parent.name))
-    return [json.loads(path.read_text()) for path in paths]
+    return [summarize(json.loads(path.read_text())) for path in paths]
 
 
 def summary_table(assets: Path = ROOT / "assets") -> str:
-    """The README's table: what each checkpoint is, how well it searches, and how it searches."""
-    rows = ["| dataset | model | params (Keras count) | weights | P@1 | R-precision | MAP@R | search views | "
-            "whitened | epochs per stage |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+    """The README's table: each checkpoint's test figures (measured once, from its metrics.json
+    `test` block) and where its choices were made."""
+    rows = ["| dataset | model | params (Keras count) | weights | test P@1 | R-precision | MAP@R | search views | "
+            "whitened | epochs per stage | choices made on |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for m in shipped(assets):
-        f = m["final"]
-        epochs = " + ".join(str(run["epochs_done"]) for run in training_lineage(m))
+        t = m.test
         rows.append(
-            f"| {m['dataset']} | {m['model']} | {m['keras_param_count']:,} | {m['weights_bytes'] / 1024:.1f} KiB | "
-            f"{f['precision_at_1']:.4f} | {f['r_precision']:.4f} | {f['mean_average_precision_at_r']:.4f} | "
-            f"{searched_views(m) or 'one view'} | {'yes' if m.get('whitening') else 'no'} | {epochs} |")
+            f"| {m.dataset} | {m.model} | {m.params:,} | {m.weights_bytes / 1024:.1f} KiB | "
+            f"{t['precision_at_1']:.4f} | {t['r_precision']:.4f} | {t['mean_average_precision_at_r']:.4f} | "
+            f"{m.views} | {m.whitening_text} | {m.epochs} | {m.chosen_on} |")
     return "\n".join(rows)
 
 
 def table(assets: Path = ROOT / "assets") -> str:
-    """The full table of docs/shipped-models.md: recipes, test losses and seconds per epoch of every stage."""
-    rows = ["| dataset | model | params (Keras count) | weights | epochs | recipe | test accuracy | test CE | "
-            "test MS | P@1 | R-precision | MAP@R | s/epoch (device), per stage |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    """The full table of docs/shipped-models.md: recipes, test MS loss and seconds per epoch of every stage."""
+    rows = ["| dataset | model | params (Keras count) | weights | epochs | stages | search views | whitening | "
+            "choices made on | test MS | test P@1 | R-precision | MAP@R | s/epoch (device), per stage |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for m in shipped(assets):
-        f = m["final"]
-        chain = training_lineage(m)
-        epochs = " + ".join(str(run["epochs_done"]) for run in chain)
-        recipe = "; then ".join(recipe_of(run["train_config"], run["dataset"]) for run in chain)
-        if views := searched_views(m):
-            one_view = (f"P@1 {num(f, 'precision_at_1_single_view')}, "
-                        f"MAP@R {num(f, 'mean_average_precision_at_r_single_view')}")
-            when = ", set after training" if "search_views" in m else ""
-            recipe += f"; search: {views}{when} (one view: {one_view})"
-        if w := m.get("whitening"):
-            b = w["before"]
-            recipe += (f"; whitened after training (power {w['power']:g}, shrinkage {w['shrinkage']:g}, chosen by "
-                       f"MAP@R on held-out training images; before: P@1 {b['precision_at_1']:.4f}, "
-                       f"MAP@R {b['mean_average_precision_at_r']:.4f})")
-        timing = " + ".join(f"{run['seconds_per_epoch']:.1f} ({run['device']})" if run.get("device") else "?"
-                            for run in chain)  # per stage: a chain may mix a GPU and a CPU
+        t = m.test
+        stages = "; then ".join(stage_text(s) for s in m.stages)
+        timing = " + ".join(f"{s.seconds_per_epoch:.1f} ({s.device})" if s.seconds_per_epoch else "?"
+                            for s in m.stages)  # per stage: a legacy chain may mix a GPU and a CPU
         rows.append(
-            f"| {m['dataset']} | {m['model']} | {m['keras_param_count']:,} | {m['weights_bytes'] / 1024:.1f} KiB | "
-            f"{epochs} | {recipe} | {num(f, 'accuracy')} | {num(f, 'test_ce_loss')} | "
-            f"{f['test_ms_loss']:.4f} | {f['precision_at_1']:.4f} | "
-            f"{f['r_precision']:.4f} | {f['mean_average_precision_at_r']:.4f} | "
-            f"{timing} |")
+            f"| {m.dataset} | {m.model} | {m.params:,} | {m.weights_bytes / 1024:.1f} KiB | {m.epochs} | {stages} | "
+            f"{m.views} | {m.whitening_text} | {m.chosen_on} | {t['ms_loss']:.4f} | {t['precision_at_1']:.4f} | "
+            f"{t['r_precision']:.4f} | {t['mean_average_precision_at_r']:.4f} | {timing} |")
     return "\n".join(rows)
 
 

@@ -207,18 +207,16 @@ def test_search_endpoint_through_gradio_client(assets, tmp_path, monkeypatch) ->
         blocks.close()
 
 
-def test_about_tab_lists_each_training_stage() -> None:
+def test_about_tab_says_how_each_checkpoint_was_made(assets) -> None:
+    import json
+
+    from conftest import ROOT
+
     import app
 
-    first = {"loss": "normsoftmax", "epochs_done": 60, "train_config": {}}
-    second = {"loss": "ms", "epochs_done": 20, "train_config": {}, "init_from": first}
-    third = {"loss": "ms", "epochs_done": 20, "train_config": {"flip_average": True}, "init_from": second}
-    assert app.training_summary(third) == "NORMSOFTMAX 60 + MS 20 + MS 20 epochs, mirror-averaged search"
-    assert app.training_summary(first) == "NORMSOFTMAX 60 epochs"
-    fifth = {"loss": "ms", "epochs_done": 25, "train_config": {"flip_average": True, "shift_average": 1},
-             "init_from": third, "teachers": [{"model": "hybrid1"}, {"model": "cnn3a"}]}
-    assert app.training_summary(fifth) == ("NORMSOFTMAX 60 + MS 20 + MS 20 + MS 25 epochs, distilled from hybrid1 + "
-                                           "cnn3a, 10 views averaged (1 + 4 shifts of 1 px, each mirrored) search")
-    whitened = {**third, "whitening": {"power": 0.75, "shrinkage": 0.1}}
-    assert app.training_summary(whitened) == ("NORMSOFTMAX 60 + MS 20 + MS 20 epochs, mirror-averaged search, "
-                                              "whitened after training (power 0.75, shrinkage 0.1)")
+    legacy = json.loads((ROOT / "assets" / "cifar10-hybrid1" / "metrics.json").read_text())
+    assert app.training_summary(legacy) == (
+        "CE 100 + MS 25 + MS 25 + MS 50 epochs, 10 views averaged (1 + 4 shifts of 1 px, each mirrored) search, "
+        "whitened (power 0.75, shrinkage 0.1), some choices made on the test set (trained before recipes)")
+    recipe_run = json.loads((assets / "mnist-hybrid1" / "metrics.json").read_text())
+    assert app.training_summary(recipe_run) == "CE 1 epochs, every choice made on a validation split"

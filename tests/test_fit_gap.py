@@ -11,10 +11,10 @@ def test_fit_gap_rows_match_the_checkpoint_metrics(assets, data_dir, capsys) -> 
     ckpt = assets / "mnist-hybrid1"
     rows = fit_gap.fit_gap(ckpt, data_dir)
     assert [(r["split"], r["view"]) for r in rows] == [("train (100 of 300)", "one view"), ("test", "one view")]
-    final = json.loads((ckpt / "metrics.json").read_text())["final"]
+    test_figures = json.loads((ckpt / "metrics.json").read_text())["test"]
     test = rows[1]
     for key in ("precision_at_1", "r_precision", "mean_average_precision_at_r"):
-        assert test[key] == pytest.approx(final[key], abs=1e-6)  # the same protocol as training's evaluation
+        assert test[key] == pytest.approx(test_figures[key], abs=1e-6)  # the same protocol as training's evaluation
         assert 0.0 <= rows[0][key] <= 1.0
     assert fit_gap.main([str(ckpt), "--data-dir", str(data_dir)]) == 0
     assert capsys.readouterr().out.count("| mnist-hybrid1 |") == 2
@@ -41,7 +41,7 @@ def test_fit_gap_reports_one_view_and_the_search_views(assets, data_dir, tmp_pat
     calc = AccuracyCalculator(include=("precision_at_1",), k="max_bin_count")
     assert rows[3]["precision_at_1"] == pytest.approx(calc.get_accuracy(emb, test.test_y)["precision_at_1"])
     assert rows[2]["precision_at_1"] == pytest.approx(
-        json.loads((ckpt / "metrics.json").read_text())["final"]["precision_at_1"], abs=1e-6)
+        json.loads((ckpt / "metrics.json").read_text())["test"]["precision_at_1"], abs=1e-6)
 
 
 def test_fit_gap_names_a_missing_checkpoint(tmp_path, capsys) -> None:

@@ -38,19 +38,19 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 
 def test_a_finished_checkpoint_is_never_overwritten_unasked(data_dir, tmp_path, capsys) -> None:
-    shipped = tmp_path / "mnist-hybrid1"  # as shipped: no resume state beside the weights
-    shutil.copytree(ROOT / "assets" / "mnist-hybrid1", shipped)
+    shipped = tmp_path / "cifar10-hybrid1"  # as shipped: no resume state beside the weights
+    shutil.copytree(ROOT / "assets" / "cifar10-hybrid1", shipped)
     before = snapshot(shipped)
-    assert run([*QUICK[:3], "hybrid1", *QUICK[4:]], data_dir, shipped) == 2
+    assert run([*QUICK[:1], "cifar10", *QUICK[2:3], "hybrid1", *QUICK[4:]], data_dir, shipped) == 2
     err = one_line_error(capsys)
-    assert "already holds a finished checkpoint (hybrid1 on mnist, 20 epochs, P@1 0.9926)" in err
+    assert "already holds a finished checkpoint (hybrid1 on cifar10, test P@1 0.7553)" in err
     assert "--overwrite" in err and "--resume" in err
     assert snapshot(shipped) == before
     ours = tmp_path / "ours"
     assert run(QUICK, data_dir, ours) == 0
     capsys.readouterr()
     assert run(QUICK, data_dir, ours) == 2
-    assert "already holds a finished checkpoint" in one_line_error(capsys)
+    assert "already holds a finished checkpoint (cnn3a on mnist, test P@1" in one_line_error(capsys)
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     assert run(QUICK, data_dir, tmp_path / "other") == 2
@@ -61,14 +61,15 @@ def test_a_torn_save_is_refused_and_cleaned_on_resume(data_dir, tmp_path, capsys
     out = tmp_path / "torn"
     assert run([*QUICK[:7], "2", *QUICK[8:], "--time-budget", "0"], data_dir, out) == 0  # 1 of 2 epochs
     (out / ".model.safetensors.k3j2").write_bytes(b"half a file")
-    (out / "resume.tmp").mkdir()
+    (out / "work" / "stage-1" / "resume.tmp").mkdir()
     capsys.readouterr()
     assert run([*QUICK[:7], "2", *QUICK[8:]], data_dir, out) == 2
-    assert "already holds a run in progress (epoch 1 of 2)" in one_line_error(capsys)
+    assert "already holds a run in progress" in one_line_error(capsys)
     assert train.main(["--resume", "--out", str(out), "--data-dir", str(data_dir), "--no-index"]) == 0
-    assert "removed what an interrupted save left: .model.safetensors.k3j2, resume.tmp" in capsys.readouterr().out
-    assert not (out / ".model.safetensors.k3j2").exists() and not (out / "resume.tmp").exists()
-    assert json.loads((out / "metrics.json").read_text())["epochs_done"] == 2
+    said = capsys.readouterr().out
+    assert "removed what an interrupted save left: .model.safetensors.k3j2, work/stage-1/resume.tmp" in said
+    assert not (out / ".model.safetensors.k3j2").exists() and not (out / "work").exists()
+    assert json.loads((out / "metrics.json").read_text())["training"]["stages"][0]["epochs_done"] == 2
     only_torn = tmp_path / "only-torn"
     only_torn.mkdir()
     (only_torn / ".config.json.abc").write_text("{")
@@ -96,7 +97,8 @@ def test_overwrite_keeps_the_old_folder_until_the_new_run_completes(data_dir, tm
     capsys.readouterr()
     assert train.main(["--resume", "--out", str(out), "--data-dir", str(data_dir), "--no-index"]) == 0
     assert f"deleted {replaced}, the folder this run replaced" in capsys.readouterr().out
-    assert not replaced.exists() and json.loads((out / "metrics.json").read_text())["epochs_done"] == 3
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert not replaced.exists() and metrics["training"]["stages"][0]["epochs_done"] == 3
 
 
 def test_resume_refuses_options_that_contradict_the_saved_run(data_dir, tmp_path, capsys) -> None:
@@ -107,6 +109,8 @@ def test_resume_refuses_options_that_contradict_the_saved_run(data_dir, tmp_path
     assert train.main([*args, "--lr", "0.01", "--model", "hybrid1"]) == 2
     err = one_line_error(capsys)
     assert "--lr 0.01 (the run has 0.001)" in err and "--model hybrid1 (the run has cnn3a)" in err
+    assert train.main([*args, "--set", "stages.1.batch_size=20"]) == 2
+    assert "stages.1.batch_size = 20 (the run has 50)" in one_line_error(capsys)
     assert train.main([*args, "--epochs=2", "--model", "cnn3a", "--device", "cpu"]) == 0  # agreeing options pass
 
 
@@ -156,7 +160,7 @@ def test_bad_data_is_refused_before_training(case, message, tmp_path, capsys) ->
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--loss", "ms", "--batch-size", "1"], "--batch-size 1 holds no pair"),
+    (["--loss", "ms", "--batch-size", "1"], "batch_size 1 holds no pair"),
     (["--max-train-samples", "0"], "--max-train-samples must be at least 1 (got 0)"),
     (["--max-train-samples", "-3"], "--max-train-samples must be at least 1 (got -3)"),
 ])
@@ -173,7 +177,7 @@ def test_a_class_too_small_for_ms_batches_is_named(tmp_path, capsys) -> None:
     assert run([*QUICK[:4], "--loss", "ms", *QUICK[6:]], folder, tmp_path / "out") == 2
     err = one_line_error(capsys)
     assert "too few images per class for class-balanced batches of 50 (5 per class): '3' (2)" in err
-    assert "--batch-size" in err
+    assert "Lower the batch size" in err
 
 
 def test_an_image_folder_trains_on_the_pixels_a_query_gets(tmp_path) -> None:

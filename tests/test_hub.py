@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib.metadata
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -191,12 +192,15 @@ def test_published_model_loads_back_as_hf_reference(token, hub_cache, capsys) ->
     assert api.call("create_repo") == {"repo_id": "someone/involution-mnist-hybrid1", "repo_type": "model",
                                        "private": False, "exist_ok": True}
     assert api.call("upload_folder")["repo_type"] == "model"
-    assert set(api.uploaded) == {"model.safetensors", "config.json", "metrics.json", "curves.png", "index.json",
-                                 "index.npz", "README.md"}
+    assert set(api.uploaded) == {"model.safetensors", "config.json", "metrics.json", "recipe.toml", "curves.png",
+                                 "index.json", "index.npz", "README.md"}
     card = api.uploaded["README.md"].decode()
     assert card.startswith("---\nlicense: mit\n") and "ylecun/mnist" in card
     assert 'load_embedder("hf://someone/involution-mnist-hybrid1")' in card and "## Limits" in card
-    assert "| 0.9926 | 0.9805 | 0.9775 | 116,344 |" in card  # the shipped metrics.json's figures
+    t = json.loads((SHIPPED / "metrics.json").read_text())["test"]  # the shipped metrics.json's figures
+    figures = f"{t['precision_at_1']:.4f} | {t['r_precision']:.4f} | {t['mean_average_precision_at_r']:.4f}"
+    assert f"| {figures} | 116,344 |" in card
+    assert "was made on 5,000 training images held out as a validation split" in card
     # what was uploaded, once downloaded, is the same checkpoint
     cache_repo(hub_cache, "someone/involution-mnist-hybrid1", api.uploaded)
     images = np.random.default_rng(1).integers(0, 256, (3, 28, 28), dtype=np.uint8)

@@ -7,7 +7,7 @@ import torch
 from conftest import load_script as _load_script
 
 from model.data import load_dataset
-from model.training import TrainConfig, Trainer
+from model.training import Trainer, one_stage_recipe
 
 
 def load_script(name: str):
@@ -76,9 +76,9 @@ def test_a_restarted_cell_keeps_its_longer_earlier_measurement(data_dir, tmp_pat
     reproduce = load_script("reproduce")
     out = tmp_path / "runs" / "mnist-inn2-ce-gelu-s0"
     data = load_dataset("mnist", str(data_dir), 100)
-    cfg = TrainConfig(dataset="mnist", model="inn2", loss="ce", epochs=3, batch_size=50, max_train_samples=100,
-                      data_source=data.source)
-    Trainer(cfg, data, out, torch.device("cpu")).fit(log=lambda line: None)
+    recipe = one_stage_recipe("mnist", model="inn2", loss="ce", epochs=3, batch_size=50, max_train_samples=100,
+                              choose_epoch=False, validation={"size": 0})
+    Trainer(recipe, data, out, torch.device("cpu"), eval_split="test").fit(log=lambda line: None)
     shutil.rmtree(out / "resume")  # as when a lent GPU's resume state stays behind
     args = ["--data-dir", str(data_dir), "--out", str(tmp_path / "runs"), "--results", str(tmp_path),
             "--only", "mnist-inn2-ce-gelu", "--batch-size", "50", "--device", "cpu", "--max-train-samples", "100"]

@@ -7,14 +7,14 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import load_script
 from safetensors.torch import load_file, save_file
 
 import train
 from model import CheckpointError, load_dataset, load_embedder
 from model.data import normalize
 from model.embedder import search_views
-from model.training import Trainer, similarity_distillation_loss
+from model.losses import similarity_distillation_loss
+from model.training import Trainer, one_stage_recipe
 
 QUICK = ["--dataset", "mnist", "--model", "hybrid1", "--batch-size", "50", "--device", "cpu", "--no-index"]
 
@@ -35,26 +35,30 @@ def ctrl_c_at(stop_epoch: int):
     return interrupted
 
 
+def final_weights(out) -> dict[str, torch.Tensor]:
+    return load_file(str(out / "model.safetensors"))
+
+
 @pytest.mark.parametrize("loss", ["ce", "normsoftmax", "ms"])
 def test_loss_falls_and_checkpoint_round_trips(loss, data_dir, tmp_path) -> None:
     out = tmp_path / loss
     assert run([*QUICK, "--loss", loss, "--epochs", "4", "--lr", "3e-3"], data_dir, out) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    losses = [row["train_loss"] for row in metrics["epochs"]]
+    losses = [row["train_loss"] for row in metrics["training"]["stages"][0]["epochs"]]
     assert losses[-1] < 0.8 * losses[0], losses
-    final = metrics["final"]
-    for key in ("test_ms_loss", "precision_at_1", "r_precision", "mean_average_precision_at_r"):
-        assert 0 <= final[key] < 10
-    assert ("test_ce_loss" in final) == ("accuracy" in final) == (loss != "ms")
-    assert metrics["keras_param_count"] == 116_344
-    assert metrics["weights_bytes"] == (out / "model.safetensors").stat().st_size < 1_000_000
+    for row in metrics["validation"]["stages"][0]["epochs"]:  # each epoch measured on the validation split
+        assert ("val_ce_loss" in row) == ("accuracy" in row) == (loss != "ms") and "val_ms_loss" in row
+    test = metrics["test"]
+    for key in ("ms_loss", "precision_at_1", "r_precision", "mean_average_precision_at_r"):
+        assert 0 <= test[key] < 10
+    assert metrics["training"]["keras_param_count"] == 116_344
+    assert metrics["training"]["weights_bytes"] == (out / "model.safetensors").stat().st_size < 1_000_000
     assert (out / "curves.png").stat().st_size > 1000
+    assert metrics["recipe"]["stages"][0]["loss"] == loss and (out / "recipe.toml").is_file()
 
     # load_embedder reproduces the trained network's embeddings bit-exactly
     embedder = load_embedder(out)
     data = load_dataset("mnist", data_dir)
-    trained = load_file(str(out / "resume" / "state.safetensors"))
-    assert all(torch.equal(trained[f"model.{k}"], v) for k, v in embedder.model.state_dict().items())
     x = data.test_x[:16]
     with torch.no_grad():
         ref = torch.nn.functional.normalize(embedder.model(normalize(x, embedder.mean, embedder.std)), dim=1)
@@ -72,26 +76,26 @@ def test_resumed_run_equals_uninterrupted(loss, augment, data_dir, tmp_path) -> 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(Trainer, "train_epoch", ctrl_c_at(1))
         assert run(args, data_dir, tmp_path / "cut") == 130
-    assert json.loads((tmp_path / "cut" / "metrics.json").read_text())["epochs_done"] == 1
+    stage = json.loads((tmp_path / "cut" / "work" / "stage-1" / "metrics.json").read_text())
+    assert stage["epochs_done"] == 1 and not (tmp_path / "cut" / "metrics.json").exists()
     assert run(args, data_dir, tmp_path / "cut") == 2  # no --resume: refuses to overwrite
     assert train.main(["--resume", "--out", str(tmp_path / "cut"), "--data-dir", str(data_dir), "--no-index"]) == 0
 
-    a = load_file(str(tmp_path / "straight" / "resume" / "state.safetensors"))
-    b = load_file(str(tmp_path / "cut" / "resume" / "state.safetensors"))
+    a, b = final_weights(tmp_path / "straight"), final_weights(tmp_path / "cut")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
-    ma = json.loads((tmp_path / "straight" / "metrics.json").read_text())["final"]
-    mb = json.loads((tmp_path / "cut" / "metrics.json").read_text())["final"]
-    assert ma["precision_at_1"] == mb["precision_at_1"] and ma["test_ms_loss"] == mb["test_ms_loss"]
+    ma = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    mb = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    assert ma["test"] == mb["test"] and ma["validation"] == mb["validation"]
 
 
 def test_time_budget_stops_at_an_epoch_end_and_resume_finishes(data_dir, tmp_path, capsys) -> None:
     out = tmp_path / "budget"
     assert run([*QUICK, "--loss", "ce", "--epochs", "3", "--time-budget", "0"], data_dir, out) == 0
-    assert "time budget spent after epoch 1/3" in capsys.readouterr().out
-    assert json.loads((out / "metrics.json").read_text())["epochs_done"] == 1
+    assert "time budget spent; continue with `python train.py --resume --out" in capsys.readouterr().out
+    assert json.loads((out / "work" / "stage-1" / "metrics.json").read_text())["epochs_done"] == 1
     assert train.main(["--resume", "--out", str(out), "--data-dir", str(data_dir), "--no-index"]) == 0
-    assert json.loads((out / "metrics.json").read_text())["epochs_done"] == 3
+    assert json.loads((out / "metrics.json").read_text())["training"]["stages"][0]["epochs_done"] == 3
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path, monkeypatch, capsys) -> None:
@@ -99,8 +103,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path, monke
     assert run([*QUICK, "--loss", "ce", "--epochs", "1"], data_dir, out) == 0
     good = (out / "model.safetensors").read_bytes()
     monkeypatch.setattr(Trainer, "loss_on", lambda self, x, y, targets=None: self.model(x).sum() * float("nan"))
-    code = train.main(["--resume", "--out", str(out), "--data-dir", str(data_dir), "--no-index"])
-    assert code == 0  # already finished: nothing to train, nothing changes
+    assert train.main(["--resume", "--out", str(out), "--data-dir", str(data_dir), "--no-index"]) == 2
+    assert "holds no run to resume" in capsys.readouterr().err  # finished: nothing to resume, nothing changes
     assert run([*QUICK, "--loss", "ce", "--epochs", "2"], data_dir, tmp_path / "nan2") == 2
     err = capsys.readouterr().err
     assert "loss became nan" in err and "last good checkpoint" in err
@@ -122,49 +126,27 @@ def test_fine_tuning_starts_from_the_checkpoint_and_records_it(checkpoint, data_
     out = tmp_path / "tuned"
     assert run([*QUICK, "--loss", "ms", "--epochs", "1", "--init-from", str(checkpoint)], data_dir, out) == 0
     assert seen.keys() == parent.keys() and all(torch.equal(seen[k], parent[k]) for k in parent)
-    tuned = load_file(str(out / "model.safetensors"))
+    tuned = final_weights(out)
     assert not all(torch.equal(tuned[k], parent[k]) for k in parent)  # it trained
-    metrics = json.loads((out / "metrics.json").read_text())
-    record = metrics["init_from"]
-    assert record["path"] == str(checkpoint) and record["loss"] == "ce" and record["epochs_done"] == 1
-    parent_metrics = json.loads((checkpoint / "metrics.json").read_text())
-    assert record["final"] == parent_metrics["final"] and record["device"] == parent_metrics["device"]
-    assert record["weights_sha256"] == hashlib.sha256((checkpoint / "model.safetensors").read_bytes()).hexdigest()
-    assert metrics["train_config"]["init_from"] == str(checkpoint)
-
-    # the record survives --resume, which continues from the run's own state, not the parent
-    monkeypatch.setattr(Trainer, "train_epoch", original)
-    state = json.loads((out / "resume" / "state.json").read_text())
-    state["train_config"]["epochs"] = 2
-    (out / "resume" / "state.json").write_text(json.dumps(state))
-    assert train.main(["--resume", "--out", str(out), "--data-dir", str(data_dir), "--no-index"]) == 0
-    assert json.loads((out / "metrics.json").read_text())["init_from"] == record
-
-    # the full table of shipped models (docs/shipped-models.md) tells the whole chain
-    update_readme = load_script("update_readme")
-    (tmp_path / "assets" / "mnist-hybrid1").mkdir(parents=True)
-    (tmp_path / "assets" / "mnist-hybrid1" / "metrics.json").write_bytes((out / "metrics.json").read_bytes())
-    row = update_readme.table(tmp_path / "assets").splitlines()[-1]
-    assert "| 1 + 2 | CE, Adam 0.001 constant, batch 50; then MS, Adam 0.001 constant, batch 50 |" in row
-    assert row.count("(cpu (") == 2 and " + " in row.split("|")[-2]  # each stage's seconds per epoch and device
+    assert json.loads((out / "metrics.json").read_text())["recipe"]["init_from"] == str(checkpoint)
 
     # another architecture: one clear line that names the mismatch
     capsys.readouterr()
     assert run([*QUICK[:3], "cnn3a", *QUICK[4:], "--init-from", str(checkpoint)], data_dir, tmp_path / "x") == 2
     err = capsys.readouterr().err
-    assert "--init-from" in err and "model 'hybrid1' (this run: 'cnn3a')" in err and err.count("\n") == 1
+    assert "init_from" in err and "model 'hybrid1' (this run: 'cnn3a')" in err and err.count("\n") == 1
     assert run([*QUICK, "--init-from", str(tmp_path / "nothing")], data_dir, tmp_path / "y") == 2
-    assert "config.json is missing" in capsys.readouterr().err
+    assert "is not a checkpoint folder" in capsys.readouterr().err
 
 
-def test_flip_average_is_what_search_and_metrics_use(data_dir, tmp_path) -> None:
+def test_the_test_figures_are_those_of_the_search_views(data_dir, tmp_path) -> None:
     from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 
     out = tmp_path / "mirror"
     args = [*QUICK, "--loss", "normsoftmax", "--epochs", "1", "--augment", "shift-flip", "--flip-average"]
     assert run(args, data_dir, out) == 0
-    final = json.loads((out / "metrics.json").read_text())["final"]
-    assert {"precision_at_1", "precision_at_1_single_view", "mean_average_precision_at_r_single_view"} <= set(final)
+    test = json.loads((out / "metrics.json").read_text())["test"]
+    assert test["views"] == "mirror-averaged"
 
     embedder = load_embedder(out)
     assert embedder.config["flip_average"] is True
@@ -175,12 +157,10 @@ def test_flip_average_is_what_search_and_metrics_use(data_dir, tmp_path) -> None
         xn = normalize(x, embedder.mean, embedder.std)
         single = torch.nn.functional.normalize(embedder.model(xn), dim=1).numpy()
     assert not np.allclose(got, single, atol=1e-3)
-    # the reported metrics are those of the embeddings the search uses
+    # the reported figures are those of the embeddings the search uses
     labels = load_dataset("mnist", data_dir).test_y
     calc = AccuracyCalculator(include=("precision_at_1",), k="max_bin_count")
-    assert calc.get_accuracy(torch.from_numpy(got), labels)["precision_at_1"] == pytest.approx(final["precision_at_1"])
-    assert calc.get_accuracy(torch.from_numpy(single), labels)["precision_at_1"] == pytest.approx(
-        final["precision_at_1_single_view"])
+    assert calc.get_accuracy(torch.from_numpy(got), labels)["precision_at_1"] == pytest.approx(test["precision_at_1"])
 
 
 def test_search_views_are_the_image_its_shifts_and_their_mirror_images() -> None:
@@ -202,7 +182,7 @@ def test_shift_average_is_what_search_and_metrics_use(data_dir, tmp_path) -> Non
     args = [*QUICK, "--loss", "ms", "--epochs", "1", "--augment", "shift-flip", "--flip-average",
             "--shift-average", "1"]
     assert run(args, data_dir, out) == 0
-    final = json.loads((out / "metrics.json").read_text())["final"]
+    final = json.loads((out / "metrics.json").read_text())["test"]
     embedder = load_embedder(out)
     assert embedder.config["shift_average"] == 1 and embedder.views.startswith("10 views")
     data = load_dataset("mnist", data_dir)
@@ -247,14 +227,13 @@ def test_distillation_uses_the_teachers_search_embeddings_and_records_them(check
     assert run(args, data_dir, out) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     sha = hashlib.sha256((checkpoint / "model.safetensors").read_bytes()).hexdigest()
-    assert [t["weights_sha256"] for t in metrics["teachers"]] == [sha, sha]
-    assert metrics["teachers"][0]["model"] == "hybrid1" and metrics["train_config"]["distill_weight"] == 5
+    teachers = metrics["training"]["stages"][0]["teachers"]
+    assert [t["weights_sha256"] for t in teachers] == [sha, sha]
+    assert metrics["recipe"]["stages"][0]["distill_weight"] == 5
     assert "teacher" in capsys.readouterr().out
 
-    from model.training import TrainConfig
-
     data = load_dataset("mnist", data_dir)
-    trainer = Trainer(TrainConfig(dataset="mnist", model="cnn3a", distill_from=[str(checkpoint)]), data,
+    trainer = Trainer(one_stage_recipe("mnist", model="cnn3a", distill_from=[str(checkpoint)]), data,
                       tmp_path / "t", torch.device("cpu"))
     trainer.prepare_teachers(log=lambda _: None)
     expected = torch.from_numpy(load_embedder(checkpoint).embed_uint8(data.train_x))
@@ -267,34 +246,34 @@ def test_distillation_uses_the_teachers_search_embeddings_and_records_them(check
         mp.setattr(Trainer, "train_epoch", ctrl_c_at(1))
         assert run(args, data_dir, tmp_path / "cut") == 130
     assert train.main(["--resume", "--out", str(tmp_path / "cut"), "--data-dir", str(data_dir), "--no-index"]) == 0
-    a = load_file(str(tmp_path / "straight" / "model.safetensors"))
-    b = load_file(str(tmp_path / "cut" / "model.safetensors"))
+    a, b = final_weights(tmp_path / "straight"), final_weights(tmp_path / "cut")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert json.loads((tmp_path / "cut" / "metrics.json").read_text())["teachers"] == metrics["teachers"][:1]
+    resumed = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    assert resumed["training"]["stages"][0]["teachers"] == teachers[:1]
 
     # a teacher for other images: one clear line
     capsys.readouterr()
     cifar = run([*QUICK[:1], "cifar10", *QUICK[2:], "--distill-from", str(checkpoint)], data_dir, tmp_path / "c")
     err = capsys.readouterr().err
-    assert cifar == 2 and "--distill-from" in err and "1-channel 28x28" in err and err.count("\n") == 1
+    assert cifar == 2 and "distill_from" in err and "1-channel 28x28" in err and err.count("\n") == 1
 
 
 @pytest.mark.parametrize(
     "args,message",
     [
         (["--dataset", "nope"], "unknown dataset 'nope'"),
-        (["--dataset", "mnist", "--epochs", "0"], "--epochs must be at least 1"),
-        (["--dataset", "mnist", "--lr", "-1"], "--lr must be a positive number"),
-        (["--dataset", "mnist", "--loss", "normsoftmax", "--temperature", "0"], "--temperature must be a positive"),
+        (["--dataset", "mnist", "--epochs", "0"], "stages.1.epochs must be a whole number of at least 1"),
+        (["--dataset", "mnist", "--lr", "-1"], "stages.1.lr must be a positive number"),
+        (["--dataset", "mnist", "--loss", "normsoftmax", "--temperature", "0"], "stages.1.temperature must be a posi"),
         (["--dataset", "mnist", "--device", "cuda"], "no CUDA GPU"),
-        ([], "--dataset is required"),
+        ([], "give a recipe file (recipes/*.toml) or --dataset"),
         (["--dataset", "mnist", "--batch-size", "512"], "too few images per class"),
         (["--dataset", "mnist", "--model", "hybrid1", "--pretrained"], "pretrained weights exist only for"),
-        (["--dataset", "mnist", "--model", "vgg16", "--pretrained", "--init-from", "x"], "--init-from and --pretr"),
-        (["--dataset", "mnist", "--flip-average"], "--flip-average needs a model trained with flips"),
-        (["--dataset", "mnist", "--shift-average", "14"], "--shift-average 14 px is too large for 28x28"),
-        (["--dataset", "mnist", "--shift-average", "-1"], "--shift-average must be 0 (off)"),
-        (["--dataset", "mnist", "--distill-from", "x", "--distill-weight", "0"], "--distill-weight must be"),
+        (["--dataset", "mnist", "--model", "vgg16", "--pretrained", "--init-from", "x"], "init_from and pretrained"),
+        (["--dataset", "mnist", "--shift-average", "14"], "a shift of 14 px is too large for 28x28"),
+        (["--dataset", "mnist", "--shift-average", "-1"], "shift must be 0 or a number of pixels"),
+        (["--dataset", "mnist", "--distill-from", "x", "--distill-weight", "0"], "stages.1.distill_weight must be"),
+        (["--dataset", "mnist", "--set", "stages.1.epoch=2"], "unknown recipe field stages.1.epoch"),
     ],
 )
 def test_bad_arguments_give_one_clear_line(args, message, data_dir, tmp_path, capsys, monkeypatch) -> None:
@@ -302,6 +281,7 @@ def test_bad_arguments_give_one_clear_line(args, message, data_dir, tmp_path, ca
     assert train.main([*args, "--data-dir", str(data_dir), "--out", str(tmp_path / "x"), "--no-index"]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and err.count("\n") == 1
+    assert not (tmp_path / "x").exists()
 
 
 def test_resume_needs_out(capsys) -> None:
@@ -311,7 +291,7 @@ def test_resume_needs_out(capsys) -> None:
 
 def test_resume_without_state(tmp_path, capsys) -> None:
     assert train.main(["--resume", "--out", str(tmp_path)]) == 2
-    assert "holds no resume state" in capsys.readouterr().err
+    assert "holds no run to resume" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

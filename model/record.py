@@ -1,0 +1,108 @@
+"""What a checkpoint's metrics.json says, read once for the README tables, the demo's About tab
+and the model card.
+
+train.py writes four blocks: `recipe` (the resolved recipe), `training` (per-stage epochs,
+timings, device, size), `validation` (every choice: the epoch each stage kept, the search
+views, the whitening, with each candidate's figures) and `test` (measured once, at the end).
+Checkpoints trained before recipes existed carry one flat record whose stages nest under
+`init_from` and whose search views and whitening were set after training, partly chosen on
+the test set: they read as `legacy`, and every table says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .embedder import describe_views
+
+RETRIEVAL = ("precision_at_1", "r_precision", "mean_average_precision_at_r")
+
+
+@dataclass
+class StageSummary:
+    loss: str
+    epochs_done: int
+    chosen_epoch: int | None  # kept on validation; None when the last epoch was kept
+    seconds_per_epoch: float | None
+    device: str
+    settings: dict[str, Any]  # the stage's recipe fields (lr, schedule, batch_size, augment...)
+
+
+@dataclass
+class CheckpointSummary:
+    dataset: str
+    model: str
+    params: int
+    weights_bytes: int
+    test: dict[str, float]  # precision_at_1, r_precision, mean_average_precision_at_r, ms_loss
+    stages: list[StageSummary]
+    views: str  # "one view", "mirror-averaged", ...
+    whitening: dict[str, float] | None  # {"power", "shrinkage"} or None
+    legacy: bool  # trained before recipes: some choices were made on the test set
+    validation_images: int
+
+    @property
+    def epochs(self) -> str:
+        return " + ".join(str(s.epochs_done) for s in self.stages)
+
+    @property
+    def whitening_text(self) -> str:
+        if not self.whitening:
+            return "no"
+        if self.whitening["power"] == 0:
+            return "centred"
+        return f"power {self.whitening['power']:g}, shrinkage {self.whitening['shrinkage']:g}"
+
+    @property
+    def chosen_on(self) -> str:
+        return ("some on the test set (trained before recipes)" if self.legacy
+                else f"validation split ({self.validation_images:,} training images held out)")
+
+
+def summarize(metrics: dict[str, Any]) -> CheckpointSummary:
+    """Either format of metrics.json -> CheckpointSummary; KeyError/TypeError on a file that is neither."""
+    if "test" in metrics and "recipe" in metrics:
+        r, t, v = metrics["recipe"], metrics["training"], metrics["validation"]
+        chosen = {s["stage"]: s["chosen_epoch"] for s in v["stages"]}
+        stages = [StageSummary(s["loss"], s["epochs_done"],
+                               chosen[s["stage"]] if r["stages"][s["stage"] - 1]["choose_epoch"] else None,
+                               s["seconds_per_epoch"], t["device"], r["stages"][s["stage"] - 1])
+                  for s in t["stages"]]
+        view = v["search_views"]["chosen"]
+        w = (v.get("whitening") or {}).get("chosen", {}).get("whitening")
+        test = {k: float(metrics["test"][k]) for k in (*RETRIEVAL, "ms_loss")}
+        return CheckpointSummary(r["dataset"], r["model"], t["keras_param_count"], t["weights_bytes"], test, stages,
+                                 describe_views(view["flip"], view["shift"]), w, False, v["split"]["images"])
+    runs, run = [], metrics
+    while run:
+        runs.append(run)
+        run = run.get("init_from")
+    stages = [StageSummary(x["loss"], x["epochs_done"], None, x.get("seconds_per_epoch"), x.get("device") or "?",
+                           x["train_config"]) for x in reversed(runs)]
+    views = metrics.get("search_views") or metrics["train_config"]
+    f = metrics["final"]
+    test = {**{k: float(f[k]) for k in RETRIEVAL}, "ms_loss": float(f["test_ms_loss"])}
+    w = metrics.get("whitening")
+    return CheckpointSummary(metrics["dataset"], metrics["model"], metrics["keras_param_count"],
+                             metrics["weights_bytes"], test, stages,
+                             describe_views(bool(views.get("flip_average")), int(views.get("shift_average") or 0)),
+                             {"power": w["power"], "shrinkage": w["shrinkage"]} if w else None, True, 0)
+
+
+def stage_text(s: StageSummary) -> str:
+    """E.g. "normalized softmax (temperature 0.05), Adam 0.001 cosine, batch 128, label smoothing 0.1, shift-flip"."""
+    c = s.settings
+    loss = {"ce": "CE", "ms": "MS"}.get(s.loss, s.loss)
+    if s.loss == "normsoftmax":
+        loss = f"normalized softmax (temperature {c.get('temperature', 0.05):g})"
+    aug = c.get("augment")
+    aug = aug if isinstance(aug, str) else "dataset default"
+    text = (f"{loss}, Adam {c['lr']:g} {c['schedule']}, batch {c['batch_size']}"
+            f"{', label smoothing ' + format(c['label_smoothing'], 'g') if c.get('label_smoothing') else ''}"
+            f"{', ' + aug if aug != 'none' else ''}")
+    if c.get("distill_from"):
+        text += f", distilled from {' + '.join(str(t).rstrip('/').split('/')[-1] for t in c['distill_from'])}"
+    if s.chosen_epoch is not None:
+        text += f", epoch {s.chosen_epoch} of {s.epochs_done} kept"
+    return text
