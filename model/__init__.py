@@ -1,7 +1,8 @@
 """Compact involution + convolution embedding models for image similarity search.
 
-Data flows one way: data.py -> networks.py (involution.py) -> training.py -> embedder.py
--> index.py -> app.py.
+Data flows one way: data.py -> networks.py (involution.py) -> losses.py -> training.py
+(one stage; train.py chains a recipe.py recipe's stages and its choices, measured by
+evaluation.py) -> embedder.py (the checkpoint) -> index.py (the search bundle) -> app.py.
 """
 
 from .data import DataError, ImageData, load_dataset

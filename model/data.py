@@ -36,17 +36,21 @@ class DatasetInfo:
     class_names: tuple[str, ...]
     augment: str  # default augmentation (see AUGMENTATIONS); none for digits: a flipped 2 is no 2
     epochs: int  # the paper's epochs: train.py's default for a one-stage run
+    title: str  # how the demo, the tables and the model cards name it
+    hub_id: str  # the dataset's repository on the Hugging Face Hub, for model cards
 
 
 # Every dataset the project knows by name, declared here once.
 KNOWN: dict[str, DatasetInfo] = {
-    "mnist": DatasetInfo("mnist.npz", "MNIST", tuple(str(i) for i in range(10)), "none", 20),
+    "mnist": DatasetInfo("mnist.npz", "MNIST", tuple(str(i) for i in range(10)), "none", 20, "MNIST", "ylecun/mnist"),
     "fashion_mnist": DatasetInfo(
         "fashion_mnist.npz",
         "FashionMNIST",
         ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
         "none",
         20,
+        "FashionMNIST",
+        "zalando-datasets/fashion_mnist",
     ),
     "cifar10": DatasetInfo(
         "cifar10.npz",
@@ -54,6 +58,8 @@ KNOWN: dict[str, DatasetInfo] = {
         ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
         "crop-flip",
         25,
+        "CIFAR-10",
+        "uoft-cs/cifar10",
     ),
 }
 ALIASES = {"fashionmnist": "fashion_mnist", "fashion-mnist": "fashion_mnist", "cifar-10": "cifar10", "cifar": "cifar10"}

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .data import normalize
+from .data import KNOWN, normalize
 from .embedder import CheckpointError, load_model, read_config
 from .hub import CHECKPOINT_FILES, download_checkpoint
 from .index import INDEX_JSON, INDEX_NPZ, BundleError, Hit, SearchIndex, build_bundle, fit_umap, load_index
@@ -32,7 +32,7 @@ ASSETS = Path(os.environ.get("INVOLUTION_ASSETS", Path(__file__).resolve().paren
 # e.g. INVOLUTION_MODELS="hf://USER/involution-cifar10-hybrid1 hf://USER/involution-mnist-hybrid1"
 # (a Space variable); separated by spaces or commas.
 HUB_MODELS_ENV = "INVOLUTION_MODELS"
-DATASETS = {"MNIST": "mnist", "FashionMNIST": "fashion_mnist", "CIFAR-10": "cifar10"}
+DATASETS = {info.title: name for name, info in KNOWN.items()}
 MODELS = {"Hybrid-1": "hybrid1", "CNN-3a": "cnn3a", "Hybrid-2": "hybrid2", "Hybrid-3": "hybrid3"}
 MIN_SIDE = 8
 MAX_PIXELS = 25_000_000  # larger uploads are refused as possible decompression bombs

@@ -231,6 +231,8 @@ def _build(cls: type, data: Any, where: str) -> Any:
                 raise RecipeError(f"{name} must be a list (got {value!r})")
             if default == [] and cls is Stage:
                 value = [str(v) for v in value]
+            elif not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+                raise RecipeError(f"{name} must be a list of numbers (got {value!r})")
             else:
                 value = [float(v) for v in value]
         elif type(value) is not type(default):

@@ -73,7 +73,11 @@ def figure3(checkpoint: Path, demo: Demo, path: Path, picks: tuple[int, ...] = (
     trained = ""
     if (checkpoint / "metrics.json").is_file():  # say how far the model was trained
         m = json.loads((checkpoint / "metrics.json").read_text())
-        trained = f", {m['loss'].upper()} {m['epochs_done']} of {m['train_config']['epochs']} epochs, {m['device']}"
+        if "recipe" in m:  # a train.py checkpoint
+            stages = " + ".join(f"{s['loss'].upper()} {s['epochs_done']}" for s in m["training"]["stages"])
+            trained = f", {stages} epochs, {m['training']['device']}"
+        else:  # a cell of the paper's reproduction (results/reproduce.py)
+            trained = f", {m['loss'].upper()} {m['epochs_done']} of {m['train_config']['epochs']} epochs, {m['device']}"
     fig.suptitle(f"Figure 3: CIFAR-10 after each involution layer ({checkpoint.name}{trained})", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from publish_space import LICENSE, PublishError, hub_request, hub_token  # noqa: E402
 
+from model.data import KNOWN  # noqa: E402
 from model.embedder import CheckpointError, load_model  # noqa: E402
 from model.hub import CHECKPOINT_FILES, METRICS_NAME, check_repo_id  # noqa: E402
 from model.record import summarize  # noqa: E402
@@ -36,10 +37,9 @@ from model.record import summarize  # noqa: E402
 # shown in the card; the demo's search bundle for the project's gallery (a Space serving this
 # repository through INVOLUTION_MODELS then needs no rebuild)
 EXTRA_FILES = ("recipe.toml", "curves.png", "index.json", "index.npz")
-DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR-10"}
+DATASET_NAMES = {name: info.title for name, info in KNOWN.items()}
 MODEL_NAMES = {"hybrid1": "Hybrid-1", "cnn3a": "CNN-3a"}
-HUB_DATASETS = {"mnist": "ylecun/mnist", "fashion_mnist": "zalando-datasets/fashion_mnist",
-                "cifar10": "uoft-cs/cifar10"}
+HUB_DATASETS = {name: info.hub_id for name, info in KNOWN.items()}
 DESCRIPTIONS = {
     "hybrid1": "one involution layer on the raw image (a 3x3 kernel generated for every pixel from the pixel "
                "itself), then a small CNN (16, 64 and 128 filters), global average pooling and a 256-d embedding, "

@@ -20,9 +20,10 @@ FULL_START, FULL_END = "<!-- metrics-full:start -->", "<!-- metrics-full:end -->
 README, FULL = ROOT / "README.md", ROOT / "docs" / "shipped-models.md"
 sys.path.insert(0, str(ROOT))
 
+from model.data import KNOWN  # noqa: E402
 from model.record import CheckpointSummary, stage_text, summarize  # noqa: E402
 
-ORDER = ("mnist", "fashion_mnist", "cifar10")
+ORDER = tuple(KNOWN)
 
 
 def shipped(assets: Path) -> list[CheckpointSummary]:

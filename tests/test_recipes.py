@@ -285,3 +285,14 @@ def test_quick_runs_every_shipped_recipe(recipe, real_data, tmp_path) -> None:
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert [s["epochs_done"] for s in metrics["training"]["stages"]] == [1] * len(load_recipe(recipe).stages)
     assert metrics["validation"]["split"]["images"] == 500 and metrics["test"]["images"] == 1000
+
+
+def test_evaluate_cli_refuses_in_one_line(tmp_path) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "model.evaluate", *args], capture_output=True, text=True,
+                              cwd=ROOT)
+
+    missing = cli(str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "config.json is missing" in missing.stderr
+    legacy = cli(str(ROOT / "assets" / "cifar10-hybrid1"), "--split", "val")  # trained before recipes
+    assert legacy.returncode == 2 and "has no recipe.toml" in legacy.stderr and legacy.stderr.count("\n") == 1
