@@ -90,7 +90,7 @@ def evaluate(embedder: Embedder, x: torch.Tensor, y: torch.Tensor, with_loss: bo
     out: dict[str, Any] = {"images": int(len(y)), "views": embedder.views}
     if with_loss:
         out["ms_loss"] = ms_loss(emb, y.cpu())
-    return {**out, **retrieval_metrics(emb, y.cpu())}
+    return {**out, **retrieval_metrics(emb, y.cpu(), embedder.device)}
 
 
 def choose_views(model: torch.nn.Module, config: dict[str, Any], x: torch.Tensor, y: torch.Tensor,

@@ -257,7 +257,7 @@ class Trainer:
             logits = self.loss.logits(raw.to(self.device)).float().cpu()
             figures[f"{split}_ce_loss"] = float(F.cross_entropy(logits, y))
             figures["accuracy"] = float((logits.argmax(1) == y).float().mean())
-        return {**figures, **retrieval_metrics(raw, y)}
+        return {**figures, **retrieval_metrics(raw, y, self.device)}
 
     # ----- checkpoints -------------------------------------------------------------
     def save(self) -> None:
