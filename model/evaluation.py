@@ -1,6 +1,6 @@
 """The one evaluation path: embed a split as the served embedder does, then score the retrieval.
 
-    python -m model.evaluate assets/cifar10-hybrid1 --split val|test     (prints JSON)
+    python -m model.evaluate assets/mnist-hybrid1 --split val|test     (prints JSON)
 
 Every figure of the project comes from here: the validation figures a training run chooses
 its epochs, search views and whitening on, the test figures of metrics.json, the README
