@@ -34,11 +34,10 @@ from model.embedder import (
     atomic_write_bytes,
     atomic_write_json,
     load_embedder,
-    read_config,
     save_checkpoint,
 )
 from model.evaluation import choose_views, embedder_for, evaluate, view_embeddings
-from model.losses import LossError, check_class_sizes, make_loss
+from model.losses import LossError, check_class_sizes, check_teacher, make_loss
 from model.networks import build_model, keras_param_count
 from model.recipe import Recipe, RecipeError, from_dict, load_recipe, quick
 from model.run_folder import (
@@ -151,14 +150,10 @@ def check_before_training(recipe: Recipe, data: Any) -> None:
             except LossError as e:
                 raise TrainingError(f"stages.{i}: {e}") from None
         for folder in stage.distill_from:
-            if not (Path(folder) / "config.json").is_file():
-                raise TrainingError(f"stages.{i}.distill_from: {folder} is not a checkpoint folder")
-            teacher = read_config(folder)
-            if teacher["in_channels"] != data.channels or tuple(teacher["image_size"]) != tuple(data.image_size):
-                raise TrainingError(f"stages.{i}.distill_from {folder}: that checkpoint takes "
-                                    f"{teacher['in_channels']}-channel {teacher['image_size'][0]}x"
-                                    f"{teacher['image_size'][1]} images; distil from a checkpoint trained on "
-                                    "this dataset")
+            try:
+                check_teacher(folder, data.channels, data.image_size)
+            except LossError as e:
+                raise TrainingError(f"stages.{i}.{e}") from None
     if recipe.init_from and not (Path(recipe.init_from) / "config.json").is_file():
         raise TrainingError(f"init_from: {recipe.init_from} is not a checkpoint folder")
 

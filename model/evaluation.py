@@ -13,7 +13,6 @@ and MAP@R (Musgrave et al., "A Metric Learning Reality Check", 2020).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -113,7 +112,7 @@ def evaluate_checkpoint(path: str | Path, split: str, data_dir: str | Path | Non
     from .data import load_dataset
     from .embedder import CheckpointError, load_embedder
     from .hub import resolve_checkpoint
-    from .recipe import Recipe, load_recipe
+    from .recipe import Recipe, Validation, load_recipe
 
     path = Path(resolve_checkpoint(path))
     if split not in ("val", "test"):
@@ -125,8 +124,7 @@ def evaluate_checkpoint(path: str | Path, split: str, data_dir: str | Path | Non
     elif split == "val":
         raise CheckpointError(f"{path} has no recipe.toml, so its validation split is unknown: measure --split test")
     else:
-        recipe = Recipe(dataset=embedder.config.get("dataset", ""), validation=dataclasses.replace(
-            Recipe().validation, size=0))
+        recipe = Recipe(dataset=embedder.config.get("dataset", ""), validation=Validation(size=0))
     data = load_dataset(recipe.dataset, data_dir, image_size=embedder.image_size[0])
     data = data.hold_out_validation(recipe.validation.size, recipe.validation.seed).test_subset(
         recipe.max_test_samples)

@@ -180,6 +180,21 @@ def similarity_distillation_loss(student: torch.Tensor, teacher: torch.Tensor,
     return (t_prob * log_ratio).sum(dim=1).mean()
 
 
+def check_teacher(folder: str, channels: int, image_size: tuple[int, int]) -> None:
+    """A teacher must take this dataset's images: refused in one line, before any training."""
+    from pathlib import Path
+
+    from .embedder import read_config
+
+    if not (Path(folder) / "config.json").is_file():
+        raise LossError(f"distill_from: {folder} is not a checkpoint folder")
+    config = read_config(folder)
+    if config["in_channels"] != channels or tuple(config["image_size"]) != tuple(image_size):
+        raise LossError(f"distill_from {folder}: that checkpoint takes {config['in_channels']}-channel "
+                        f"{config['image_size'][0]}x{config['image_size'][1]} images; distil from a checkpoint "
+                        "trained on this dataset")
+
+
 def teacher_targets(folders: list[str], data, device: torch.device, log=print
                     ) -> tuple[torch.Tensor, list[dict[str, str]]]:
     """Embed the training images once with every teacher checkpoint (each with its own
@@ -192,11 +207,8 @@ def teacher_targets(folders: list[str], data, device: torch.device, log=print
 
     parts, records = [], []
     for folder in folders:
+        check_teacher(folder, data.channels, data.image_size)
         teacher = load_embedder(folder, device)
-        if teacher.channels != data.channels or tuple(teacher.image_size) != tuple(data.image_size):
-            raise LossError(f"distill_from {folder}: that checkpoint takes {teacher.channels}-channel "
-                            f"{teacher.image_size[0]}x{teacher.image_size[1]} images; distil from a checkpoint "
-                            "trained on this dataset")
         parts.append(torch.from_numpy(teacher.embed_uint8(data.train_x, batch_size=512)).to(device))
         log(f"teacher {folder}: {len(data.train_x):,} training images embedded")
         records.append({"path": str(folder), "weights_sha256": sha256_file(Path(folder) / WEIGHTS_NAME)})

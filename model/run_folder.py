@@ -44,11 +44,10 @@ def leftover_files(out: Path) -> list[Path]:
     temporary files (".NAME.XXXX") and resume folders being built (resume.tmp)."""
     if not out.is_dir():
         return []
-    found = [p for p in out.iterdir() if (p.name.startswith(".") and p.is_file()) or p.name == "resume.tmp"]
-    if (out / WORK).is_dir():
-        for sub in [out / WORK, *(p for p in (out / WORK).iterdir() if p.is_dir())]:
-            found += [p for p in sub.iterdir() if (p.name.startswith(".") and p.is_file()) or p.name == "resume.tmp"]
-    return sorted(found)
+    work = out / WORK
+    folders = [out, *([work, *(p for p in work.iterdir() if p.is_dir())] if work.is_dir() else [])]
+    return sorted(p for folder in folders for p in folder.iterdir()
+                  if (p.name.startswith(".") and p.is_file()) or p.name == "resume.tmp")
 
 
 def remove_leftovers(out: Path) -> list[str]:
