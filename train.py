@@ -195,6 +195,11 @@ def resume_contradictions(args: argparse.Namespace, saved: Recipe, data_augment:
     wrong = flag_contradictions(args, saved)
     if args.dataset and canonical_name(args.dataset) != canonical_name(saved.dataset):
         wrong.append(f"--dataset {args.dataset} (the run has {saved.dataset})")
+    if args.flip_average or args.shift_average:
+        asked = (bool(args.flip_average), args.shift_average)
+        if [(v.flip, v.shift) for v in saved.search.views] != [asked]:
+            views = saved.to_dict()["search"]["views"]
+            wrong.append(f"--flip-average/--shift-average (the run searches with views {views})")
     if args.set or args.quick:
         changed = load_recipe(None, args.set, base=saved.to_dict())
         wrong += contradictions(resolved(quick(changed) if args.quick else changed, data_augment), saved)

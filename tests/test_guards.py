@@ -111,6 +111,9 @@ def test_resume_refuses_options_that_contradict_the_saved_run(data_dir, tmp_path
     assert "--lr 0.01 (the run has 0.001)" in err and "--model hybrid1 (the run has cnn3a)" in err
     assert train.main([*args, "--set", "stages.1.batch_size=20"]) == 2
     assert "stages.1.batch_size = 20 (the run has 50)" in one_line_error(capsys)
+    assert train.main([*args, "--flip-average", "--shift-average", "1"]) == 2
+    assert "--flip-average/--shift-average (the run searches with views [{'flip': False, 'shift': 0}])" in (
+        one_line_error(capsys))
     assert train.main([*args, "--epochs=2", "--model", "cnn3a", "--device", "cpu"]) == 0  # agreeing options pass
 
 
