@@ -67,11 +67,16 @@ def data_dir(tmp_path_factory) -> Path:
 def assets(data_dir, tmp_path_factory) -> Path:
     """assets/ with MNIST Hybrid-1 and CNN-3a checkpoints (1 epoch on synthetic data) and their bundles."""
     folder = tmp_path_factory.mktemp("assets")
+    threads = torch.get_num_threads()
     for model in ("hybrid1", "cnn3a"):
         out = folder / f"mnist-{model}"
         args = ["--dataset", "mnist", "--model", model, "--loss", "ce", "--epochs", "1", "--batch-size", "50",
                 "--device", "cpu", "--data-dir", str(data_dir), "--out", str(out)]
-        assert train.main(args) == 0  # also builds the bundle, as train.py does by default
+        torch.set_num_threads(1)  # trained on one thread: metrics.json must say so (test_recorded_device...)
+        try:
+            assert train.main(args) == 0  # also builds the bundle, as train.py does by default
+        finally:
+            torch.set_num_threads(threads)
         assert (out / "index.npz").is_file() and (folder / "gallery" / "mnist.npz").is_file()
     return folder
 

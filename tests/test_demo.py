@@ -222,3 +222,12 @@ def test_about_tab_says_how_each_checkpoint_was_made(assets) -> None:
     assert app.training_summary(recipe_run) == "CE 1 epochs"
     about = app.about_markdown()
     assert "| choices made on |" in about and "| test set (trained before recipes) |" in about
+
+def test_recorded_device_is_the_one_training_ran_on(assets) -> None:
+    """The fixture trains on one thread; building the bundle (UMAP, numba) changes torch's thread
+    count afterwards, and must not change what metrics.json says training ran on."""
+    import json
+
+    for model in ("hybrid1", "cnn3a"):
+        metrics = json.loads((assets / f"mnist-{model}" / "metrics.json").read_text())
+        assert metrics["training"]["device"] == "cpu (1 threads)"
