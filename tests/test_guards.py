@@ -43,9 +43,15 @@ def test_a_finished_checkpoint_is_never_overwritten_unasked(data_dir, tmp_path, 
     before = snapshot(shipped)
     assert run([*QUICK[:1], "cifar10", *QUICK[2:3], "hybrid1", *QUICK[4:]], data_dir, shipped) == 2
     err = one_line_error(capsys)
-    assert "already holds a finished checkpoint (hybrid1 on cifar10, test P@1 0.7553)" in err
+    p1 = json.loads((shipped / "metrics.json").read_text())["test"]["precision_at_1"]
+    assert f"already holds a finished checkpoint (hybrid1 on cifar10, test P@1 {p1:.4f})" in err
     assert "--overwrite" in err and "--resume" in err
     assert snapshot(shipped) == before
+    legacy = tmp_path / "legacy"  # the record of a checkpoint trained before recipes (a `final` block)
+    legacy.mkdir()
+    shutil.copy(ROOT / "results" / "recipes" / "cifar10-hybrid1-then-ms-flip-lr1e-3-50ep" / "metrics.json", legacy)
+    assert run([*QUICK[:1], "cifar10", *QUICK[2:3], "hybrid1", *QUICK[4:]], data_dir, legacy) == 2
+    assert "already holds a finished checkpoint (hybrid1 on cifar10, test P@1 0.7553)" in one_line_error(capsys)
     ours = tmp_path / "ours"
     assert run(QUICK, data_dir, ours) == 0
     capsys.readouterr()

@@ -5,6 +5,7 @@ and a --quick run of every shipped recipe on the real datasets."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -294,5 +295,9 @@ def test_evaluate_cli_refuses_in_one_line(tmp_path) -> None:
 
     missing = cli(str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "config.json is missing" in missing.stderr
-    legacy = cli(str(ROOT / "assets" / "cifar10-hybrid1"), "--split", "val")  # trained before recipes
+    legacy_folder = tmp_path / "legacy"  # a checkpoint trained before recipes: weights, no recipe.toml
+    legacy_folder.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(ROOT / "assets" / "mnist-hybrid1" / name, legacy_folder / name)
+    legacy = cli(str(legacy_folder), "--split", "val")
     assert legacy.returncode == 2 and "has no recipe.toml" in legacy.stderr and legacy.stderr.count("\n") == 1

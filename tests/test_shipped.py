@@ -25,20 +25,16 @@ def test_shipped_checkpoint_and_its_bundle_agree(name) -> None:
     _, hits = index.search(index.images[5], k=3)
     assert hits[0].similarity == pytest.approx(1.0, abs=1e-4)
     metrics = json.loads((folder / "metrics.json").read_text())
-    if "recipe" in metrics:  # a recipe run: every stage finished, the recipe it ran beside the weights
-        assert [s["epochs_done"] for s in metrics["training"]["stages"]] == [
-            s["epochs"] for s in metrics["recipe"]["stages"]]
-        assert load_recipe(folder / "recipe.toml").to_dict() == metrics["recipe"]
-        assert metrics["recipe"] == load_recipe(ROOT / "recipes" / f"{name}.toml").to_dict()  # the shipped recipe
-    else:  # trained before recipes
-        assert metrics["epochs_done"] == metrics["train_config"]["epochs"]
+    # a recipe run: every stage finished, the recipe it ran beside the weights, and that recipe is the shipped one
+    assert [s["epochs_done"] for s in metrics["training"]["stages"]] == [
+        s["epochs"] for s in metrics["recipe"]["stages"]]
+    assert load_recipe(folder / "recipe.toml").to_dict() == metrics["recipe"]
+    assert metrics["recipe"] == load_recipe(ROOT / "recipes" / f"{name}.toml").to_dict()
 
 
 def test_recipe_runs_make_every_choice_on_validation() -> None:
     for name in SHIPPED:
         metrics = json.loads((ROOT / "assets" / name / "metrics.json").read_text())
-        if "recipe" not in metrics:
-            continue
         assert metrics["validation"]["split"]["images"] == 5000
         assert set(metrics["test"]) >= {"precision_at_1", "r_precision", "mean_average_precision_at_r", "ms_loss"}
 
