@@ -297,7 +297,6 @@ def write_checkpoint(out: Path, recipe: Recipe, model: torch.nn.Module, config: 
                      data_dir: str | None, log=print) -> dict[str, Any]:
     """The finished folder, each file atomically and metrics.json last; the test set measured
     once, by the served embedder loaded back from the written files."""
-    trained_on = describe_device(device)  # read before the bundle: its UMAP (numba) changes torch's thread count
     views = choices["search_views"]["chosen"]
     config = {**config, "flip_average": views["flip"], "shift_average": views["shift"]}
     save_checkpoint(out, model, config)
@@ -322,7 +321,7 @@ def write_checkpoint(out: Path, recipe: Recipe, model: torch.nn.Module, config: 
                                          for r in s["epochs"]]} for s in summaries],
                   **choices}
     training = {"dataset": data.name, "data_source": data.source, "train_images": len(data.train_y),
-                "device": trained_on, "keras_param_count": keras_param_count(model),
+                "device": describe_device(device), "keras_param_count": keras_param_count(model),
                 "weights_bytes": (out / "model.safetensors").stat().st_size,
                 "stages": [{"stage": s["stage"], "loss": s["loss"], "epochs_done": s["epochs_done"],
                             "seconds_per_epoch": s["seconds_per_epoch"], "teachers": s["teachers"],

@@ -34,6 +34,7 @@ from typing import Any
 
 import faiss
 import numpy as np
+import torch
 
 from .data import DataError, load_dataset
 from .embedder import (
@@ -98,11 +99,16 @@ def build_gallery(dataset: str, data_dir: str | Path | None, path: Path, size: i
 
 
 def fit_umap(embeddings: np.ndarray, seed: int = 0, n_neighbors: int = 15) -> np.ndarray:
+    """2-d map of the embeddings. UMAP's numba sets the process's OpenMP thread count, which torch
+    shares: it is put back, so a demo pinned to one thread or a one-thread training run stays so."""
     import umap  # slow import (numba): only when a map is (re)fitted
 
-    reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=0.1, metric="cosine", random_state=seed)
-    xy = reducer.fit_transform(embeddings).astype(np.float32)
-    return xy
+    threads = torch.get_num_threads()
+    try:
+        reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=0.1, metric="cosine", random_state=seed)
+        return reducer.fit_transform(embeddings).astype(np.float32)
+    finally:
+        torch.set_num_threads(threads)
 
 
 BUNDLE_KEY_FIELDS = ("weights_sha256", "gallery_sha256", "flip_average", "shift_average")
