@@ -474,6 +474,7 @@ CSS = """
 .fmaps .scale .bar { flex: 1; height: 10px; border-radius: 3px; }
 #status { min-height: 1.5em; }
 #about table { display: block; overflow-x: auto; } #about td, #about th { white-space: nowrap; word-break: normal; }
+#about td:last-child { white-space: normal; min-width: 22em; }  /* the long training text wraps, the figures do not */
 @media (max-width: 700px) {
   #main-row { flex-direction: column-reverse !important; }
   .results-grid { grid-template-columns: repeat(auto-fill, minmax(72px, 1fr)); }
