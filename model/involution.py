@@ -61,24 +61,108 @@ class Involution(nn.Module):
         return (size + 2 * pad - self.kernel_size) // self.stride + 1
 
     def kernel(self, x: torch.Tensor) -> torch.Tensor:
-        """The generated kernels, (B, G, K*K, H_out, W_out): one K x K kernel per pixel and group."""
+        """The generated kernels, (B, G, K*K, H_out, W_out): one K x K kernel per pixel and group.
+
+        The two 1x1 convolutions are written as broadcast multiply-sums over channels: with the
+        paper's widths (1 or 3 channels in, 1 hidden) oneDNN's 1x1 convolutions and their
+        backward cost more than the rest of the layer."""
         b = x.shape[0]
-        k = self.span(self.act(self.bn(self.reduce(self.pool(x)))))  # (B, K*K*G, Ho, Wo)
+        hidden = _channel_mix(self.pool(x.contiguous()), self.reduce)
+        k = _channel_mix(self.act(self.bn(hidden)), self.span)  # (B, K*K*G, Ho, Wo)
         return k.view(b, self.groups, self.kernel_size * self.kernel_size, *k.shape[-2:])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        kk = self.kernel_size * self.kernel_size
         kernel = self.kernel(x)  # (B, G, K*K, Ho, Wo)
-        h_out, w_out = kernel.shape[-2:]
-        pad = (self.kernel_size - 1) // 2
-        patches = F.unfold(x, self.kernel_size, padding=pad, stride=self.stride)  # (B, C*K*K, Ho*Wo)
-        patches = patches.view(b, self.groups, c // self.groups, kk, h_out, w_out)
-        out = (kernel.unsqueeze(2) * patches).sum(dim=3)  # (B, G, C/G, Ho, Wo)
-        return out.reshape(b, c, h_out, w_out)
+        xg = x.contiguous().view(b, self.groups, c // self.groups, h, w)
+        if torch.is_grad_enabled() and (xg.requires_grad or kernel.requires_grad):
+            out = _WeightedTaps.apply(xg, kernel, self.kernel_size, self.stride)
+        else:
+            out = weighted_taps(xg, kernel, self.kernel_size, self.stride)
+        out = out.reshape(b, c, *out.shape[-2:])
+        # keep the caller's layout: the convolutions after it run channels_last
+        return out.contiguous(memory_format=torch.channels_last) if _is_channels_last(x) else out
 
     def extra_repr(self) -> str:
         return (
             f"{self.in_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
             f"groups={self.groups}"
         )
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def _channel_mix(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """A 1x1 convolution as a broadcast multiply-sum over input channels (the same function)."""
+    weight, bias = conv.weight.flatten(1), conv.bias.view(1, -1, 1, 1)  # (O, I), (1, O, 1, 1)
+    if weight.shape[1] == 1:  # one input channel: an outer product
+        return x * weight.view(1, -1, 1, 1) + bias
+    if weight.shape[0] == 1:  # one output channel: a weighted sum
+        return (x * weight.view(1, -1, 1, 1)).sum(1, keepdim=True) + bias
+    return (x.unsqueeze(1) * weight.view(1, *weight.shape, 1, 1)).sum(2) + bias
+
+
+def _taps(xp: torch.Tensor, k: int, stride: int, h_out: int, w_out: int) -> list[torch.Tensor]:
+    """The K*K shifted (and strided) views of a padded map, in unfold's order (row-major offsets)."""
+    span_h, span_w = stride * (h_out - 1) + 1, stride * (w_out - 1) + 1
+    return [xp[..., i:i + span_h:stride, j:j + span_w:stride] for i in range(k) for j in range(k)]
+
+
+def weighted_taps(x: torch.Tensor, kernel: torch.Tensor, k: int, stride: int) -> torch.Tensor:
+    """out[b, g, c] = sum_t kernel[b, g, t] * tap_t(x)[b, g, c]: involution's weighting of each
+    K x K window by its pixel's kernel, as K*K shifted multiply-adds on the zero-padded input
+    instead of unfold (im2col), which PyTorch runs on one thread and whose backward (col2im)
+    dominated the layer. x: (B, G, C/G, H, W); kernel: (B, G, K*K, Ho, Wo). Ordinary tensor ops
+    (pad, strided slices, multiply-add), so the layer exports to ONNX."""
+    pad = (k - 1) // 2
+    h_out, w_out = kernel.shape[-2:]
+    taps = _taps(F.pad(x, (pad, pad, pad, pad)), k, stride, h_out, w_out)
+    weights = kernel.unsqueeze(3).unbind(2)  # K*K of (B, G, 1, Ho, Wo)
+    out = taps[0] * weights[0]
+    for tap, weight in zip(taps[1:], weights[1:], strict=True):
+        out = out + tap * weight
+    return out
+
+
+class _WeightedTaps(torch.autograd.Function):
+    """weighted_taps with a hand-written backward. Autograd's own backward of K*K strided slices
+    fills a zero tensor of the whole input per tap and per kernel column; this one accumulates
+    the input's gradient into one padded buffer and each tap's kernel gradient directly."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, kernel: torch.Tensor, k: int, stride: int) -> torch.Tensor:
+        pad = (k - 1) // 2
+        xp = F.pad(x, (pad, pad, pad, pad))
+        h_out, w_out = kernel.shape[-2:]
+        taps, weights = _taps(xp, k, stride, h_out, w_out), kernel.unsqueeze(3).unbind(2)
+        out = taps[0] * weights[0]
+        for tap, weight in zip(taps[1:], weights[1:], strict=True):
+            out.addcmul_(tap, weight)
+        ctx.save_for_backward(xp, kernel)
+        ctx.k, ctx.stride, ctx.size = k, stride, x.shape[-2:]
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
+        xp, kernel = ctx.saved_tensors
+        k, stride, (h, w) = ctx.k, ctx.stride, ctx.size
+        pad, (h_out, w_out) = (k - 1) // 2, kernel.shape[-2:]
+        grad = grad.contiguous()
+        grad_x = grad_kernel = None
+        if ctx.needs_input_grad[1]:  # sum over the group's channels of grad * tap
+            columns = []
+            for tap in _taps(xp, k, stride, h_out, w_out):
+                column = grad[:, :, 0] * tap[:, :, 0]
+                for ch in range(1, grad.shape[2]):
+                    column.addcmul_(grad[:, :, ch], tap[:, :, ch])
+                columns.append(column)
+            grad_kernel = torch.stack(columns, 2)
+        if ctx.needs_input_grad[0]:  # each tap's share, added back where the tap came from
+            grad_xp = torch.zeros_like(xp)
+            for tap, weight in zip(_taps(grad_xp, k, stride, h_out, w_out), kernel.unsqueeze(3).unbind(2),
+                                   strict=True):
+                tap.addcmul_(grad, weight)
+            grad_x = grad_xp[..., pad:pad + h, pad:pad + w]
+        return grad_x, grad_kernel, None, None

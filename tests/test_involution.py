@@ -71,3 +71,50 @@ def test_bad_arguments() -> None:
         Involution(3, groups=2)
     with pytest.raises(ValueError, match="odd"):
         Involution(3, kernel_size=4)
+
+
+def unfold_involution(inv: Involution, x: torch.Tensor) -> torch.Tensor:
+    """The layer as first written: 1x1 convolutions for the kernel, unfold (im2col) for the
+    windows. Differentiable, so the fast form's gradients can be checked against it."""
+    import torch.nn.functional as F
+
+    b, c, h, w = x.shape
+    k, g = inv.kernel_size, inv.groups
+    kernel = inv.span(inv.act(inv.bn(inv.reduce(inv.pool(x)))))
+    h_out, w_out = kernel.shape[-2:]
+    kernel = kernel.view(b, g, k * k, h_out, w_out)
+    patches = F.unfold(x, k, padding=(k - 1) // 2, stride=inv.stride).view(b, g, c // g, k * k, h_out, w_out)
+    return (kernel.unsqueeze(2) * patches).sum(dim=3).reshape(b, c, h_out, w_out)
+
+
+@pytest.mark.parametrize(("channels", "stride", "groups", "reduction"), [(1, 1, 1, 4), (3, 1, 1, 4), (4, 2, 2, 2),
+                                                                        (3, 2, 1, 1), (6, 1, 3, 2)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_gradients_match_the_unfold_form(channels: int, stride: int, groups: int, reduction: int,
+                                         channels_last: bool) -> None:
+    """The hand-written backward (model/involution.py _WeightedTaps) against autograd through
+    unfold, in float64, for the input and every parameter; the output keeps the input's layout."""
+    torch.manual_seed(0)
+    inv = Involution(channels, stride=stride, groups=groups, reduction_ratio=reduction).double()
+    x = torch.randn(3, channels, 9, 8, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    fast, ref = inv(x), unfold_involution(inv, x)
+    torch.testing.assert_close(fast, ref, rtol=1e-12, atol=1e-12)
+    weight = torch.randn_like(ref)
+    grads = torch.autograd.grad((fast * weight).sum(), [x, *inv.parameters()])
+    expected = torch.autograd.grad((ref * weight).sum(), [x, *inv.parameters()])
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    if channels_last:
+        assert fast.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_gradcheck_of_the_weighted_taps() -> None:
+    from model.involution import _WeightedTaps
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    kernel = torch.randn(2, 2, 9, 3, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: _WeightedTaps.apply(a, b, 3, 2), (x, kernel))
