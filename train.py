@@ -48,7 +48,14 @@ from model.run_folder import (
     release_replaced,
     remove_leftovers,
 )
-from model.training import Trainer, TrainingError, describe_device, one_stage_recipe, pick_device
+from model.training import (
+    Trainer,
+    TrainingError,
+    describe_device,
+    one_stage_recipe,
+    pick_device,
+    pick_precision,
+)
 from model.visualize import plot_training_curves
 from model.whitening import Whitening, candidates, choose_whitening, fit_whitening, fold_whitening
 
@@ -73,6 +80,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
     p.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
                    help="torch.compile the training step; auto: on for CUDA (scripts/bench_train.py measures both)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                   help="the training step's (the recipe's precision field, auto unless it says otherwise): bf16 "
+                        "autocast, or fp32; auto is bf16 on a GPU or a CPU that runs it natively (AVX512-BF16, AMX)")
     p.add_argument("--out", help="output folder (default runs/<dataset>-<model>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out with its saved recipe")
     p.add_argument("--overwrite", action="store_true",
@@ -321,9 +331,11 @@ def write_checkpoint(out: Path, recipe: Recipe, model: torch.nn.Module, config: 
                                          for r in s["epochs"]]} for s in summaries],
                   **choices}
     training = {"dataset": data.name, "data_source": data.source, "train_images": len(data.train_y),
-                "device": describe_device(device), "keras_param_count": keras_param_count(model),
+                "device": describe_device(device), "precision": summaries[-1]["precision"],
+                "keras_param_count": keras_param_count(model),
                 "weights_bytes": (out / "model.safetensors").stat().st_size,
                 "stages": [{"stage": s["stage"], "loss": s["loss"], "epochs_done": s["epochs_done"],
+                            "precision": s["precision"],
                             "seconds_per_epoch": s["seconds_per_epoch"], "teachers": s["teachers"],
                             "epochs": [{k: r[k] for k in ("epoch", "train_loss", "seconds", "images_per_s")}
                                        for r in s["epochs"]]} for s in summaries]}
@@ -335,6 +347,8 @@ def write_checkpoint(out: Path, recipe: Recipe, model: torch.nn.Module, config: 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.precision:  # a recipe field like any other, so --resume compares it with the run's
+        args.set.append(f"precision={args.precision}")
     try:
         device = pick_device(args.device)
         if args.resume:
@@ -355,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
             raise FolderError(f"--resume continues the run in {out} with its saved recipe, which differs: "
                               f"{'; '.join(wrong[:4])}. Drop those options, or start a new run with another --out")
         check_before_training(recipe, data)
+        precision = pick_precision(recipe.precision, device)
         if args.resume:
             if removed := remove_leftovers(out):
                 print(f"removed what an interrupted save left: {', '.join(removed)}")
@@ -363,7 +378,8 @@ def main(argv: list[str] | None = None) -> int:
             atomic_write_bytes(out / WORK / "recipe.toml", recipe.dumps().encode())
         val = f"{len(data.val_y):,} validation / " if data.val_y is not None else ""
         print(f"{recipe.model} ({recipe.activation}) on {data.name}: {len(data.train_y):,} train / {val}"
-              f"{len(data.test_y):,} test images, {len(recipe.stages)} stage(s), device {device}")
+              f"{len(data.test_y):,} test images, {len(recipe.stages)} stage(s), device {device}, {precision} "
+              "training steps")
         compile_step = args.compile == "on" or (args.compile == "auto" and device.type == "cuda")
         stop_at = None if args.time_budget is None else time.time() + 60 * args.time_budget
         try:

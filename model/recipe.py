@@ -31,6 +31,7 @@ from .losses import LOSSES
 
 SCHEDULES = ("constant", "cosine")
 ACTIVATIONS = ("gelu", "relu")
+PRECISIONS = ("auto", "fp32", "bf16")
 # MAP@R scores the whole ranking of every query's class (Musgrave et al., "A Metric Learning
 # Reality Check", 2020): a choice that lifts the first hit while it scatters the rest of the
 # top-k the demo shows does not win; P@1 on a few thousand images also moves by single queries.
@@ -127,6 +128,10 @@ class Recipe:
     max_train_samples: int = 0  # 0: every training image (after the validation split)
     max_test_samples: int = 0  # 0: the whole test set (--quick measures a subset)
     selection_metric: str = "mean_average_precision_at_r"
+    # the training step's: "auto" is bf16 autocast where the device runs it natively (a recent
+    # GPU, a CPU with AVX512-BF16 or AMX), else fp32 (training.pick_precision); kept as written,
+    # like the device, and the precision a run used is recorded in its metrics.json
+    precision: str = "auto"
     validation: Validation = field(default_factory=Validation)
     stages: list[Stage] = field(default_factory=lambda: [Stage()])
     search: Search = field(default_factory=Search)
@@ -142,6 +147,7 @@ class Recipe:
         _one_of("model", self.model, tuple(REGISTRY))
         _one_of("activation", self.activation, ACTIVATIONS)
         _one_of("selection_metric", self.selection_metric, SELECTION_METRICS)
+        _one_of("precision", self.precision, PRECISIONS)
         if not self.stages:
             raise RecipeError("the recipe has no [[stages]]: add at least one")
         for i, stage in enumerate(self.stages, 1):

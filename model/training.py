@@ -42,7 +42,7 @@ from .losses import (
     teacher_targets,
 )
 from .networks import build_model, keras_param_count
-from .recipe import Recipe, Stage, from_dict
+from .recipe import PRECISIONS, Recipe, Stage, from_dict
 from .run_folder import resume_state_dir
 
 
@@ -71,6 +71,31 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 autocast runs on hardware built for it: a CUDA GPU with bf16 (Ampere and
+    later), or a CPU with AVX512-BF16 or AMX-BF16, whose bf16 convolutions and matrix products
+    oneDNN runs natively. Elsewhere bf16 is emulated, slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        capabilities = torch.cpu.get_capabilities()  # what torch's own CPU dispatch detected
+        return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
+    return False
+
+
+def pick_precision(requested: str, device: torch.device) -> str:
+    """The training step's precision: "bf16" (autocast: bf16 matrix products and convolutions,
+    fp32 weights, optimizer and loss) or "fp32". "auto" is bf16 where it runs natively
+    (native_bf16). Evaluation, the search views and the demo always embed in fp32."""
+    if requested == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    if requested not in PRECISIONS:
+        raise TrainingError(f"unknown precision {requested!r}: use {', '.join(PRECISIONS)}")
+    if requested == "bf16" and device.type == "mps":
+        raise TrainingError("precision bf16: autocast on Apple MPS is not supported here; use fp32 or auto")
+    return requested
+
+
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
@@ -87,6 +112,7 @@ class Trainer:
         self.recipe, self.stage, self.stage_number = recipe, recipe.stages[stage - 1], stage
         self.out, self.device, self.eval_split = Path(out), device, eval_split
         self.compile_step, self.compile_seconds = compile_step, 0.0
+        self.precision = pick_precision(recipe.precision, device)
         self.data = data.to(device)
         mean, std = data.mean_std()
         self.mean, self.std = torch.tensor(mean, device=device), torch.tensor(std, device=device)
@@ -167,7 +193,7 @@ class Trainer:
 
     def loss_on(self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
         """The batch's loss; `targets` (B, D_teachers) adds the distillation term."""
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             emb = self.model(x)
         loss = self.loss.criterion(emb.float(), y)
         if targets is not None:
@@ -322,7 +348,7 @@ class Trainer:
                 "chosen_epoch": (self.best or {}).get("epoch") if self.stage.choose_epoch else self.epoch,
                 "teachers": self.teachers, "keras_param_count": keras_param_count(self.model),
                 "weights_bytes": weights.stat().st_size if (weights := self.out / WEIGHTS_NAME).exists() else None,
-                "device": describe_device(self.device),
+                "device": describe_device(self.device), "precision": self.precision,
                 "seconds_per_epoch": sum(seconds) / len(seconds) if seconds else None,
                 "compile_seconds": self.compile_seconds if self.compile_step else None,
                 "final": self.history[-1] if self.history else None, "epochs": self.history}

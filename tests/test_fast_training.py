@@ -66,8 +66,13 @@ def test_bench_train_quick_writes_every_figure(cifar_dir, tmp_path, capsys) -> N
     result = json.loads(out.read_text())
     for key in ("ce_epoch_s", "ms_epoch_s", "ms_over_ce_epoch", "naive_ms_img_s", "ours_ms_img_s",
                 "speedup_vs_naive", "parallel_runs_img_s", "naive_ce_img_s", "ours_ce_img_s", "today_ms_img_s",
-                "paper_protocol_1_epochs_s"):
+                "paper_protocol_1_epochs_s", "bf16_over_fp32", "hybrid1_over_cnn3a_step", "cnn3a_ce_step_s",
+                "hybrid1_ce_step_s"):
         assert isinstance(result[key], float) and result[key] > 0, key
+    assert result["precision"] in ("fp32", "bf16")
+    ab = result["precision_ab"]["val_p_at_1"]
+    assert result["bf16_vs_fp32_p_at_1_delta"] == pytest.approx(ab["bf16"] - ab["fp32"])
+    assert result["hybrid1_over_cnn3a_step"] == pytest.approx(result["hybrid1_ce_step_s"] / result["cnn3a_ce_step_s"])
     assert result["device"].startswith("cpu") and result["torch"] == torch.__version__ and result["date"]
     assert result["paper_protocol_25_epochs_s"] is None  # not measured in a quick run, and not estimated
     assert result["speedup_vs_naive"] == pytest.approx(result["ours_ms_img_s"] / result["naive_ms_img_s"])
@@ -93,3 +98,35 @@ def test_the_gpu_evaluation_path_agrees_with_faiss() -> None:
         # float32 sums in another order reorder a few near-tied neighbours deep in the ranking
         assert figures["torch"][key] == pytest.approx(figures["faiss"][key], abs=1e-4), key
     assert 0.2 < figures["faiss"]["precision_at_1"] < 0.95  # neither trivial nor random
+
+
+def test_precision_auto_is_bf16_where_the_cpu_runs_it_natively(monkeypatch) -> None:
+    from model.training import TrainingError, native_bf16, pick_precision
+
+    cpu = torch.device("cpu")
+    assert pick_precision("auto", cpu) == ("bf16" if native_bf16(cpu) else "fp32")
+    for flags, expected in (({"avx512_bf16": True}, "bf16"), ({"amx_bf16": True}, "bf16"),
+                            ({"avx512_bf16": False, "avx2": True}, "fp32")):
+        monkeypatch.setattr(torch.cpu, "get_capabilities", lambda flags=flags: flags)
+        assert pick_precision("auto", cpu) == expected
+    assert pick_precision("fp32", cpu) == "fp32" and pick_precision("bf16", cpu) == "bf16"
+    with pytest.raises(TrainingError, match="unknown precision 'fp16'"):
+        pick_precision("fp16", cpu)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_training_step_runs_at_its_precision_and_evaluation_in_fp32(precision, cifar_dir, tmp_path) -> None:
+    recipe = one_stage_recipe("cifar10", model="hybrid1", loss="ms", epochs=1, batch_size=64, augment="crop-flip",
+                              choose_epoch=False, validation={"size": 0}, precision=precision)
+    t = Trainer(recipe, load_dataset("cifar10", cifar_dir), tmp_path, torch.device("cpu"), eval_split="test")
+    seen = []
+    t.model.embed.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    order, offsets = t.device_plan(0)
+    x, y, _, _ = t.batch(order, offsets, 0)
+    t.step_loss(x, y).backward()
+    assert seen == [torch.bfloat16 if precision == "bf16" else torch.float32]
+    assert all(p.grad.dtype == torch.float32 for p in t.model.parameters())  # weights and Adam stay fp32
+    seen.clear()
+    summary = t.fit(log=lambda _: None)
+    assert seen and set(seen[-1:]) == {torch.float32}  # the epoch's evaluation embeds in fp32
+    assert summary["precision"] == precision

@@ -120,6 +120,8 @@ def test_resume_refuses_options_that_contradict_the_saved_run(data_dir, tmp_path
     assert train.main([*args, "--flip-average", "--shift-average", "1"]) == 2
     assert "--flip-average/--shift-average (the run searches with views [{'flip': False, 'shift': 0}])" in (
         one_line_error(capsys))
+    assert train.main([*args, "--precision", "bf16"]) == 2
+    assert "precision = 'bf16' (the run has 'auto')" in one_line_error(capsys)
     assert train.main([*args, "--epochs=2", "--model", "cnn3a", "--device", "cpu"]) == 0  # agreeing options pass
 
 

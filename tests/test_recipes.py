@@ -63,6 +63,7 @@ def test_parse_override_and_round_trip(tmp_path) -> None:
     (["stages.1.choose_epoch=yes"], "stages.1.choose_epoch must be true or false"),
     (["search.views=[]"], "search.views is empty"),
     (["epochs"], "write it as key=value"),
+    (["precision=fp16"], "precision = 'fp16' is not one of auto, fp32, bf16"),
 ])
 def test_bad_fields_are_named(overrides, message) -> None:
     with pytest.raises(RecipeError) as e:
