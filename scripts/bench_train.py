@@ -1,6 +1,7 @@
 """Training speed of Hybrid-1 on CIFAR-10: our pipeline against a naive one, in one run on one device.
 
-    python scripts/bench_train.py --data-dir DIR [--device auto|cpu|cuda] [--quick] [--out FILE]
+    python scripts/bench_train.py --data-dir DIR [--device auto|cpu|cuda] [--precision auto|fp32|bf16]
+                                  [--quick] [--out FILE]
 
 Measured, each as images per second of training steps (warm-up steps and compilation excluded):
 - naive: a torchvision-style Dataset of PIL images with torchvision transforms and a DataLoader
@@ -9,7 +10,14 @@ Measured, each as images per second of training steps (warm-up steps and compila
 - today: our pipeline (uint8 data resident on the device, augmentation as one gather, bf16
   autocast on CUDA, channels_last) with pytorch-metric-learning's MS loss and miner, eager: the
   trainer before model/losses.py;
-- ours: the trainer as it is: the sync-free MultiSimilarity loss and, on CUDA, the compiled step.
+- ours: the trainer as it is: the sync-free MultiSimilarity loss, the training step at --precision
+  (auto: bf16 autocast where the device runs it natively, training.pick_precision) and, on CUDA,
+  the compiled step.
+Then, each a ratio of variants measured in this run, alternating epochs so that a change of load
+on a shared machine falls on both: `bf16_over_fp32` (ours MS images/s in bf16 over fp32),
+`hybrid1_over_cnn3a_step` (the seconds of a Hybrid-1 CE training step over CNN-3a's, at --precision)
+and `bf16_vs_fp32_p_at_1_delta` (the same seed trained a few epochs in bf16 and in fp32: validation
+P@1 of the first minus the second, on a split held out of the training images).
 Then an epoch of CE and of MS with ours (`ce_epoch_s`, `ms_epoch_s`), the paper's protocol (MS,
 Adam 1e-3, 25 epochs, each followed by the test-set evaluation) as wall-clock seconds from start
 to the last checkpoint, compilation included, and N runs of ours at once, each in its own process
@@ -26,7 +34,9 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
+import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,7 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from model.data import ImageData, load_dataset  # noqa: E402
-from model.training import Trainer, describe_device, one_stage_recipe, pick_device  # noqa: E402
+from model.training import Trainer, describe_device, one_stage_recipe, pick_device, pick_precision  # noqa: E402
 
 MODEL, DATASET, BATCH = "hybrid1", "cifar10", 256
 
@@ -111,9 +121,9 @@ def naive_img_s(data: ImageData, device: torch.device, loss: str, steps: int, wo
 
 # ----- our trainer --------------------------------------------------------------------------
 def trainer_for(data: ImageData, device: torch.device, loss: str, out: Path, compile_step: bool,
-                today: bool = False, epochs: int = 2) -> Trainer:
-    recipe = one_stage_recipe(DATASET, model=MODEL, loss=loss, epochs=epochs, batch_size=BATCH, augment="crop-flip",
-                              choose_epoch=False, validation={"size": 0})
+                today: bool = False, epochs: int = 2, precision: str = "auto", model: str = MODEL) -> Trainer:
+    recipe = one_stage_recipe(DATASET, model=model, loss=loss, epochs=epochs, batch_size=BATCH, augment="crop-flip",
+                              choose_epoch=False, validation={"size": 0}, precision=precision)
     trainer = Trainer(recipe, data, out, device, compile_step=compile_step, eval_split="test")
     if today:  # the trainer before the dense MS loss: pytorch-metric-learning's loss and miner
         from pytorch_metric_learning import losses, miners
@@ -125,15 +135,46 @@ def trainer_for(data: ImageData, device: torch.device, loss: str, out: Path, com
     return trainer
 
 
-def ours_epoch(data: ImageData, device: torch.device, loss: str, compile_step: bool, today: bool = False
-               ) -> dict[str, float]:
+def ours_epoch(data: ImageData, device: torch.device, loss: str, compile_step: bool, today: bool = False,
+               precision: str = "auto") -> dict[str, float]:
     """One timed epoch after a warm-up epoch (and, compiled, after the compilation)."""
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = trainer_for(data, device, loss, Path(tmp), compile_step, today)
+        trainer = trainer_for(data, device, loss, Path(tmp), compile_step, today, precision=precision)
         if compile_step:
             trainer.warm_up()
         trainer.train_epoch(0)
         return trainer.train_epoch(1)
+
+
+def alternating_epochs(data: ImageData, device: torch.device, variants: dict[str, dict], rounds: int
+                       ) -> dict[str, float]:
+    """Seconds per training step of each variant (trainer_for's keyword arguments), the median
+    over `rounds` epochs taken in turn (A, B, A, B, ...) after one warm-up epoch each: the ratio
+    of two variants then holds under the load swings of a shared machine."""
+    with tempfile.TemporaryDirectory() as tmp:
+        trainers = {name: trainer_for(data, device, out=Path(tmp) / name, compile_step=False, epochs=rounds + 1,
+                                      **kw) for name, kw in variants.items()}
+        for trainer in trainers.values():
+            trainer.train_epoch(0)
+        seconds: dict[str, list[float]] = {name: [] for name in trainers}
+        for epoch in range(1, rounds + 1):
+            for name, trainer in trainers.items():
+                stats = trainer.train_epoch(epoch)
+                seconds[name].append(stats["seconds"] / math.ceil(len(data.train_y) / BATCH))
+    return {name: statistics.median(s) for name, s in seconds.items()}
+
+
+def precision_ab(data: ImageData, device: torch.device, epochs: int) -> dict[str, float]:
+    """The same seed and batches trained `epochs` MS epochs in fp32 and in bf16: the validation
+    P@1 of each (the split is held out of `data`'s training images, so no test image is seen)."""
+    p_at_1 = {}
+    for precision in ("fp32", "bf16"):
+        with tempfile.TemporaryDirectory() as tmp:
+            recipe = one_stage_recipe(DATASET, model=MODEL, loss="ms", epochs=epochs, batch_size=BATCH,
+                                      augment="crop-flip", choose_epoch=False, precision=precision)
+            summary = Trainer(recipe, data, Path(tmp), device, eval_split="val").fit(log=lambda _: None)
+            p_at_1[precision] = summary["final"]["precision_at_1"]
+    return p_at_1
 
 
 def sync_free_step(data: ImageData, device: torch.device, compile_step: bool) -> tuple[bool, str]:
@@ -157,13 +198,14 @@ def sync_free_step(data: ImageData, device: torch.device, compile_step: bool) ->
         return True, "no synchronisation in steps 2-4"
 
 
-def protocol_seconds(data: ImageData, device: torch.device, epochs: int, compile_step: bool) -> float:
+def protocol_seconds(data: ImageData, device: torch.device, epochs: int, compile_step: bool, precision: str
+                     ) -> float:
     """The paper's protocol, wall clock: MS, Adam 1e-3, `epochs` epochs each with its test-set
     evaluation and checkpoint, compilation included."""
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         recipe = one_stage_recipe(DATASET, model=MODEL, loss="ms", epochs=epochs, batch_size=BATCH, augment="auto",
-                                  choose_epoch=False, validation={"size": 0})
+                                  choose_epoch=False, validation={"size": 0}, precision=precision)
         Trainer(recipe, data, Path(tmp) / "run", device, compile_step=compile_step,
                 eval_split="test").fit(log=lambda _: None)
         sync(device)
@@ -174,7 +216,8 @@ def parallel_img_s(args: argparse.Namespace, n: int) -> float:
     """n copies of `ours` MS, each in its own process, released together once all are warm:
     total images over the wall clock from the release to the last one's end."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, __file__, "--worker", tmp, "--device", args.device, "--images", str(args.images or 0)]
+        cmd = [sys.executable, __file__, "--worker", tmp, "--device", args.device, "--images", str(args.images or 0),
+               "--precision", args.precision]
         if args.data_dir:
             cmd += ["--data-dir", args.data_dir]
         env = {**os.environ, "OMP_NUM_THREADS": "1"} if args.device_type == "cpu" else None
@@ -194,7 +237,7 @@ def worker(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     data = load_dataset(DATASET, args.data_dir, args.images or None).to(device)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = trainer_for(data, device, "ms", Path(tmp), device.type == "cuda")
+        trainer = trainer_for(data, device, "ms", Path(tmp), device.type == "cuda", precision=args.precision)
         if trainer.compile_step:
             trainer.warm_up()
         trainer.train_epoch(0)
@@ -210,12 +253,19 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data-dir", help="folder with cifar10.npz")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="of ours and the parallel runs (the naive pipeline is fp32)")
     p.add_argument("--quick", action="store_true", help="a short CPU version: 512 images, 1 protocol epoch")
     p.add_argument("--images", type=int, help="training images per measured epoch (default: all on CUDA, "
                                               "5,120 on a CPU, 512 with --quick)")
     p.add_argument("--naive-steps", type=int, help="timed steps of the naive pipeline (default 40; 2 with --quick)")
     p.add_argument("--protocol-epochs", type=int, help="epochs of the paper-protocol run (default 25; 1 with --quick)")
     p.add_argument("--parallel", type=int, help="runs at once (default 8 on CUDA, 2 on a CPU)")
+    p.add_argument("--rounds", type=int, help="alternating epochs per variant for the ratios (default 5; 1 with "
+                                              "--quick)")
+    p.add_argument("--ab-images", type=int, help="training images of the precision A/B (default 20,000 and 2,000 "
+                                                 "held out; 1,000 and 200 with --quick)")
+    p.add_argument("--ab-epochs", type=int, help="epochs of the precision A/B (default 4; 1 with --quick)")
     p.add_argument("--out", help="default: results/bench_train.json (CUDA) or results/bench_train_cpu.json")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--rank", type=int, default=0, help=argparse.SUPPRESS)
@@ -236,23 +286,45 @@ def main(argv: list[str] | None = None) -> int:
     data = dataclasses.replace(full.train_subset(images)).to(device)  # `full` stays on the CPU for the naive pipeline
     workers = 8 if cuda else 2
     log = print
-    log(f"{MODEL} on {DATASET}: {len(data.train_y):,} images per measured epoch, device {describe_device(device)}")
+    precision = pick_precision(args.precision, device)
+    rounds = args.rounds or (1 if args.quick else 5)
+    log(f"{MODEL} on {DATASET}: {len(data.train_y):,} images per measured epoch, device {describe_device(device)}, "
+        f"ours in {precision}")
 
     result: dict = {"device": describe_device(device), "torch": torch.__version__,
                     "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "quick": args.quick,
-                    "epoch_images": len(data.train_y), "batch_size": BATCH, "compiled": cuda}
+                    "epoch_images": len(data.train_y), "batch_size": BATCH, "compiled": cuda, "precision": precision}
     for loss in ("ce", "ms"):
         result[f"naive_{loss}_img_s"] = naive_img_s(full.train_subset(images), device, loss, naive_steps, workers)
         log(f"naive {loss}: {result[f'naive_{loss}_img_s']:,.0f} img/s")
-    result["today_ms_img_s"] = ours_epoch(data, device, "ms", False, today=True)["images_per_s"]
+    result["today_ms_img_s"] = ours_epoch(data, device, "ms", False, today=True, precision=precision)["images_per_s"]
     log(f"today ms (pytorch-metric-learning's loss and miner in our pipeline): {result['today_ms_img_s']:,.0f} img/s")
     for loss in ("ce", "ms"):
-        stats = ours_epoch(data, device, loss, cuda)
+        stats = ours_epoch(data, device, loss, cuda, precision=precision)
         result[f"ours_{loss}_img_s"], result[f"{loss}_epoch_s"] = stats["images_per_s"], stats["seconds"]
         log(f"ours {loss}: {stats['images_per_s']:,.0f} img/s, {stats['seconds']:.2f} s per epoch")
     result["ms_over_ce_epoch"] = result["ms_epoch_s"] / result["ce_epoch_s"]
     result["speedup_vs_naive"] = result["ours_ms_img_s"] / result["naive_ms_img_s"]
     result["speedup_vs_today"] = result["ours_ms_img_s"] / result["today_ms_img_s"]
+    step = alternating_epochs(data, device, {"fp32": {"loss": "ms", "precision": "fp32"},
+                                             "bf16": {"loss": "ms", "precision": "bf16"}}, rounds)
+    result["bf16_over_fp32"] = step["fp32"] / step["bf16"]  # images/s of bf16 over fp32
+    log(f"ours ms, alternating epochs: fp32 {BATCH / step['fp32']:,.0f} img/s, bf16 {BATCH / step['bf16']:,.0f} img/s "
+        f"(bf16 over fp32 {result['bf16_over_fp32']:.2f}x)")
+    step = alternating_epochs(data, device, {m: {"loss": "ce", "precision": precision, "model": m}
+                                             for m in ("cnn3a", "hybrid1")}, rounds)
+    result["cnn3a_ce_step_s"], result["hybrid1_ce_step_s"] = step["cnn3a"], step["hybrid1"]
+    result["hybrid1_over_cnn3a_step"] = step["hybrid1"] / step["cnn3a"]
+    log(f"ce step in {precision}, alternating epochs: cnn3a {1000 * step['cnn3a']:.1f} ms, hybrid1 "
+        f"{1000 * step['hybrid1']:.1f} ms (hybrid1 over cnn3a {result['hybrid1_over_cnn3a_step']:.2f})")
+    ab_held_out = min(200 if args.quick else 2000, len(full.train_y) // 3)
+    ab_images = min(args.ab_images or (1000 if args.quick else 20_000), len(full.train_y) - ab_held_out)
+    ab_data = full.train_subset(ab_images + ab_held_out).hold_out_validation(ab_held_out, 0)
+    ab = precision_ab(ab_data.to(device), device, args.ab_epochs or (1 if args.quick else 4))
+    result["precision_ab"] = {"train_images": ab_images, "validation_images": ab_held_out,
+                              "epochs": args.ab_epochs or (1 if args.quick else 4), "val_p_at_1": ab}
+    result["bf16_vs_fp32_p_at_1_delta"] = ab["bf16"] - ab["fp32"]
+    log(f"precision A/B, the same seed: validation P@1 fp32 {ab['fp32']:.4f}, bf16 {ab['bf16']:.4f}")
     if cuda:
         result["sync_free_step"], result["sync_check"] = sync_free_step(data, device, cuda)
         log(f"sync-free step: {result['sync_free_step']} ({result['sync_check']})")
@@ -262,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"{parallel} runs at once: {result['parallel_runs_img_s']:,.0f} img/s in all")
     protocol_data = dataclasses.replace(full).to(device) if not args.quick else data
     result["protocol_epochs"] = protocol_epochs
-    seconds = protocol_seconds(protocol_data, device, protocol_epochs, cuda)
+    seconds = protocol_seconds(protocol_data, device, protocol_epochs, cuda, precision)
     result[f"paper_protocol_{protocol_epochs}_epochs_s"] = seconds
     result.setdefault("paper_protocol_25_epochs_s", None)  # measured only when 25 epochs ran
     log(f"paper protocol, {protocol_epochs} epochs with evaluation: {seconds:.1f} s")
