@@ -15,7 +15,8 @@ are rewritten from whatever cells exist, each marked with the epochs and seeds i
 
 Small models leave a GPU mostly idle (each step is a few dozen tiny kernels), so --jobs N
 trains N cells at once, each in its own process. Every cell runs on one device at one precision
-(bf16 autocast on CUDA, float32 on a CPU), with the trainer's fast path: the sync-free MS loss
+(--precision, recorded in each cell's metrics.json: auto is bf16 autocast on CUDA and on a CPU
+with AVX512-BF16 or AMX, fp32 elsewhere), with the trainer's fast path: the sync-free MS loss
 and, on CUDA, the compiled step (--compile). --pack FILE gathers every cell's metrics.json into
 one .tar.gz, the few files a lent GPU's call can return.  --time-budget stops starting cells once
 it is spent and stops running ones at their next epoch end: such a cell keeps the epochs it
@@ -123,7 +124,7 @@ def run_cell(cell: Cell, args: argparse.Namespace, device: torch.device, cache: 
     recipe = one_stage_recipe(cell.dataset, model=cell.model, loss=cell.loss, epochs=epochs,
                               batch_size=args.batch_size, activation=cell.activation, seed=cell.seed,
                               augment="none", max_train_samples=limit or 0, choose_epoch=False,
-                              validation={"size": 0})
+                              validation={"size": 0}, precision=args.precision)
     if is_finished(cell, args):
         return
     key = (cell.dataset, limit)
@@ -385,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
                    help="torch.compile each cell's training step; auto: on for CUDA")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="each cell's training step (training.pick_precision); one sweep, one precision")
     p.add_argument("--pack", metavar="FILE", help="at the end, gather every cell's metrics.json (and kept earlier "
                    "measurement) into FILE, a .tar.gz; unpack with `tar xzf FILE -C results/runs`")
     args = p.parse_args(argv)

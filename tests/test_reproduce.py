@@ -20,7 +20,7 @@ def test_quick_sweep_writes_tables_and_skips_finished_cells(data_dir, tmp_path, 
     assert len(reproduce.plan(1)) == 3 * (8 * 2 + 2 * 2) + 4 * 2
     args = ["--data-dir", str(data_dir), "--out", str(tmp_path / "runs"), "--results", str(tmp_path),
             "--quick", "--only", "mnist-hybrid1-ce", "--batch-size", "50", "--device", "cpu",
-            "--max-train-samples", "200"]
+            "--max-train-samples", "200", "--precision", "fp32"]
     assert reproduce.main(args) == 0
     cells = sorted(p.name for p in (tmp_path / "runs").iterdir())
     assert cells == ["mnist-hybrid1-ce-gelu-s0", "mnist-hybrid1-ce-relu-s0"]
@@ -28,6 +28,7 @@ def test_quick_sweep_writes_tables_and_skips_finished_cells(data_dir, tmp_path, 
     assert "| hybrid1 | gelu | 116,344 |" in table and "†" in table and "| 0.749 | 0.0707 |" in table
     assert (tmp_path / "map_at_r_vs_params.png").stat().st_size > 1000
     before = json.loads((tmp_path / "runs" / cells[0] / "metrics.json").read_text())
+    assert before["precision"] == "fp32" and before["device"].startswith("cpu")
     capsys.readouterr()
     assert reproduce.main(args) == 0
     assert "epoch" not in capsys.readouterr().out  # finished cells are not trained again
