@@ -35,8 +35,8 @@ CHECKPOINT_FILES = ("config.json", "model.safetensors", "metrics.json", "index.j
 HARDWARE = {"cpu-basic": "cpu-basic", "zerogpu": "zero-a10g"}  # ours -> huggingface_hub's SpaceHardware
 PYTHON = {"cpu-basic": "3.11", "zerogpu": "3.12"}  # ZeroGPU runs Python 3.10 or 3.12
 ZEROGPU_PINS = {"torch": "torch==2.11.0", "torchvision": "torchvision==0.26.0"}  # the newest ZeroGPU supports
-# in requirements.txt for train.py only; tests check that no Space file imports them
-TRAINING_ONLY = ("pytorch-metric-learning", "tqdm")
+# in requirements.txt for train.py and the ONNX export only; tests check that no Space file imports them
+TRAINING_ONLY = ("pytorch-metric-learning", "tqdm", "onnx", "onnxscript", "onnxruntime")
 TITLE, EMOJI = "Involution Similarity Search", "🔎"
 SHORT_DESCRIPTION = "116k-parameter involution + CNN model for image search"  # the Hub allows 60 characters
 LICENSE = "mit"
