@@ -7,7 +7,9 @@ front matter expects: scripts/publish_space.py). It uploads model.safetensors, c
 metrics.json, the recipe (recipe.toml, where the checkpoint has one; older checkpoints record
 theirs in metrics.json), curves.png, the demo's search bundle (index.json, index.npz) and a
 README.md model card: what the model is, its test figures, how to load it, the paper, and its
-limits. Then anyone with this project's `model` package loads it with
+limits. It also exports the checkpoint to model.onnx (model/export.py), so the repository is
+usable on its own: the card's first snippet runs it with onnxruntime, numpy and huggingface_hub,
+without this project or torch. With this project's `model` package it loads with
 `load_embedder("hf://USER/NAME")`, and the demo serves it with INVOLUTION_MODELS=hf://USER/NAME.
 
 --dry-run needs no network and no token: it prints the files to upload, one path per line, and
@@ -31,12 +33,14 @@ from publish_space import LICENSE, PublishError, hub_request, hub_token  # noqa:
 
 from model.data import KNOWN  # noqa: E402
 from model.embedder import CheckpointError, load_model  # noqa: E402
+from model.export import INPUT_NAME, OUTPUT_NAME, export_onnx  # noqa: E402
 from model.hub import CHECKPOINT_FILES, METRICS_NAME, check_repo_id  # noqa: E402
 from model.record import summarize  # noqa: E402
 
 # shown in the card; the demo's search bundle for the project's gallery (a Space serving this
 # repository through INVOLUTION_MODELS then needs no rebuild)
-EXTRA_FILES = ("recipe.toml", "curves.png", "index.json", "index.npz")
+EXTRA_FILES = ("curves.png", "index.json", "index.npz")
+ONNX_NAME = "model.onnx"  # written by publish from the weights (model/export.py), not kept in the checkpoint
 DATASET_NAMES = {name: info.title for name, info in KNOWN.items()}
 MODEL_NAMES = {"hybrid1": "Hybrid-1", "cnn3a": "CNN-3a"}
 HUB_DATASETS = {name: info.hub_id for name, info in KNOWN.items()}
@@ -62,7 +66,7 @@ CITATION = """@misc{spatially_optimized_compact_dml,
 
 def checkpoint_files(folder: Path) -> list[Path]:
     """The checkpoint's files a model repository holds: weights and config (required), then the
-    metrics, the recipe and the curves where they exist."""
+    metrics, the recipe, the curves and the search bundle where they exist."""
     load_model(folder)  # refuses a folder that does not load, before anything is uploaded
     if not (folder / METRICS_NAME).is_file():
         raise PublishError(f"{folder} has no {METRICS_NAME}: the model card's figures come from it "
@@ -111,7 +115,16 @@ def model_card(repo_id: str, folder: Path, config: dict, metrics: dict) -> str:
         + f"Search: {views}."
         + (f" The embedding is whitened ({summary.whitening_text}) and folded into its last layer." if whitening
            else ""), "",
-        "## Load it", "",
+        "## Run it with onnxruntime", "",
+        f"`{ONNX_NAME}` is the whole search embedding in one graph: uint8 images in, at {h}x{w} with "
+        f"{config['in_channels']} channel{'s' if config['in_channels'] > 1 else ''}, and the unit vectors the "
+        "demo searches with out (normalisation, search views and whitening inside). It needs onnxruntime, "
+        "numpy and huggingface_hub, not this model's source code or torch:", "",
+        *onnx_snippet(repo_id, config), "",
+        f"Resize other images to {h}x{w} first"
+        + (" (greyscale, white object on black)." if config["in_channels"] == 1 else " (RGB).")
+        + " The vectors are those of the PyTorch route below to within 1e-6.", "",
+        "## Load it with PyTorch", "",
         "With the project's `model` package (from its source repository, or the demo Space's files):", "",
         "```python", "from model import load_embedder", "",
         f'embedder = load_embedder("hf://{repo_id}")   # downloaded once into the Hugging Face cache',
@@ -150,6 +163,19 @@ def model_card(repo_id: str, folder: Path, config: dict, metrics: dict) -> str:
     return "\n".join(front + lines)
 
 
+def onnx_snippet(repo_id: str, config: dict) -> list[str]:
+    """The card's onnxruntime example, as lines of a fenced block (tests run it offline)."""
+    h, w = config["image_size"]
+    c, dim = config["in_channels"], config["embedding_dim"]
+    return [
+        "```python", "import numpy as np", "import onnxruntime as ort", "from huggingface_hub import hf_hub_download",
+        "", f'session = ort.InferenceSession(hf_hub_download("{repo_id}", "{ONNX_NAME}"))',
+        f"images = np.zeros((2, {h}, {w}, {c}), dtype=np.uint8)   # your images: uint8, (N, {h}, {w}, {c})",
+        f'vectors = session.run(["{OUTPUT_NAME}"], {{"{INPUT_NAME}": images}})[0]   # (N, {dim}) float32, '
+        "unit length",
+        "similarity = vectors @ vectors.T   # cosine similarity: rank a gallery by it", "```"]
+
+
 def publish(repo_id: str, folder: Path, private: bool, api=None) -> str:
     """Create the model repository (if needed) and upload the checkpoint with its card; returns the URL."""
     from huggingface_hub import HfApi
@@ -163,6 +189,7 @@ def publish(repo_id: str, folder: Path, private: bool, api=None) -> str:
     with tempfile.TemporaryDirectory(prefix="model-") as tmp:
         for file in files:
             shutil.copy2(file, Path(tmp) / file.name)
+        export_onnx(folder, Path(tmp) / ONNX_NAME)
         (Path(tmp) / "README.md").write_text(card)
         with hub_request(f"upload to {repo_id}"):
             api.upload_folder(repo_id=repo_id, repo_type="model", folder_path=tmp,
@@ -183,7 +210,7 @@ def main(argv: list[str] | None = None, api=None) -> int:
         if args.dry_run:
             files = checkpoint_files(folder)
             card = model_card(args.repo_id, folder, load_model(folder)[1], read_metrics(folder))
-            print("\n".join([*(f.name for f in files), "README.md"]))
+            print("\n".join([*(f.name for f in files), ONNX_NAME, "README.md"]))
             print(f"--- README.md (generated model card) ---\n{card}", end="", file=sys.stderr)
             return 0
         url = publish(args.repo_id, folder, args.private, api=api)

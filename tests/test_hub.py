@@ -193,7 +193,7 @@ def test_published_model_loads_back_as_hf_reference(token, hub_cache, capsys) ->
                                        "private": False, "exist_ok": True}
     assert api.call("upload_folder")["repo_type"] == "model"
     assert set(api.uploaded) == {"model.safetensors", "config.json", "metrics.json", "recipe.toml", "curves.png",
-                                 "index.json", "index.npz", "README.md"}
+                                 "index.json", "index.npz", "model.onnx", "README.md"}
     card = api.uploaded["README.md"].decode()
     assert card.startswith("---\nlicense: mit\n") and "ylecun/mnist" in card
     assert 'load_embedder("hf://someone/involution-mnist-hybrid1")' in card and "## Limits" in card
@@ -206,6 +206,33 @@ def test_published_model_loads_back_as_hf_reference(token, hub_cache, capsys) ->
     images = np.random.default_rng(1).integers(0, 256, (3, 28, 28), dtype=np.uint8)
     np.testing.assert_array_equal(load_embedder("hf://someone/involution-mnist-hybrid1").embed(images),
                                   load_embedder(SHIPPED).embed(images))
+
+
+def test_the_model_cards_onnx_snippet_runs_with_onnxruntime_alone(token, hub_cache, tmp_path) -> None:
+    """The card's first snippet, run as it is printed in a fresh interpreter that cannot import this
+    project (python -I, another working folder), offline, on the repository as a download leaves it:
+    it gives the embeddings of the PyTorch route."""
+    import subprocess
+
+    publish_models = load_script("publish_models")
+    api = RecordingHfApi()
+    repo = "someone/involution-mnist-hybrid1"
+    assert publish_models.main(["--repo-id", repo, str(SHIPPED)], api=api) == 0
+    cache_repo(hub_cache, repo, api.uploaded)
+    card = api.uploaded["README.md"].decode()
+    section = card.split("## Run it with onnxruntime", 1)[1]
+    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
+    imported = {n.names[0].name if isinstance(n, ast.Import) else n.module
+                for n in ast.walk(ast.parse(snippet)) if isinstance(n, (ast.Import, ast.ImportFrom))}
+    assert imported == {"numpy", "onnxruntime", "huggingface_hub"}
+    out = tmp_path / "vectors.npy"
+    env = {"PATH": "/usr/bin:/bin", "HF_HUB_CACHE": str(hub_cache), "HF_HUB_OFFLINE": "1", "HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-I", "-c", f"{snippet}\nnp.save({str(out)!r}, vectors)"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    expected = load_embedder(SHIPPED).embed(np.zeros((2, 28, 28), dtype=np.uint8))
+    np.testing.assert_allclose(np.load(out), expected, atol=1e-5)
+    assert "import model" not in snippet and "torch" not in snippet
 
 
 def test_publish_models_refuses_what_is_not_a_checkpoint(tmp_path, token, capsys) -> None:
