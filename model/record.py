@@ -25,7 +25,7 @@ class StageSummary:
     epochs_done: int
     chosen_epoch: int | None  # kept on validation; None when the last epoch was kept
     seconds_per_epoch: float | None
-    device: str
+    device: str  # and the precision, where the run recorded it: "cpu (1 threads), bf16"
     settings: dict[str, Any]  # the stage's recipe fields (lr, schedule, batch_size, augment...)
 
 
@@ -67,7 +67,9 @@ def summarize(metrics: dict[str, Any]) -> CheckpointSummary:
         chosen = {s["stage"]: s["chosen_epoch"] for s in v["stages"]}
         stages = [StageSummary(s["loss"], s["epochs_done"],
                                chosen[s["stage"]] if r["stages"][s["stage"] - 1]["choose_epoch"] else None,
-                               s["seconds_per_epoch"], t["device"], r["stages"][s["stage"] - 1])
+                               s["seconds_per_epoch"],
+                               f"{t['device']}, {s['precision']}" if s.get("precision") else t["device"],
+                               r["stages"][s["stage"] - 1])
                   for s in t["stages"]]
         view = v["search_views"]["chosen"]
         w = (v.get("whitening") or {}).get("chosen", {}).get("whitening")
