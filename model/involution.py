@@ -73,15 +73,17 @@ class Involution(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
+        channels_last = _is_channels_last(x)
+        x = x.contiguous()  # the multiply-adds broadcast over channels, fastest with each channel's plane whole
         kernel = self.kernel(x)  # (B, G, K*K, Ho, Wo)
-        xg = x.contiguous().view(b, self.groups, c // self.groups, h, w)
+        xg = x.view(b, self.groups, c // self.groups, h, w)
         if torch.is_grad_enabled() and (xg.requires_grad or kernel.requires_grad):
             out = _WeightedTaps.apply(xg, kernel, self.kernel_size, self.stride)
         else:
             out = weighted_taps(xg, kernel, self.kernel_size, self.stride)
         out = out.reshape(b, c, *out.shape[-2:])
         # keep the caller's layout: the convolutions after it run channels_last
-        return out.contiguous(memory_format=torch.channels_last) if _is_channels_last(x) else out
+        return out.contiguous(memory_format=torch.channels_last) if channels_last else out
 
     def extra_repr(self) -> str:
         return (

@@ -19,6 +19,8 @@ from conftest import ROOT
 from conftest import free_port as _free_port
 from PIL import Image, ImageDraw
 
+pytestmark = pytest.mark.slow  # a Chromium and a demo server per module
+
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

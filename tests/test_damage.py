@@ -25,6 +25,7 @@ def copy(assets, tmp_path, monkeypatch) -> Path:
     return tmp_path / "assets"
 
 
+@pytest.mark.slow
 def test_a_foreign_index_is_named_never_searched_and_rebuilt_once(copy) -> None:
     ckpt = copy / "mnist-hybrid1"
     shutil.copyfile(copy / "mnist-cnn3a" / INDEX_NPZ, ckpt / INDEX_NPZ)  # another model's embeddings

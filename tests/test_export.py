@@ -19,6 +19,7 @@ def exported(tmp_path_factory) -> dict[str, object]:
     return {name: export.export_onnx(ROOT / "assets" / name, folder / f"{name}.onnx") for name in SHIPPED}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SHIPPED)
 def test_every_shipped_checkpoint_exports_with_parity(name, exported) -> None:
     checkpoint = ROOT / "assets" / name
@@ -49,6 +50,7 @@ def test_the_graph_has_one_uint8_input_with_a_dynamic_batch_and_one_float_output
         np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_cli_writes_the_file_and_prints_its_parity(tmp_path, capsys) -> None:
     out = tmp_path / "m.onnx"
     assert export.main([str(ROOT / "assets" / "mnist-cnn3a"), "--onnx", str(out)]) == 0

@@ -44,6 +44,7 @@ def test_warm_up_leaves_no_trace(cifar_dir, tmp_path) -> None:
     assert not t.optimizer.state  # the optimizer never stepped
 
 
+@pytest.mark.slow
 def test_compiled_step_trains_as_the_eager_one(cifar_dir, tmp_path) -> None:
     runs = {}
     for compile_step in (False, True):
@@ -59,6 +60,7 @@ def test_compiled_step_trains_as_the_eager_one(cifar_dir, tmp_path) -> None:
         torch.testing.assert_close(compiled_w[k].float(), v.float(), atol=5e-3, rtol=1e-2)
 
 
+@pytest.mark.slow
 def test_bench_train_quick_writes_every_figure(cifar_dir, tmp_path, capsys) -> None:
     bench = load_script("bench_train")
     out = tmp_path / "bench.json"

@@ -281,6 +281,7 @@ def real_data(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_quick_runs_every_shipped_recipe(recipe, real_data, tmp_path) -> None:
     assert run_recipe(recipe, real_data, tmp_path / "out", "--quick") == 0
@@ -289,6 +290,7 @@ def test_quick_runs_every_shipped_recipe(recipe, real_data, tmp_path) -> None:
     assert metrics["validation"]["split"]["images"] == 500 and metrics["test"]["images"] == 1000
 
 
+@pytest.mark.slow
 def test_evaluate_cli_refuses_in_one_line(tmp_path) -> None:
     def cli(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "model.evaluate", *args], capture_output=True, text=True,

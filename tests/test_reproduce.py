@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import pytest
 import torch
 from conftest import load_script as _load_script
 
@@ -35,6 +36,7 @@ def test_quick_sweep_writes_tables_and_skips_finished_cells(data_dir, tmp_path, 
     assert json.loads((tmp_path / "runs" / cells[0] / "metrics.json").read_text()) == before
 
 
+@pytest.mark.slow
 def test_parallel_cells_run_in_child_processes(data_dir, tmp_path) -> None:
     reproduce = load_script("reproduce")
     args = ["--data-dir", str(data_dir), "--out", str(tmp_path / "runs"), "--results", str(tmp_path),

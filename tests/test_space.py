@@ -12,12 +12,14 @@ import time
 import urllib.request
 
 import numpy as np
+import pytest
 from conftest import free_port, load_script
 from PIL import Image
 
 START_TIMEOUT_S = 180
 
 
+@pytest.mark.slow
 def test_the_listed_files_make_a_working_space(tmp_path, capsys) -> None:
     from gradio_client import Client, handle_file
 
