@@ -15,7 +15,8 @@ Measured, each as images per second of training steps (warm-up steps and compila
   the compiled step.
 Then, each a ratio of variants measured in this run, alternating epochs so that a change of load
 on a shared machine falls on both: `bf16_over_fp32` (ours MS images/s in bf16 over fp32),
-`hybrid1_over_cnn3a_step` (the seconds of a Hybrid-1 CE training step over CNN-3a's, at --precision)
+`hybrid1_over_cnn3a_step` (the seconds of a Hybrid-1 CE training step over CNN-3a's, at --precision;
+on a CPU also on one thread, `_1_thread`, the way two runs share two cores)
 and `bf16_vs_fp32_p_at_1_delta` (the same seed trained a few epochs in bf16 and in fp32: validation
 P@1 of the first minus the second, on a split held out of the training images).
 Then an epoch of CE and of MS with ours (`ce_epoch_s`, `ms_epoch_s`), the paper's protocol (MS,
@@ -311,12 +312,22 @@ def main(argv: list[str] | None = None) -> int:
     result["bf16_over_fp32"] = step["fp32"] / step["bf16"]  # images/s of bf16 over fp32
     log(f"ours ms, alternating epochs: fp32 {BATCH / step['fp32']:,.0f} img/s, bf16 {BATCH / step['bf16']:,.0f} img/s "
         f"(bf16 over fp32 {result['bf16_over_fp32']:.2f}x)")
-    step = alternating_epochs(data, device, {m: {"loss": "ce", "precision": precision, "model": m}
-                                             for m in ("cnn3a", "hybrid1")}, rounds)
+    models = {m: {"loss": "ce", "precision": precision, "model": m} for m in ("cnn3a", "hybrid1")}
+    step = alternating_epochs(data, device, models, rounds)
     result["cnn3a_ce_step_s"], result["hybrid1_ce_step_s"] = step["cnn3a"], step["hybrid1"]
     result["hybrid1_over_cnn3a_step"] = step["hybrid1"] / step["cnn3a"]
     log(f"ce step in {precision}, alternating epochs: cnn3a {1000 * step['cnn3a']:.1f} ms, hybrid1 "
         f"{1000 * step['hybrid1']:.1f} ms (hybrid1 over cnn3a {result['hybrid1_over_cnn3a_step']:.2f})")
+    if device.type == "cpu":  # and on one thread, as the runs train (two at once: parallel_over_one_run)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            step = alternating_epochs(data, device, models, rounds)
+        finally:
+            torch.set_num_threads(threads)
+        result["hybrid1_over_cnn3a_step_1_thread"] = step["hybrid1"] / step["cnn3a"]
+        log(f"the same on one thread: cnn3a {1000 * step['cnn3a']:.1f} ms, hybrid1 {1000 * step['hybrid1']:.1f} ms "
+            f"(hybrid1 over cnn3a {result['hybrid1_over_cnn3a_step_1_thread']:.2f})")
     ab_held_out = min(200 if args.quick else 2000, len(full.train_y) // 3)
     ab_images = min(args.ab_images or (1000 if args.quick else 20_000), len(full.train_y) - ab_held_out)
     ab_data = full.train_subset(ab_images + ab_held_out).hold_out_validation(ab_held_out, 0)

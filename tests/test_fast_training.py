@@ -69,7 +69,7 @@ def test_bench_train_quick_writes_every_figure(cifar_dir, tmp_path, capsys) -> N
     for key in ("ce_epoch_s", "ms_epoch_s", "ms_over_ce_epoch", "naive_ms_img_s", "ours_ms_img_s",
                 "speedup_vs_naive", "parallel_runs_img_s", "naive_ce_img_s", "ours_ce_img_s", "today_ms_img_s",
                 "paper_protocol_1_epochs_s", "bf16_over_fp32", "hybrid1_over_cnn3a_step", "cnn3a_ce_step_s",
-                "hybrid1_ce_step_s"):
+                "hybrid1_ce_step_s", "hybrid1_over_cnn3a_step_1_thread"):
         assert isinstance(result[key], float) and result[key] > 0, key
     assert result["precision"] in ("fp32", "bf16")
     ab = result["precision_ab"]["val_p_at_1"]
