@@ -124,7 +124,7 @@ def weighted_taps(x: torch.Tensor, kernel: torch.Tensor, k: int, stride: int) ->
     weights = kernel.unsqueeze(3).unbind(2)  # K*K of (B, G, 1, Ho, Wo)
     out = taps[0] * weights[0]
     for tap, weight in zip(taps[1:], weights[1:], strict=True):
-        out = out + tap * weight
+        out.addcmul_(tap, weight)
     return out
 
 
@@ -135,22 +135,16 @@ class _WeightedTaps(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, kernel: torch.Tensor, k: int, stride: int) -> torch.Tensor:
-        pad = (k - 1) // 2
-        xp = F.pad(x, (pad, pad, pad, pad))
-        h_out, w_out = kernel.shape[-2:]
-        taps, weights = _taps(xp, k, stride, h_out, w_out), kernel.unsqueeze(3).unbind(2)
-        out = taps[0] * weights[0]
-        for tap, weight in zip(taps[1:], weights[1:], strict=True):
-            out.addcmul_(tap, weight)
-        ctx.save_for_backward(xp, kernel)
-        ctx.k, ctx.stride, ctx.size = k, stride, x.shape[-2:]
-        return out
+        ctx.save_for_backward(x, kernel)
+        ctx.k, ctx.stride = k, stride
+        return weighted_taps(x, kernel, k, stride)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
-        xp, kernel = ctx.saved_tensors
-        k, stride, (h, w) = ctx.k, ctx.stride, ctx.size
+        x, kernel = ctx.saved_tensors
+        k, stride, (h, w) = ctx.k, ctx.stride, x.shape[-2:]
         pad, (h_out, w_out) = (k - 1) // 2, kernel.shape[-2:]
+        xp = F.pad(x, (pad, pad, pad, pad))
         grad = grad.contiguous()
         grad_x = grad_kernel = None
         if ctx.needs_input_grad[1]:  # sum over the group's channels of grad * tap
