@@ -106,11 +106,14 @@ class Trainer:
     """Owns the model, loss, optimizer and data of one stage and writes its folder."""
 
     def __init__(self, recipe: Recipe, data: ImageData, out: str | Path, device: torch.device, stage: int = 1,
-                 compile_step: bool = False, eval_split: str = "val") -> None:
+                 compile_step: bool = False, eval_split: str = "val", evaluate_every_epoch: bool = True) -> None:
         """`compile_step`: run the training step (forward, loss, backward) through torch.compile,
-        compiled before the clock starts (warm_up). `eval_split`: what each epoch is measured on."""
+        compiled before the clock starts (warm_up). `eval_split`: what each epoch is measured on;
+        without `evaluate_every_epoch` only the stage's last epoch (or the one a time budget stops
+        at) is, which a study that reads only the final figures runs faster (not with choose_epoch)."""
         self.recipe, self.stage, self.stage_number = recipe, recipe.stages[stage - 1], stage
         self.out, self.device, self.eval_split = Path(out), device, eval_split
+        self.evaluate_every_epoch = evaluate_every_epoch
         self.compile_step, self.compile_seconds = compile_step, 0.0
         self.precision = pick_precision(recipe.precision, device)
         self.data = data.to(device)
@@ -364,7 +367,10 @@ class Trainer:
             log(f"training step compiled in {self.compile_seconds:.1f} s (not counted in seconds per epoch)")
         metric = self.recipe.selection_metric
         for epoch in range(self.epoch, self.stage.epochs):
-            row = {"epoch": epoch + 1, **self.train_epoch(epoch), **self.evaluate()}
+            row = {"epoch": epoch + 1, **self.train_epoch(epoch)}
+            stopping = stop_at is not None and time.time() >= stop_at
+            if self.evaluate_every_epoch or self.stage.choose_epoch or stopping or epoch + 1 == self.stage.epochs:
+                row.update(self.evaluate())
             self.epoch = epoch + 1
             self.history.append(row)
             if self.stage.choose_epoch and (self.best is None or row[metric] > self.best["value"]):
@@ -372,7 +378,7 @@ class Trainer:
                 self.best = {"epoch": self.epoch, "value": row[metric], "state": state}
             self.save()
             log(format_epoch(row, self.stage.epochs, self.stage_number, self.eval_split))
-            if stop_at is not None and time.time() >= stop_at and self.epoch < self.stage.epochs:
+            if stopping and self.epoch < self.stage.epochs:
                 break
         return self.summary()
 

@@ -3,6 +3,7 @@
     python results/reproduce.py --data-dir DIR            # the full protocol (a GPU: 3 seeds)
     python results/reproduce.py --data-dir DIR --quick    # smoke run on a CPU: 1 epoch, 2,000 images
     python results/reproduce.py --data-dir DIR --jobs 12 --time-budget 9   # a GPU lent for minutes
+    python results/reproduce.py --data-dir DIR --claims --jobs 2 --time-budget 150   # results/claims.json
     bash results/gpu_sweep.sh                              # the whole sweep in one lent-GPU call
 
 Research, apart from the product: it uses the library (model/) and nothing imports it.
@@ -18,7 +19,14 @@ trains N cells at once, each in its own process. Every cell runs on one device a
 (--precision, recorded in each cell's metrics.json: auto is bf16 autocast on CUDA and on a CPU
 with AVX512-BF16 or AMX, fp32 elsewhere), with the trainer's fast path: the sync-free MS loss
 and, on CUDA, the compiled step (--compile). --pack FILE gathers every cell's metrics.json into
-one .tar.gz, the few files a lent GPU's call can return.  --time-budget stops starting cells once
+one .tar.gz, the few files a lent GPU's call can return.
+
+--claims runs the cells behind results/claims.json instead, into results/claims/runs/: Hybrid-1
+against CNN-3a at the same protocol with seeds 0, 1 and 2 on every dataset and loss (the paper's
+claim that one involution layer helps), and the same pair trained with MS on classes 0-4 only
+and queried on the test images of classes 5-9 (retrieval of classes never seen in training; a
+class split, `Cell.classes`, is a sweep option). The verdict rule is fixed in CLAIMS below and
+written into claims.json before any of its runs finish.  --time-budget stops starting cells once
 it is spent and stops running ones at their next epoch end: such a cell keeps the epochs it
 finished, is marked as reduced, and a rerun resumes it.
 """
@@ -75,10 +83,17 @@ class Cell:
     loss: str
     activation: str
     seed: int
+    classes: str = ""  # "0-4": train on these classes only, measure on the test images of the others
 
     @property
     def name(self) -> str:
-        return f"{self.dataset}-{self.model}-{self.loss}-{self.activation}-s{self.seed}"
+        split = f"-classes{self.classes}" if self.classes else ""
+        return f"{self.dataset}-{self.model}-{self.loss}-{self.activation}-s{self.seed}{split}"
+
+    @property
+    def seen_classes(self) -> list[int]:
+        lo, hi = (int(v) for v in self.classes.split("-"))
+        return list(range(lo, hi + 1))
 
 
 def plan(seeds: int) -> list[Cell]:
@@ -90,6 +105,60 @@ def plan(seeds: int) -> list[Cell]:
         cells += [Cell(d, m, loss, "relu", s) for d in DATASETS for m in ("hybrid1", "cnn3a") for loss in ("ce", "ms")]
         cells += [Cell("cifar10", m, loss, "gelu", s) for m in BASELINES for loss in ("ce", "ms")]
     return cells
+
+
+CLAIM_SEEDS = (0, 1, 2)
+UNSEEN_SPLIT = "0-4"
+CLAIM_RULE = ("d = MAP@R(a) - MAP@R(b) for each seed, paired by seed; a cell's 95% interval is the mean of d "
+              "± t(0.975, n-1) · sd(d) / sqrt(n) over its n = 3 seeds. Verdict: 'holds' where every cell's "
+              "interval lies above 0; 'does not hold' where every cell's interval lies below 0, or contains 0 "
+              "with its mean below 0; 'mixed' otherwise. Only cells with 3 full-length seeds of both models "
+              "count; until every cell has them the verdict is 'not measured yet'.")
+CLAIMS = (
+    {"id": "one-involution-layer-helps",
+     "statement": "One involution layer in front of the small CNN improves similarity search: Hybrid-1 (a) "
+                  "retrieves better than CNN-3a (b) at the paper's protocol, on MNIST, FashionMNIST and "
+                  "CIFAR-10, trained with CE and with MS.",
+     "metric": "map_at_r", "rule": CLAIM_RULE},
+    {"id": "unseen-classes",
+     "statement": "The advantage carries to classes never seen in training: trained with MS on the training "
+                  "images of classes 0-4 only, Hybrid-1 (a) retrieves the test images of classes 5-9 among "
+                  "themselves better than CNN-3a (b).",
+     "metric": "map_at_r", "rule": CLAIM_RULE},
+)
+
+
+def claims_plan() -> list[Cell]:
+    """The cells behind results/claims.json, in the order they run: the unseen-class cells
+    first (half the data each, one whole claim soonest), then claim 1 dataset by dataset,
+    cheapest first; each cell's seeds and both models together, so that what finishes is
+    whole cells and the two models of a seed train side by side under the same load."""
+    cells = [Cell(d, m, "ms", "gelu", s, UNSEEN_SPLIT) for d in DATASETS for s in CLAIM_SEEDS
+             for m in ("hybrid1", "cnn3a")]
+    cells += [Cell(d, m, loss, "gelu", s) for d in DATASETS for loss in ("ms", "ce") for s in CLAIM_SEEDS
+              for m in ("hybrid1", "cnn3a")]
+    return cells
+
+
+def class_split(data, seen: list[int]):
+    """Training images of the `seen` classes only (relabelled 0..k-1, so the class-balanced
+    sampler sees k classes) and test images of the other classes: what an epoch measures is
+    retrieval of classes the model never saw. Returns (that data, the seen classes' test images
+    and labels)."""
+    import dataclasses
+
+    seen_t = torch.tensor(seen)
+    keep_train = torch.isin(data.train_y, seen_t)
+    remap = torch.full((len(data.class_names),), -1, dtype=torch.long)
+    remap[seen_t] = torch.arange(len(seen))
+    seen_test = torch.isin(data.test_y, seen_t)
+    split = dataclasses.replace(data, train_x=data.train_x[keep_train], train_y=remap[data.train_y[keep_train]],
+                                test_x=data.test_x[~seen_test], test_y=data.test_y[~seen_test],
+                                class_names=[data.class_names[c] for c in seen])
+    return split, (data.test_x[seen_test], data.test_y[seen_test])
+
+
+SEEN = "seen_classes.json"
 
 
 def cell_epochs(cell: Cell, args: argparse.Namespace) -> int:
@@ -109,7 +178,7 @@ def cell_limit(cell: Cell, args: argparse.Namespace) -> int | None:
 
 def is_finished(cell: Cell, args: argparse.Namespace) -> bool:
     path = Path(args.out) / cell.name / "metrics.json"
-    if not path.is_file():
+    if not path.is_file() or (cell.classes and not (path.parent / SEEN).is_file()):
         return False
     done = json.loads(path.read_text())
     return (done["epochs_done"] >= cell_epochs(cell, args)
@@ -130,16 +199,34 @@ def run_cell(cell: Cell, args: argparse.Namespace, device: torch.device, cache: 
     key = (cell.dataset, limit)
     if key not in cache:
         cache[key] = load_dataset(cell.dataset, args.data_dir, limit)
-    data = cache[key]
+    data, seen_test = cache[key], None
+    if cell.classes:
+        data, seen_test = class_split(data, cell.seen_classes)
     compile_step = args.compile == "on" or (args.compile == "auto" and device.type == "cuda")
-    trainer = Trainer(recipe, data, out, device, compile_step=compile_step, eval_split="test")
+    # claim cells report their last epoch only: measuring the test set after every epoch would
+    # add a fifth to their time on the CPU
+    trainer = Trainer(recipe, data, out, device, compile_step=compile_step, eval_split="test",
+                      evaluate_every_epoch=not args.claims)
     if find_resume_state(out):
         trainer.load()
     elif (out / "metrics.json").exists():
         keep_earlier_measurement(out)
     trainer.fit(log=lambda line: print(f"  {cell.name}: {line}", flush=True), stop_at=stop_at)
+    if seen_test is not None and trainer.epoch >= epochs:
+        measure_seen(cell, out, *seen_test)
     if is_finished(cell, args):
         (out / PREVIOUS).unlink(missing_ok=True)
+
+
+def measure_seen(cell: Cell, out: Path, x: torch.Tensor, y: torch.Tensor) -> None:
+    """A finished class-split cell's figures on the test images of the classes it trained on,
+    measured as its per-epoch figures are (the network's own embedding, one view), written
+    once beside metrics.json: the gap between seen and unseen classes."""
+    from model.embedder import atomic_write_json, load_embedder
+    from model.evaluation import evaluate
+
+    figures = evaluate(load_embedder(out), x, y)
+    atomic_write_json(out / SEEN, {"classes": cell.seen_classes, **figures})
 
 
 PREVIOUS = "metrics.previous.json"
@@ -204,6 +291,95 @@ def pack(out: Path, file: Path) -> int:
             tar.add(p, arcname=p.relative_to(out).as_posix())
     os.replace(tmp, file)
     return len({p.parent for p in records})
+
+
+def claim_run(cell: Cell, folder: Path) -> dict | None:
+    """One run's line in claims.json, or None if it has not finished an epoch."""
+    path = folder / "metrics.json"
+    if not path.is_file():
+        return None
+    m = json.loads(path.read_text())
+    f = m["final"]
+    if "precision_at_1" not in f:  # still training: its last epoch is measured when it ends
+        return {"seed": cell.seed, "epochs": EPOCHS[cell.dataset], "epochs_done": m["epochs_done"],
+                "device": m["device"], "precision": m.get("precision", "fp32")}
+    run = {"seed": cell.seed, "epochs": EPOCHS[cell.dataset], "epochs_done": m["epochs_done"],
+           "p_at_1": f["precision_at_1"], "r_precision": f["r_precision"], "map_at_r": f["mean_average_precision_at_r"],
+           "test_loss": f.get("test_ce_loss", f.get("test_ms_loss")), "device": m["device"],
+           "precision": m.get("precision", "fp32"), "seconds_per_epoch": m["seconds_per_epoch"]}
+    if cell.classes:
+        seen = json.loads((folder / SEEN).read_text()) if (folder / SEEN).is_file() else None
+        run["seen"] = seen and {"p_at_1": seen["precision_at_1"], "r_precision": seen["r_precision"],
+                                "map_at_r": seen["mean_average_precision_at_r"], "test_loss": seen["ms_loss"]}
+    return run
+
+
+def paired_interval(a: list[float], b: list[float]) -> tuple[float, list[float]]:
+    """Mean of a - b (paired) and its 95% t interval."""
+    from scipy import stats
+
+    d = np.asarray(a) - np.asarray(b)
+    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    return float(d.mean()), [float(d.mean() - half), float(d.mean() + half)]
+
+
+def cell_verdict(mean: float, ci: list[float]) -> str:
+    if ci[0] > 0:
+        return "a better"
+    if ci[1] < 0:
+        return "b better"
+    return "no difference shown (interval contains 0), mean " + ("above" if mean > 0 else "below") + " 0"
+
+
+def claim_verdict(cells: list[dict]) -> str:
+    """CLAIM_RULE applied to a claim's cells."""
+    if not cells or any(c["mean_diff"] is None for c in cells):
+        return "not measured yet"
+    if all(c["ci95"][0] > 0 for c in cells):
+        return "holds"
+    if all(c["ci95"][1] < 0 or (c["ci95"][0] <= 0 <= c["ci95"][1] and c["mean_diff"] < 0) for c in cells):
+        return "does not hold"
+    return "mixed"
+
+
+def write_claims(out: Path, path: Path) -> dict:
+    """results/claims.json from the claim cells' records under `out`, rewritten whole each time:
+    the rule first (it is fixed before the runs), then every cell with whatever seeds exist."""
+    plan_cells = claims_plan()
+    claims = []
+    for claim in CLAIMS:
+        unseen = claim["id"] == "unseen-classes"
+        keys = dict.fromkeys((c.dataset, c.loss) for c in plan_cells if bool(c.classes) == unseen)
+        cells = []
+        for dataset, loss in keys:
+            entry: dict = {"dataset": dataset} if unseen else {"dataset": dataset, "loss": loss}
+            if unseen:
+                trained = Cell(dataset, "", loss, "", 0, UNSEEN_SPLIT).seen_classes
+                entry.update(loss_used=loss, classes_trained=trained,
+                             classes_queried=[c for c in range(10) if c not in trained])
+            for side, model in (("a", "hybrid1"), ("b", "cnn3a")):
+                runs = [claim_run(c, out / c.name) for c in plan_cells
+                        if (c.dataset, c.loss, c.model, bool(c.classes)) == (dataset, loss, model, unseen)]
+                entry[side] = {"model": model, "runs": [r for r in runs if r is not None]}
+            a, b = ({r["seed"]: r["map_at_r"] for r in entry[side]["runs"]
+                     if r["epochs_done"] >= r["epochs"] and (not unseen or r["seen"])} for side in "ab")
+            seeds = sorted(set(a) & set(b))
+            if seeds == list(CLAIM_SEEDS):
+                entry["mean_diff"], entry["ci95"] = paired_interval([a[s] for s in seeds], [b[s] for s in seeds])
+                entry["cell_verdict"] = cell_verdict(entry["mean_diff"], entry["ci95"])
+            else:
+                entry.update(mean_diff=None, ci95=None,
+                             cell_verdict=f"{len(seeds)} of {len(CLAIM_SEEDS)} seeds finished")
+            cells.append(entry)
+        claims.append({**claim, "verdict": claim_verdict(cells), "cells": cells})
+    doc = {"generated_by": "python results/reproduce.py --claims (rewritten after every finished run)",
+           "protocol": {"optimizer": "Adam", "lr": 1e-3, "schedule": "constant", "batch_size": 256,
+                        "augment": "none", "activation": "gelu", "epochs": EPOCHS, "seeds": list(CLAIM_SEEDS),
+                        "measured_on": "the test set after the last epoch; each test image queried against the "
+                                       "other test images (of the queried classes), one view, no whitening"},
+           "claims": claims}
+    atomic_write_bytes(path, (json.dumps(doc, indent=1) + "\n").encode())
+    return doc
 
 
 def fmt(values: list[float], digits: int = 4) -> str:
@@ -369,8 +545,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir")
-    p.add_argument("--out", default=str(ROOT / "results" / "runs"))
+    p.add_argument("--out", help="default: results/runs, or results/claims/runs with --claims")
     p.add_argument("--results", default=str(ROOT / "results"))
+    p.add_argument("--claims", action="store_true", help="the cells behind results/claims.json (3 seeds of "
+                   "Hybrid-1 and CNN-3a, and their unseen-class cells) instead of the tables")
     p.add_argument("--quick", action="store_true", help="1 epoch on 2,000 training images (500 for baselines)")
     p.add_argument("--seeds", type=int, help="default: 3 on a GPU, 1 on a CPU")
     p.add_argument("--batch-size", type=int, default=256)
@@ -391,17 +569,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pack", metavar="FILE", help="at the end, gather every cell's metrics.json (and kept earlier "
                    "measurement) into FILE, a .tar.gz; unpack with `tar xzf FILE -C results/runs`")
     args = p.parse_args(argv)
+    args.out = args.out or str(ROOT / "results" / ("claims/runs" if args.claims else "runs"))
     try:
         device = pick_device(args.device)
         seeds = args.seeds or (3 if device.type == "cuda" else 1)
         prefixes = tuple(args.only.split(",")) if args.only else ("",)
-        cells = [c for c in plan(seeds) if c.name.startswith(prefixes)]
+        cells = [c for c in (claims_plan() if args.claims else plan(seeds)) if c.name.startswith(prefixes)]
         if not cells and not args.cell:
             raise TrainingError(f"no planned cell matches --only {args.only!r}; cell names look like "
                                 f"{plan(1)[0].name}")
         stop_at = args.stop_at or (None if args.time_budget is None else time.time() + 60 * args.time_budget)
         if args.cell:
-            chosen = [c for c in plan(max(seeds, 10)) if c.name == args.cell]
+            chosen = [c for c in plan(max(seeds, 10)) + claims_plan() if c.name == args.cell]
             if not chosen:
                 raise TrainingError(f"no cell named {args.cell!r}")
             run_cell(chosen[0], args, device, {}, stop_at)
@@ -415,7 +594,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(cells)} cells, {len(cells) - len(todo)} already finished", flush=True)
 
         def tables() -> None:  # progress saved after every cell
-            write_tables(Path(args.out), Path(args.results), settings)
+            if args.claims:
+                write_claims(Path(args.out), Path(args.results) / "claims.json")
+            else:
+                write_tables(Path(args.out), Path(args.results), settings)
+
+        tables()  # claims.json holds its rule before the first run finishes
 
         if args.jobs > 1:
             run_parallel(todo, args, argv, stop_at, tables)
