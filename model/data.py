@@ -38,11 +38,13 @@ class DatasetInfo:
     epochs: int  # the paper's epochs: train.py's default for a one-stage run
     title: str  # how the demo, the tables and the model cards name it
     hub_id: str  # the dataset's repository on the Hugging Face Hub, for model cards
+    query_style: str = "photo"  # how a user's image is brought to the dataset's form (demo.queries.STYLES)
 
 
 # Every dataset the project knows by name, declared here once.
 KNOWN: dict[str, DatasetInfo] = {
-    "mnist": DatasetInfo("mnist.npz", "MNIST", tuple(str(i) for i in range(10)), "none", 20, "MNIST", "ylecun/mnist"),
+    "mnist": DatasetInfo("mnist.npz", "MNIST", tuple(str(i) for i in range(10)), "none", 20, "MNIST", "ylecun/mnist",
+                         "mnist"),
     "fashion_mnist": DatasetInfo(
         "fashion_mnist.npz",
         "FashionMNIST",
@@ -51,6 +53,7 @@ KNOWN: dict[str, DatasetInfo] = {
         20,
         "FashionMNIST",
         "zalando-datasets/fashion_mnist",
+        "fashion_mnist",
     ),
     "cifar10": DatasetInfo(
         "cifar10.npz",
@@ -150,6 +153,17 @@ class ImageData:
             if getattr(self, field) is not None:
                 setattr(self, field, getattr(self, field).to(device))
         return self
+
+
+def dataset_title(name: str) -> str:
+    """How the demo names a dataset: a known one by its title, an image folder by its name."""
+    return KNOWN[name].title if name in KNOWN else name
+
+
+def query_style(name: str) -> str:
+    """How a user's query is brought to a dataset's form: digits and garments are centred as
+    their datasets were made, photos (CIFAR-10, any image folder) are centre-cropped."""
+    return KNOWN[name].query_style if name in KNOWN else "photo"
 
 
 def canonical_name(dataset: str) -> str:

@@ -142,6 +142,13 @@ REGISTRY: dict[str, Callable[..., nn.Module]] = {
 TORCHVISION_MODELS = ("mobilenet_v2", "efficientnet_b0", "resnet50", "vgg16")  # the only ones with pretrained weights
 REGISTRY.update({name: _torchvision(name) for name in TORCHVISION_MODELS})
 PAPER_MODELS = ("cnn3a", "cnn3b", "inn2", "inn3", "inn4", "hybrid1", "hybrid2", "hybrid3")
+# How the paper, the demo and the model cards name the paper's models (others go by their registry name).
+TITLES = {"cnn3a": "CNN-3a", "cnn3b": "CNN-3b", "inn2": "INN-2", "inn3": "INN-3", "inn4": "INN-4",
+          "hybrid1": "Hybrid-1", "hybrid2": "Hybrid-2", "hybrid3": "Hybrid-3"}
+
+
+def model_title(name: str) -> str:
+    return TITLES.get(name, name)
 
 
 def build_model(

@@ -24,13 +24,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from model.data import normalize  # noqa: E402
-from model.demo import DATASETS, Demo  # noqa: E402
+from model.demo import Demo  # noqa: E402
 from model.embedder import load_embedder  # noqa: E402
 
 
 def figure2(demo: Demo, path: Path, queries: dict[str, int]) -> None:
-    fig, axes = plt.subplots(len(DATASETS), 6, figsize=(9, 1.8 * len(DATASETS)))
-    for row, dataset in enumerate(DATASETS):
+    datasets = [d for d in demo.datasets() if "Hybrid-1" in demo.models(d)]
+    fig, axes = plt.subplots(len(datasets), 6, figsize=(9, 1.8 * len(datasets)), squeeze=False)
+    for row, dataset in enumerate(datasets):
         index = demo.index(dataset, "Hybrid-1")
         q = queries.get(dataset, 0)
         result = demo.search(dataset, "Hybrid-1", index.images[q], 5, int(index.labels[q]), exclude=q)

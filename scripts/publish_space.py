@@ -30,7 +30,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = "app.py"
-# what the demo reads of a shipped checkpoint (model/demo.py, model/index.py, app.py's About tab)
+WEB = "model/demo/web"  # the page's JavaScript and CSS, which app.py reads
+# what the demo reads of a shipped checkpoint (model/demo/service.py, model/index.py, app.py's About tab)
 CHECKPOINT_FILES = ("config.json", "model.safetensors", "metrics.json", "index.json", "index.npz")
 HARDWARE = {"cpu-basic": "cpu-basic", "zerogpu": "zero-a10g"}  # ours -> huggingface_hub's SpaceHardware
 PYTHON = {"cpu-basic": "3.11", "zerogpu": "3.12"}  # ZeroGPU runs Python 3.10 or 3.12
@@ -78,8 +79,10 @@ def local_imports(path: Path, root: Path = ROOT) -> set[Path]:
 
 def space_files(root: Path = ROOT) -> list[str]:
     """Every repository file the Space needs, relative to `root`, sorted: app.py, the modules it
-    imports, and for each shipped checkpoint what the demo reads, plus the galleries."""
+    imports, the page's JavaScript and CSS, and for each shipped checkpoint what the demo reads,
+    plus the galleries."""
     files = {p.relative_to(root).as_posix() for p in local_imports(root / APP, root)}
+    files |= {p.relative_to(root).as_posix() for p in sorted((root / WEB).glob("*")) if p.is_file()}
     assets = root / "assets"
     for config in sorted(assets.glob("*/config.json")):
         if not (config.parent / "model.safetensors").is_file():

@@ -285,3 +285,175 @@ def test_phone(server) -> None:
     heights = [cells.nth(i).bounding_box()["height"] for i in range(min(cells.count(), 9))]
     assert max(heights) < 1.5 * min(heights), heights  # one line each: words are not broken letter by letter
     page.close()
+
+
+# ------------------------------------------------- sequences that once left a mismatched page
+
+def page_says(page) -> dict:
+    """What the page claims to show: the query line, the map's title, the results' captions."""
+    return page.evaluate("""() => ({
+        query: document.querySelector('#results .query-line')?.innerText || '',
+        map: document.querySelector('#embedding-map .map-title')?.innerText || '',
+        captions: [...document.querySelectorAll('#results .result .caption')].map(e => e.innerText),
+        status: document.querySelector('#status')?.innerText || ''})""")
+
+
+def wait_map(page, text: str, timeout: float = 90_000) -> None:
+    page.wait_for_function(f"document.querySelector('#embedding-map .map-title')?.innerText.includes({text!r})",
+                           timeout=timeout)
+
+
+def settle(page, ms: int = 1500) -> None:
+    """Let every queued answer land (the one queue runs them in order)."""
+    page.wait_for_timeout(ms)
+    page.wait_for_function("!document.querySelector('.progress-text, .eta-bar')", timeout=30_000)
+
+
+MNIST_NAMES = {str(i) for i in range(10)}
+CIFAR_NAMES = {"airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"}
+FASHION_NAMES = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                 "Ankle boot"}
+
+
+def classes_of(says: dict) -> set[str]:
+    return {c.split(" · ")[0] for c in says["captions"]}
+
+
+def test_rapid_clicks_end_on_the_last_one(server) -> None:
+    """Five thumbnails clicked in one tick (0 ms apart), three times: the page ends on the last."""
+    page = open_page(server)
+    cells = "[...document.querySelectorAll('#examples [data-pick]')]"
+    for trial in range(3):
+        picks = page.evaluate(f"() => {{ const c = {cells}.slice({trial * 5 + 1}, {trial * 5 + 6});"
+                              " c.forEach(e => e.click()); return c.map(e => e.dataset.pick); }")
+        settle(page)
+        wait_query(page, f"gallery example #{picks[-1]}")
+        says = page_says(page)
+        assert f"#{picks[-1]} " in says["query"] and "MNIST" in says["query"], (picks, says["query"])
+        assert "MNIST gallery" in says["map"] and classes_of(says) <= MNIST_NAMES
+    shot(page, "rapid-clicks-last")
+    page.close()
+
+
+def _tiny_png(path: Path) -> Path:
+    Image.new("RGB", (1, 1), "white").save(path)
+    return path
+
+
+def test_an_error_then_a_k_and_a_dataset_change(server, tmp_path) -> None:
+    """Upload a digit photo, then a 1x1 PNG (refused), then k = 20, then CIFAR-10: the refusal
+    keeps the first upload's results, names the problem by the upload, and the later changes
+    search the first upload, never the refused one."""
+    page = open_page(server)
+    photo = tmp_path / "seven-on-paper.png"
+    _dark_on_light_digit(photo)
+    page.get_by_role("tab", name="Upload").click()
+    page.locator("#upload input[type=file]").set_input_files(str(photo))
+    wait_query(page, "your upload seven-on-paper.png")
+    page.locator("#upload").get_by_role("button", name="Clear").click()  # clearing changes nothing on the page
+    page.locator("#upload input[type=file]").set_input_files(str(_tiny_png(tmp_path / "dot.png")))
+    page.wait_for_function("document.querySelector('#upload-error')?.innerText.includes('1x1 pixels')",
+                           timeout=30_000)
+    says = page_says(page)
+    assert "your upload seven-on-paper.png" in says["query"] and "1x1 pixels" in says["status"]
+    assert "still those of your upload seven-on-paper.png" in page.inner_text("#results .refused")
+    assert classes_of(says) <= MNIST_NAMES
+    shot(page, "refused-upload-keeps-results")
+    number = page.locator("input[type=number][aria-label*='top-k']").first
+    number.fill("20")
+    number.press("Enter")
+    page.wait_for_function(f"document.querySelectorAll('{RESULT}').length == 20", timeout=30_000)
+    says = page_says(page)
+    assert "your upload seven-on-paper.png" in says["query"] and not page.locator("#results .refused").count()
+    choose(page, "dataset", "CIFAR-10")
+    wait_map(page, "CIFAR-10")
+    settle(page)
+    says = page_says(page)
+    assert "your upload seven-on-paper.png" in says["query"] and "CIFAR-10" in says["query"], says["query"]
+    assert len(says["captions"]) == 20 and classes_of(says) <= CIFAR_NAMES, says["captions"]
+    shot(page, "error-then-k-then-CIFAR-10")
+    page.close()
+
+
+def _stroke(page, canvas, top: float = 0.2, bottom: float = 0.8) -> None:
+    box = canvas.bounding_box()
+    x = box["x"] + box["width"] / 2
+    page.mouse.move(x, box["y"] + box["height"] * top)
+    page.mouse.down()
+    page.mouse.move(x, box["y"] + box["height"] * bottom, steps=12)
+    page.mouse.up()
+
+
+def test_a_drawing_then_a_dataset_switch_and_a_map_click(server) -> None:
+    """The first stroke draws (no brush to pick first); the drawing is searched again on
+    FashionMNIST, where the map is FashionMNIST's and a click on it searches a FashionMNIST image;
+    on CIFAR-10, where drawings are not searched, no MNIST result or map is left."""
+    page = open_page(server)
+    page.get_by_role("tab", name="Draw").click()
+    canvas = page.locator("#sketch canvas").first
+    canvas.wait_for(timeout=30_000)
+    _stroke(page, canvas)  # no click on a brush button first
+    wait_query(page, "your drawing", timeout=30_000)
+    assert "MNIST" in page_says(page)["query"]
+    shot(page, "draw-first-stroke")
+    choose(page, "dataset", "FashionMNIST")
+    wait_map(page, "FashionMNIST")
+    settle(page)
+    says = page_says(page)
+    assert "your drawing" in says["query"] and "FashionMNIST" in says["query"]
+    assert classes_of(says) <= FASHION_NAMES, says["captions"]
+    page.locator("#embedding-map canvas").scroll_into_view_if_needed()
+    box = page.locator("#embedding-map canvas").bounding_box()
+    tip = None
+    for fx in np.linspace(0.1, 0.9, 17):
+        for fy in np.linspace(0.1, 0.9, 17):
+            page.mouse.move(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+            if page.locator("#embedding-map .tip").is_visible():
+                tip = (fx, fy, page.inner_text("#embedding-map .tip"))
+                break
+        if tip:
+            break
+    assert tip and tip[2].split(" · ")[0] in FASHION_NAMES, tip  # the hover shows FashionMNIST images
+    page.mouse.click(box["x"] + tip[0] * box["width"], box["y"] + tip[1] * box["height"])
+    number = tip[2].split("#")[1]
+    wait_query(page, f"gallery example #{number}")
+    says = page_says(page)
+    assert "FashionMNIST" in says["query"] and f"label {tip[2].split(' · ')[0]}" in says["query"]
+    assert classes_of(says) <= FASHION_NAMES
+    shot(page, "draw-fashion-map-click")
+    page.close()
+
+
+def test_a_refused_upload_shows_its_error_on_a_phone_screen(server, tmp_path) -> None:
+    page = open_page(server, 390, 844, device_scale_factor=2, is_mobile=True, has_touch=True)
+    page.get_by_role("tab", name="Upload").click()
+    photo = tmp_path / "seven-on-paper.png"
+    _dark_on_light_digit(photo)
+    page.locator("#upload input[type=file]").set_input_files(str(photo))
+    wait_query(page, "your upload seven-on-paper.png")
+    page.locator("#upload").get_by_role("button", name="Clear").tap()
+    page.locator("#upload input[type=file]").set_input_files(str(_tiny_png(tmp_path / "dot.png")))
+    page.wait_for_function("document.querySelector('#results .refused')", timeout=30_000)
+    settle(page, 800)
+    visible = page.evaluate("""() => [...document.querySelectorAll('#results .refused, #upload-error p')]
+        .map(e => e.getBoundingClientRect()).some(r => r.height > 0 && r.top >= 0 && r.bottom <= innerHeight)""")
+    assert visible, "the refusal is not on the phone's screen"
+    assert "your upload seven-on-paper.png" in page_says(page)["query"]
+    shot(page, "phone-refused-upload", full=False)
+    page.close()
+
+
+def test_top_k_typed_out_of_range_is_clamped_with_a_line(server) -> None:
+    page = open_page(server)
+    number = page.locator("input[type=number][aria-label*='top-k']").first
+    for typed, expect in (("100", 48), ("0", 1), ("7.5", 8)):
+        number.fill(typed)
+        number.press("Enter")
+        page.wait_for_function(f"document.querySelectorAll('{RESULT}').length == {expect}", timeout=30_000)
+        assert "top-k" in page.inner_text("#status")
+        assert not page.locator(".toast-body").count(), "an error toast"
+    number.fill("")
+    number.press("Enter")
+    settle(page, 800)
+    assert page.locator(RESULT).count() == 8 and not page.locator(".toast-body").count()
+    page.close()

@@ -12,9 +12,9 @@ import pytest
 from conftest import free_port
 from PIL import Image
 
-from model.demo import Demo, QueryError, feature_maps, open_upload, sketch_to_image
+from model.demo import Demo, QueryError, feature_maps, open_upload, prepare_upload, sketch_to_image
+from model.demo.html import feature_maps_html, map_highlight, map_value
 from model.index import INDEX_JSON, BundleError, load_index
-from model.views import feature_maps_html, map_highlight, map_value
 
 
 def test_gallery_image_finds_itself_first(assets) -> None:
@@ -196,7 +196,9 @@ def test_search_endpoint_through_gradio_client(assets, tmp_path, monkeypatch) ->
         assert len(gallery) == 5
         with Image.open(gallery[0]["image"]) as first:  # downloaded: the thumbnails are served
             assert first.format == "PNG" and first.size == (112, 112)
-        assert table["data"][0][0] == 11 and table["data"][0][2] == pytest.approx(1.0, abs=1e-3)
+        # the file is prepared as the page prepares an upload (normalised like any query, whatever its size)
+        expected = app.demo_state.search("MNIST", "Hybrid-1", prepare_upload(query, "MNIST")[0], 5).hits
+        assert [row[0] for row in table["data"]] == [h.index for h in expected]
         bad = tmp_path / "bad.png"
         bad.write_bytes(b"nope")
         with pytest.raises(Exception, match="not an image"):

@@ -1,4 +1,4 @@
-"""What the page shows, as HTML and plain data, built without Gradio so it can be tested.
+"""The page's HTML and the map's data, built without Gradio so they can be tested.
 
 The examples grid, the results, the embedding map and the feature maps are gr.HTML
 components in app.py: plain HTML and a few lines of JavaScript give what Gradio's Gallery and
@@ -18,7 +18,7 @@ import numpy as np
 from matplotlib import colormaps
 from PIL import Image
 
-from .index import Hit, SearchIndex
+from ..index import Hit, SearchIndex
 
 CLASS_COLOURS = ["#4e79a7", "#f28e2b", "#59a14f", "#b6992d", "#499894", "#86bcb6", "#e15759", "#ff9d9a",
                  "#b07aa1", "#9d7660"]
@@ -36,25 +36,29 @@ def png_data_url(array: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def examples_html(items: Sequence[tuple[int, str, str]]) -> str:
-    """A grid of clickable thumbnails: (gallery index, file, caption). A click picks `data-pick`."""
+def examples_html(items: Sequence[tuple[int, str, str]], gallery: str = "") -> str:
+    """A grid of clickable thumbnails: (gallery index, file, caption). A click picks `data-pick`
+    in the gallery `data-gallery` names (page.PageState.gallery_key)."""
     cells = "".join(
         f'<button class="cell" data-pick="{i}" title="{html.escape(caption)} (gallery #{i})">'
         f'<img src="{html.escape(file_url(path))}" alt="{html.escape(caption)}"></button>'
         for i, path, caption in items)
-    return f'<div class="grid examples-grid">{cells}</div>'
+    return f'<div class="grid examples-grid" data-gallery="{html.escape(gallery)}">{cells}</div>'
 
 
 def results_row(title: str, hits: Sequence[Hit], thumbs: Sequence[str], names: Sequence[str],
-                query_label: int | None, precision: float | None) -> str:
-    """One model's top-k: every hit with its whole caption (class and similarity), marked same or
-    different class when the query's label is known; precision@k in the title."""
+                query_label: int | None, precision: float | None, captions: Sequence[str] | None = None) -> str:
+    """One model's top-k: every hit with its whole caption (class and similarity; in a visitor's
+    own gallery, the file's name from `captions`), marked same or different class when the
+    query's label is known; precision@k in the title."""
     head = html.escape(title)
     if precision is not None:
         head += f' <span class="precision">precision@{len(hits)} = {precision:.3f}</span>'
     cells = []
     for rank, h in enumerate(hits, 1):
         name = names[h.label] if 0 <= h.label < len(names) else ""
+        if captions is not None:
+            name = captions[h.index]
         mark, cls = "", "cell result"
         if query_label is not None:
             same = h.label == query_label
@@ -67,19 +71,21 @@ def results_row(title: str, hits: Sequence[Hit], thumbs: Sequence[str], names: S
     return f'<section class="row"><h4>{head}</h4><div class="grid results-grid">{"".join(cells)}</div></section>'
 
 
-def results_html(rows: Sequence[str], query: str = "") -> str:
-    """The results panel: a line about the query (its label when known), then one row per model."""
+def results_html(rows: Sequence[str], query: str = "", gallery: str = "") -> str:
+    """The results panel: a line about the query (its label when known), then one row per model;
+    a click on a result picks it in `gallery`."""
     top = f'<p class="query-line">{query}</p>' if query else ""
-    return f'<div class="results" data-rows="{len(rows)}">{top}{"".join(rows)}</div>'
+    return (f'<div class="results" data-rows="{len(rows)}" data-gallery="{html.escape(gallery)}">{top}'
+            f'{"".join(rows)}</div>')
 
 
 def empty_results(message: str) -> str:
     return f'<div class="results empty"><p class="query-line">{html.escape(message)}</p></div>'
 
 
-def map_value(index: SearchIndex, thumbs: Sequence[str], title: str, method: str = "UMAP") -> dict:
+def map_value(index: SearchIndex, thumbs: Sequence[str], title: str, method: str = "UMAP", gallery: str = "") -> dict:
     """The embedding map's points and legend, for the page's canvas: [x, y, class] per point,
-    coordinates rounded (the page needs pixels, not 7 digits)."""
+    coordinates rounded (the page needs pixels, not 7 digits); a click picks a point in `gallery`."""
     xy = np.asarray(index.xy, dtype=np.float64)
     lo, hi = xy.min(0), xy.max(0)
     span = np.where(hi - lo > 0, hi - lo, 1.0)
@@ -88,7 +94,7 @@ def map_value(index: SearchIndex, thumbs: Sequence[str], title: str, method: str
     names = list(index.class_names)
     points = [[float(x), float(y), int(c)] for (x, y), c in zip(unit, labels, strict=True)]
     legend = [[n, CLASS_COLOURS[i % len(CLASS_COLOURS)]] for i, n in enumerate(names)]
-    return {"title": title, "method": method, "points": points, "legend": legend,
+    return {"title": title, "method": method, "gallery": gallery, "points": points, "legend": legend,
             "names": names, "colours": [c for _, c in legend] or [OWN_COLOUR],
             "thumbs": [file_url(t) for t in thumbs]}
 

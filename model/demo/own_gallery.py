@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from .data import pil_to_mode
+from ..data import pil_to_mode
 
 MAX_IMAGES = 500
 MAX_ZIP_MEMBERS = 2000

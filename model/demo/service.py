@@ -1,5 +1,11 @@
-"""What the demo does, without the UI: read queries, search, lay out the map and the
-feature maps.  app.py only wires these functions to Gradio components."""
+"""The checkpoints the demo serves and what it does with them, without the UI: find them,
+load their search indexes, read uploads, search, render thumbnails and the feature maps.
+
+Every checkpoint folder in the assets folder (`INVOLUTION_ASSETS`, default assets/) is served,
+named by its config.json: the dataset list, the model list and the compare choices come from
+there and from data.KNOWN (a dataset's title, class names and query style), never from literals,
+so a checkpoint trained on an ImageFolder (`train.py --dataset PATH/shapes --out assets/shapes-hybrid1`)
+is listed as "shapes" and searched in the gallery train.py sampled for it."""
 
 from __future__ import annotations
 
@@ -20,23 +26,24 @@ import pandas as pd
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .data import KNOWN, normalize
-from .embedder import CheckpointError, load_model, read_config
-from .hub import CHECKPOINT_FILES, download_checkpoint
-from .index import INDEX_JSON, INDEX_NPZ, BundleError, Hit, SearchIndex, build_bundle, fit_umap, load_index
+from ..data import KNOWN, dataset_title, normalize, query_style
+from ..embedder import CheckpointError, load_model, read_config
+from ..hub import CHECKPOINT_FILES, download_checkpoint
+from ..index import INDEX_JSON, INDEX_NPZ, BundleError, Hit, SearchIndex, build_bundle, fit_umap, load_index
+from ..networks import TITLES, model_title
 from .own_gallery import OwnImages
-from .queries import prepare_query, sketch_to_image  # noqa: F401  (sketch_to_image: re-exported for callers)
+from .queries import prepare_query
 
-ASSETS = Path(os.environ.get("INVOLUTION_ASSETS", Path(__file__).resolve().parent.parent / "assets"))
+ASSETS = Path(os.environ.get("INVOLUTION_ASSETS", Path(__file__).resolve().parents[2] / "assets"))
 # Model repositories to serve instead of the shipped checkpoints of the same dataset and model,
 # e.g. INVOLUTION_MODELS="hf://USER/involution-cifar10-hybrid1 hf://USER/involution-mnist-hybrid1"
 # (a Space variable); separated by spaces or commas.
 HUB_MODELS_ENV = "INVOLUTION_MODELS"
-DATASETS = {info.title: name for name, info in KNOWN.items()}
-MODELS = {"Hybrid-1": "hybrid1", "CNN-3a": "cnn3a", "Hybrid-2": "hybrid2", "Hybrid-3": "hybrid3"}
+COMPARED = ("hybrid1", "cnn3a")  # the paper's pair: "compare" shows the other of them beside the chosen one
 MIN_SIDE = 8
 MAX_PIXELS = 25_000_000  # larger uploads are refused as possible decompression bombs
 MAX_FILE_BYTES = 20 * 1024 * 1024
+KEEP_SIDE = 1024  # a decoded upload is kept at most this large: the models see 28 or 32 px
 THUMB = 112  # gallery thumbnails: small images upscaled with nearest neighbour
 
 
@@ -84,6 +91,8 @@ def open_upload(path: str | Path) -> tuple[Image.Image, str]:
     if min(image.size) < MIN_SIDE:
         raise QueryError(f"the image is {image.size[0]}x{image.size[1]} pixels; it needs at least "
                          f"{MIN_SIDE}x{MIN_SIDE} to be searched")
+    if max(image.size) > KEEP_SIDE:  # the page keeps the query for later searches; /search reads it the same way
+        image.thumbnail((KEEP_SIDE, KEEP_SIDE), Image.LANCZOS)
     return image, note
 
 
@@ -103,11 +112,21 @@ class SearchResult:
     precision: float | None
 
 
+def dataset_name(dataset: str) -> str:
+    """A dataset's title ("CIFAR-10") or name ("cifar10", "shapes") -> its name."""
+    return next((name for name, info in KNOWN.items() if info.title == dataset), dataset)
+
+
+def model_name(model: str) -> str:
+    """A model's title ("Hybrid-1") or registry name -> its registry name."""
+    return next((name for name, title in TITLES.items() if title == model), model)
+
+
 def prepare_upload(path: str | Path, dataset: str) -> tuple[Image.Image, list[str]]:
     """An uploaded file -> (the image in the dataset's form, what was done), as the page and the
     /search API both search it; raises QueryError for a file that cannot be used."""
     image, note = open_upload(path)
-    seen, notes = prepare_query(image, DATASETS.get(dataset, dataset))
+    seen, notes = prepare_query(image, query_style(dataset_name(dataset)))
     return seen, [note, *notes] if note else notes
 
 
@@ -155,6 +174,7 @@ class Demo:
     _thumbs: Path = field(default_factory=lambda: _temporary_folder("involution-thumbs-"))
     _from_hub: dict[str, Path] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _served: dict[tuple[str, str], Path] | None = None  # found once: see served()
     _gallery_thumbs: dict[str, list[str]] = field(default_factory=dict)  # dataset -> its thumbnail files
     _json_files: dict[str, str] = field(default_factory=dict)  # static_json: key -> file
     # (dataset, model) -> None when it loads, else (the error class to raise, the reason)
@@ -185,12 +205,63 @@ class Demo:
             shutil.copyfile(file, folder / file.name)  # the cache's links resolved to plain files
         return name, folder
 
+    def served(self) -> dict[tuple[str, str], Path]:
+        """(dataset title, model title) -> checkpoint folder, for every checkpoint folder in the
+        assets folder (named by its config.json, or by its folder name `<dataset>-<model>` when that
+        cannot be read, so a damaged one is listed and named as unavailable) and every model
+        repository of INVOLUTION_MODELS in place of the folder of the same name. Known datasets
+        come first in data.KNOWN's order, then the others by name; Hybrid-1 and CNN-3a first."""
+        if self._served is not None:
+            return self._served
+        found: dict[tuple[str, str], Path] = {}
+        # a folder with a dot in its name is a leftover (name.replaced, .tmp), never served
+        folders = sorted(p for p in self.assets.iterdir() if "." not in p.name and (p / "config.json").is_file()
+                         ) if self.assets.is_dir() else []
+        for folder in folders:
+            try:
+                config = read_config(folder)
+                key = (str(config["dataset"]), str(config["model"]))
+            except (CheckpointError, KeyError, TypeError):
+                dataset, _, model = folder.name.rpartition("-")
+                key = (dataset or folder.name, model)
+            if key not in found or folder.name == f"{key[0]}-{key[1]}":
+                found[key] = folder
+        for folder in self._from_hub.values():
+            config = read_config(folder)
+            found[(str(config["dataset"]), str(config["model"]))] = folder
+        known, models = list(KNOWN), [*COMPARED, *TITLES]
+        order = lambda key: (known.index(key[0]) if key[0] in known else len(known), key[0],
+                             models.index(key[1]) if key[1] in models else len(models), key[1])
+        self._served = {(dataset_title(d), model_title(m)): found[(d, m)] for d, m in sorted(found, key=order)}
+        return self._served
+
     def checkpoint(self, dataset: str, model: str) -> Path:
-        name = f"{DATASETS.get(dataset, dataset)}-{MODELS.get(model, model)}"
-        return self._from_hub.get(name, self.assets / name)
+        """The folder serving a dataset and model (titles or names); where none does, the folder
+        it would be in."""
+        d, m = dataset_name(dataset), model_name(model)
+        return self.served().get((dataset_title(d), model_title(m)), self.assets / f"{d}-{m}")
 
     def available(self) -> list[tuple[str, str]]:
-        return [(d, m) for d in DATASETS for m in MODELS if (self.checkpoint(d, m) / "config.json").is_file()]
+        return list(self.served())
+
+    def datasets(self) -> list[str]:
+        """The served datasets' titles, in the order the page lists them."""
+        return list(dict.fromkeys(d for d, _ in self.served()))
+
+    def models(self, dataset: str) -> list[str]:
+        return [m for d, m in self.served() if d == dataset]
+
+    def compared(self, dataset: str, model: str) -> list[str]:
+        """The models a "compare" search shows: the chosen one, then the other of the paper's
+        pair where it serves this dataset."""
+        pair = [model_title(m) for m in COMPARED]
+        if model not in pair:
+            return [model]
+        return [model, *(m for m in pair if m != model and m in self.models(dataset) and not self.problem(dataset, m))]
+
+    @staticmethod
+    def query_style(dataset: str) -> str:
+        return query_style(dataset_name(dataset))
 
     def problem(self, dataset: str, model: str) -> str | None:
         """Why a listed checkpoint cannot serve, in one line (its weights or config do not load,
@@ -248,7 +319,7 @@ class Demo:
         """Every gallery image of a dataset as a native-size PNG file (the page upscales them with
         `image-rendering: pixelated`), rendered once per dataset: the examples, the results and the
         map's hover all point at these files, so a search sends names, not pixels."""
-        name = DATASETS.get(dataset, dataset)
+        name = dataset_name(dataset)
         if name not in self._gallery_thumbs:
             index = self.index(dataset, model)
             folder = self._thumbs / "gallery" / name
@@ -291,7 +362,7 @@ class Demo:
         key = (dataset, model)
         if key not in gallery.indexes:
             embedder = self.index(dataset, model).embedder
-            prepared = [prepare_query(im, DATASETS.get(dataset, dataset))[0] for im in gallery.own.images]
+            prepared = [prepare_query(im, self.query_style(dataset))[0] for im in gallery.own.images]
             embeddings = embedder.embed(prepared)
             n = len(embeddings)
             if n >= 10:
@@ -318,7 +389,7 @@ class Demo:
         """Gallery image i as an upscaled PNG file, rendered on first use: Gradio serves a file
         as it is, so a search encodes no images (PNG encoding took a fifth of the server's
         time per search under load)."""
-        path = self._thumbs / f"{DATASETS.get(dataset, dataset)}-{MODELS.get(model, model)}-{i}.png"
+        path = self._thumbs / f"{dataset_name(dataset)}-{model_name(model)}-{i}.png"
         if not path.exists():
             tmp = path.with_name(f"{path.stem}.{threading.get_ident()}.tmp")
             thumbnail(self.index(dataset, model).images[i]).save(tmp, format="PNG")

@@ -1,0 +1,481 @@
+"""The demo page as one state value and one update function, without Gradio.
+
+Everything on the page (the controls' values, the examples, the query preview, the results,
+the map, the feature maps, the error lines) is drawn by `render` from one `PageState`, and every
+action a visitor takes (an example, result or map click, an upload, a paste or webcam shot, a
+drawing, an own-gallery click, a dataset, model, k or compare change, opening the feature maps,
+picking their pixel) is one `apply(state, action, demo)` that returns the next state. So the
+results on screen always belong to the query and dataset on screen:
+
+- a change of dataset, model, k or compare searches the state's query again, in the same call;
+- an action that cannot be carried out (a refused upload, an empty drawing, a checkpoint that
+  cannot serve) returns the state it got, with the last good query and its results, plus the
+  error, which `render` shows next to the control that got it and in the status line;
+- a click on a thumbnail, a result or a map point carries the gallery it was drawn from, and a
+  click from a gallery no longer on screen is ignored rather than searched in another one.
+
+app.py runs every action through one queue in arrival order (one concurrency group), each on
+the state the previous one left, and draws only what `render` returns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..embedder import CheckpointError
+from ..index import BundleError, Hit, SearchIndex
+from .html import (
+    empty_results,
+    examples_html,
+    feature_maps_html,
+    file_url,
+    map_highlight,
+    map_value,
+    png_data_url,
+    results_html,
+    results_row,
+)
+from .own_gallery import GalleryError, read_own_images
+from .queries import prepare_query, sketch_ink, sketch_to_image
+from .service import KEEP_SIDE, Demo, OwnGallery, QueryError, dataset_name, feature_maps, open_upload
+
+N_EXAMPLES = 24
+MAX_K = 48
+DEFAULT_K = 8
+PIXEL = (14, 14)
+ERRORS = (QueryError, BundleError, CheckpointError, GalleryError)
+# where an error is shown: each source's own line, and one under the settings
+ERROR_LINES = {"examples": "examples", "result": "examples", "map": "examples", "upload": "upload", "image": "upload",
+               "draw": "draw", "own": "own", "own_files": "own", "dataset": "settings", "model": "settings",
+               "k": "settings", "compare": "settings", "tab": "maps", "pixel": "maps", "shuffle": "examples"}
+
+
+@dataclass(frozen=True)
+class Query:
+    """What the visitor searched with, kept as it came so another dataset can prepare it its way."""
+
+    kind: str  # example | own | upload | image | draw
+    index: int | None = None  # example: gallery position; own: position in the visitor's gallery
+    source: Any = None  # upload, image: a PIL image (at most KEEP_SIDE px); draw: the drawing's ink (H, W)
+    name: str = ""  # upload: the file's name, shown in the results
+    notes: tuple[str, ...] = ()  # what opening the file did (the first frame of an animation)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One model's answer to the query."""
+
+    model: str
+    hits: tuple[Hit, ...]
+    precision: float | None
+
+
+@dataclass(frozen=True)
+class PageState:
+    dataset: str  # title, as the dataset control shows it
+    model: str  # title
+    k: int = DEFAULT_K
+    compare: bool = False
+    examples: tuple[int, ...] = ()  # the example grid's gallery positions
+    query: Query | None = None
+    seen: np.ndarray | None = field(default=None, compare=False)  # the query as the model sees it (H, W[, 3]) uint8
+    label: int | None = None  # the query's class when known (a gallery example)
+    rows: tuple[Row, ...] = ()
+    notes: tuple[str, ...] = ()  # what the search says besides its results (preprocessing, unlike the dataset)
+    target: str = "gallery"  # where the query was searched: the dataset's gallery or the visitor's own
+    own: OwnGallery | None = field(default=None, compare=False)
+    own_note: str = ""  # the visitor's gallery: what was read and skipped
+    maps_open: bool = False
+    pixel: tuple[int, int] = PIXEL
+    error: tuple[str, str] | None = None  # (action kind, message) of the last action, when it was refused
+    message: str = ""  # a line about the last action that is not an error (k clamped)
+    clicks: int = 0  # the sequence number of the latest click applied (see Action.seq)
+
+    @property
+    def gallery_key(self) -> str:
+        """Names the gallery the examples, results and map show: a click carries it back."""
+        if self.target == "own" and self.own is not None:
+            return f"own:{self.own.token}"
+        return f"gallery:{dataset_name(self.dataset)}"
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str  # see apply
+    value: Any = None
+    gallery: str | None = None  # for clicks: the gallery_key of the grid or map clicked
+    seq: int | None = None  # for clicks: the page numbers them, since clicks fired together can arrive out of order
+
+
+@dataclass
+class Page:
+    """What the page shows, one field per component: app.py hands each to its component."""
+
+    datasets: list[str]
+    dataset: str
+    models: list[str]
+    model: str
+    k: int
+    compare: bool
+    drawable: bool
+    examples: str
+    results: str
+    status: str
+    map: dict | None  # {"src": url of the map's points}; None: no map (nothing to show)
+    highlight: dict
+    feature_maps: str | None  # None: the tab is closed, nothing rendered
+    errors: dict[str, str]  # error line -> text ("" when fine): examples, upload, draw, own, settings, maps
+    own_grid: str
+    own_note: str
+
+
+# ------------------------------------------------------------------------- state changes
+
+def initial_state(demo: Demo, dataset: str | None = None, model: str | None = None) -> PageState:
+    """The page as it opens: the first served dataset and model, its first example searched."""
+    datasets = demo.datasets()
+    if not datasets:
+        return PageState(dataset="", model="", error=("dataset", "no checkpoints to serve: train one with train.py "
+                                                                  "(python train.py recipes/mnist-hybrid1.toml)"))
+    dataset = dataset if dataset in datasets else datasets[0]
+    models = demo.models(dataset)
+    model = model if model in models else models[0]
+    state = PageState(dataset=dataset, model=model)
+    try:
+        picks = default_examples(demo, dataset, model)
+        return _search(dataclasses.replace(state, examples=picks), Query("example", picks[0]), demo)
+    except ERRORS as e:
+        return dataclasses.replace(state, error=("dataset", f"{model} on {dataset}: {e}"))
+
+
+def apply(state: PageState, action: Action, demo: Demo, progress=None) -> PageState:
+    """The state after `action`. Kinds and values: example, result, map, own (a gallery position,
+    with `gallery` naming the grid clicked); upload (a file path); image (an RGB(A) array: a
+    paste or webcam shot); draw (a Sketchpad value); clear (an input emptied: nothing changes);
+    dataset, model (titles); k (a number, clamped to 1..MAX_K); compare (bool); shuffle (a seed);
+    own_files (file paths: the visitor's gallery); tab (the feature maps opened: bool);
+    pixel ((row, column) of the feature maps). A refused action returns `state` with its error; a
+    click numbered before the latest click applied is dropped (the later one already answered)."""
+    if action.seq is not None:
+        if action.seq <= state.clicks:
+            return state
+        return dataclasses.replace(_apply(state, action, demo, progress), clicks=action.seq)
+    return _apply(state, action, demo, progress)
+
+
+def _apply(state: PageState, action: Action, demo: Demo, progress=None) -> PageState:
+    kind = action.kind
+    try:
+        if kind == "clear":
+            return dataclasses.replace(state, error=None, message="")
+        if kind in ("example", "result", "map", "own"):
+            return _click(state, action, demo)
+        if kind == "upload":
+            image, note = open_upload(action.value)
+            name = str(action.value).replace("\\", "/").rsplit("/", 1)[-1]
+            return _search(state, Query("upload", source=image, name=name, notes=(note,) if note else ()), demo)
+        if kind == "image":
+            if action.value is None:
+                return dataclasses.replace(state, error=None, message="")
+            image = Image.fromarray(np.asarray(action.value).astype(np.uint8))
+            return _search(state, Query("image", source=_small(image)), demo)
+        if kind == "draw":
+            ink = sketch_ink(action.value)
+            if ink is None:
+                raise QueryError("the sketchpad is empty: draw a digit or a garment, light strokes are enough")
+            return _search(state, Query("draw", source=ink), demo)
+        if kind == "dataset":
+            return _switch_dataset(state, str(action.value), demo)
+        if kind == "model":
+            if action.value not in demo.models(state.dataset):
+                raise QueryError(f"no {action.value} checkpoint serves {state.dataset}: pick one of "
+                                 f"{', '.join(demo.models(state.dataset))}")
+            return _research(dataclasses.replace(state, model=str(action.value)), demo)
+        if kind == "k":
+            k, message = clamp_k(action.value, state.k)
+            return dataclasses.replace(_research(dataclasses.replace(state, k=k), demo), message=message)
+        if kind == "compare":
+            return _research(dataclasses.replace(state, compare=bool(action.value)), demo)
+        if kind == "shuffle":
+            picks = default_examples(demo, state.dataset, state.model, seed=int(action.value))
+            return dataclasses.replace(state, examples=picks, error=None, message="")
+        if kind == "own_files":
+            return _own_files(state, action.value, demo, progress)
+        if kind == "tab":
+            return dataclasses.replace(state, maps_open=bool(action.value), error=None, message="")
+        if kind == "pixel":
+            r, c = action.value
+            return dataclasses.replace(state, pixel=(int(r), int(c)), error=None, message="")
+        raise QueryError(f"unknown action {kind!r}")
+    except ERRORS as e:
+        return dataclasses.replace(state, error=(kind, str(e)), message="")
+
+
+def clamp_k(value: Any, current: int) -> tuple[int, str]:
+    """A top-k value as a visitor may type it -> (k in 1..MAX_K, a line when it was changed)."""
+    try:
+        k = float(value)
+    except (TypeError, ValueError):
+        return current, f"top-k must be a number from 1 to {MAX_K}: kept {current}"
+    if math.isnan(k):
+        return current, f"top-k must be a number from 1 to {MAX_K}: kept {current}"
+    clamped = int(min(MAX_K, max(1, round(k))))
+    if clamped != k:
+        return clamped, f"top-k is a whole number from 1 to {MAX_K}: {k:g} became {clamped}"
+    return clamped, ""
+
+
+def default_examples(demo: Demo, dataset: str, model: str, seed: int | None = None) -> tuple[int, ...]:
+    """N_EXAMPLES gallery positions: every class in turn (seeded by the shuffle button)."""
+    index = demo.index(dataset, model)
+    rng = np.random.default_rng(seed if seed is not None else 0)
+    by_class = [rng.permutation(np.flatnonzero(index.labels == c)) for c in np.unique(index.labels)]
+    picks = [int(ids[r]) for r in range(N_EXAMPLES) for ids in by_class if r < len(ids)]
+    return tuple(picks[:N_EXAMPLES])
+
+
+def _small(image: Image.Image) -> Image.Image:
+    if max(image.size) > KEEP_SIDE:
+        image = image.copy()
+        image.thumbnail((KEEP_SIDE, KEEP_SIDE), Image.LANCZOS)
+    return image
+
+
+def _click(state: PageState, action: Action, demo: Demo) -> PageState:
+    """A thumbnail, result or map point: searched in the gallery it was drawn from, which must be
+    the one on screen (a click that left an earlier page is dropped, not searched elsewhere)."""
+    if action.kind == "example":
+        expected = f"gallery:{dataset_name(state.dataset)}"
+    elif action.kind == "own":
+        expected = f"own:{state.own.token}" if state.own is not None else None
+    else:
+        expected = state.gallery_key
+    if action.gallery is not None and action.gallery != expected:
+        return dataclasses.replace(state, error=None, message="that click was on a page already replaced: "
+                                                              "click again")
+    own = action.kind == "own" or (action.kind in ("result", "map") and expected.startswith("own:"))
+    return _search(state, Query("own" if own else "example", int(action.value)), demo)
+
+
+def _switch_dataset(state: PageState, dataset: str, demo: Demo) -> PageState:
+    """Another dataset: its examples, a model that serves it (the same where it can), and the
+    query searched there (a gallery example becomes the new gallery's first; a drawing, where
+    drawings are not searched, leaves no query)."""
+    if dataset not in demo.datasets():
+        raise QueryError(f"{dataset!r} is not served here: pick one of {', '.join(demo.datasets())}")
+    models = demo.models(dataset)
+    model = state.model if state.model in models else models[0]
+    try:
+        picks = default_examples(demo, dataset, model)
+    except ERRORS as e:
+        raise type(e)(f"{model} on {dataset}: {e}") from None
+    moved = dataclasses.replace(state, dataset=dataset, model=model, examples=picks)
+    query = state.query
+    if query is None or query.kind == "example":
+        query = Query("example", picks[0])
+    elif query.kind == "draw" and not drawable(demo, dataset):
+        return dataclasses.replace(moved, query=None, seen=None, label=None, rows=(), target="gallery", error=None,
+                                   notes=(f"drawings are searched on {' and '.join(drawable_datasets(demo))} only: "
+                                          "pick an example or upload a photo",), message="")
+    return _search(moved, query, demo)
+
+
+def _research(state: PageState, demo: Demo) -> PageState:
+    """The state's query searched again under its (new) settings."""
+    if state.query is None:
+        return dataclasses.replace(state, error=None, message="")
+    return _search(state, state.query, demo)
+
+
+def drawable(demo: Demo, dataset: str) -> bool:
+    return demo.query_style(dataset) in ("mnist", "fashion_mnist")
+
+
+def drawable_datasets(demo: Demo) -> list[str]:
+    return [d for d in demo.datasets() if drawable(demo, d)]
+
+
+def query_image(state: PageState, query: Query, demo: Demo) -> tuple[Image.Image | np.ndarray, int | None, list[str]]:
+    """The image `query` stands for on the state's dataset, its label when known, and notes."""
+    style = demo.query_style(state.dataset)
+    if query.kind == "example":
+        index = demo.index(state.dataset, state.model)
+        if not 0 <= query.index < len(index):
+            raise QueryError(f"gallery index must be between 0 and {len(index) - 1}")
+        return index.images[query.index], int(index.labels[query.index]), []
+    if query.kind in ("upload", "image"):
+        image, notes = prepare_query(query.source, style)
+        return image, None, [*query.notes, *notes]
+    if query.kind == "draw":
+        if not drawable(demo, state.dataset):
+            raise QueryError(f"drawings are searched on {' and '.join(drawable_datasets(demo))} only: pick one of "
+                             "them, an example or an upload")
+        return sketch_to_image(query.source, style), None, []
+    if query.kind == "own":
+        if state.own is None or not 0 <= query.index < len(state.own):
+            raise QueryError("your gallery is empty: upload images in the Your gallery tab first")
+        return prepare_query(state.own.own.images[query.index], style)[0], None, []
+    raise QueryError("pick an example, upload an image, draw, or use your gallery")
+
+
+def unlike_dataset(index: SearchIndex, hits: list[Hit], dataset: str) -> str | None:
+    """A line when an outside query is less like the gallery than the gallery is like itself."""
+    if hits and hits[0].similarity < index.usual_best_similarity:
+        return (f"**unlike {dataset}**: best similarity {hits[0].similarity:.2f}, while 99% of the gallery has a "
+                f"neighbour above {index.usual_best_similarity:.2f}; the results may mean little")
+    return None
+
+
+def _search(state: PageState, query: Query, demo: Demo) -> PageState:
+    """`query` searched under the state's settings: the new state, or an error raised (and the
+    state left as it was by apply)."""
+    image, label, notes = query_image(state, query, demo)
+    target = "own" if query.kind == "own" else "gallery"
+    exclude = query.index if query.kind in ("example", "own") else None
+    rows, first = [], None
+    for m in (demo.compared(state.dataset, state.model) if state.compare else [state.model]):
+        index = demo.own_index(state.own, state.dataset, m) if target == "own" else demo.index(state.dataset, m)
+        _, hits = index.search(image, state.k, exclude)
+        rows.append(Row(m, tuple(hits), SearchIndex.precision_at_k(label, hits)))
+        if first is None:
+            first = index
+            # a gallery image is a dataset image by definition: only outside images are flagged
+            if query.kind not in ("example", "own") and (line := unlike_dataset(index, hits, state.dataset)):
+                notes.append(line)
+    seen = first.embedder.to_uint8([image])[0].permute(1, 2, 0).numpy().squeeze()
+    return dataclasses.replace(state, query=query, seen=seen, label=label, rows=tuple(rows), notes=tuple(notes),
+                               target=target, error=None, message="")
+
+
+def _own_files(state: PageState, paths: list[str] | None, demo: Demo, progress=None) -> PageState:
+    """The visitor's own images read, embedded and mapped with the state's model."""
+    if not paths:
+        return dataclasses.replace(state, error=None, message="")
+    if progress:
+        progress(0.05, desc="reading your images")
+    images = read_own_images(paths)
+    if len(images.images) < 2:
+        skipped = "; ".join(images.skipped[:5])
+        raise GalleryError(f"need at least 2 readable images, got {len(images.images)}"
+                           + (f" (skipped: {skipped})" if skipped else ""))
+    gallery = demo.own_gallery(images)
+    if progress:
+        progress(0.3, desc=f"embedding {len(gallery)} images and fitting their map")
+    demo.own_index(gallery, state.dataset, state.model)
+    note = f"**{len(gallery)} images** ready: click one to search among them."
+    if images.skipped:
+        shown = "; ".join(html.escape(s) for s in images.skipped[:10])
+        more = f" and {len(images.skipped) - 10} more" if len(images.skipped) > 10 else ""
+        note += f" Skipped {len(images.skipped)}: {shown}{more}."
+    # the page's query stays what it was; a query in the previous own gallery now points nowhere
+    moved = dataclasses.replace(state, own=gallery, own_note=note, error=None, message="")
+    if state.target == "own":
+        return _search(moved, Query("own", 0), demo)
+    return moved
+
+
+# ------------------------------------------------------------------------------ drawing
+
+def render(state: PageState, demo: Demo) -> Page:
+    """Everything the page shows, from the state alone."""
+    errors = dict.fromkeys(("examples", "upload", "draw", "own", "settings", "maps"), "")
+    status = [*state.notes]
+    if state.message:
+        status.append(state.message)
+    if state.error:
+        kind, message = state.error
+        errors[ERROR_LINES.get(kind, "settings")] = f"⚠ {message}"
+        status.insert(0, f"⚠ {message}")
+    datasets = demo.datasets()
+    models = demo.models(state.dataset) if state.dataset else []
+    page = Page(datasets=datasets, dataset=state.dataset, models=models, model=state.model, k=state.k,
+                compare=state.compare, drawable=bool(state.dataset) and drawable(demo, state.dataset),
+                examples="", results="", status=" · ".join(status), map=None, highlight={}, feature_maps=None,
+                errors=errors, own_grid="", own_note=state.own_note)
+    if state.own is not None:
+        page.own_grid = examples_html([(i, t, state.own.own.names[i]) for i, t in enumerate(state.own.thumbs)],
+                                      gallery=f"own:{state.own.token}")
+    if not state.dataset:
+        page.results = empty_results(state.error[1] if state.error else "nothing to serve")
+        return page
+    try:
+        index = demo.index(state.dataset, state.model)
+        thumbs = demo.gallery_thumbs(state.dataset, state.model)
+    except ERRORS as e:
+        page.results = empty_results(f"{state.model} on {state.dataset}: {e}")
+        return page
+    page.examples = examples_html([(i, thumbs[i], index.class_names[index.labels[i]]) for i in state.examples],
+                                  gallery=f"gallery:{dataset_name(state.dataset)}")
+    page.results = _results(state, demo, index, thumbs)
+    page.map, page.highlight = _map(state, demo, index, thumbs)
+    if state.maps_open:
+        page.feature_maps = _feature_maps(state, demo)
+    return page
+
+
+def describe(state: PageState) -> str:
+    q = state.query
+    if q.kind == "example":
+        what = f"gallery example #{q.index}"
+    elif q.kind == "own":
+        what = f"your image {html.escape(state.own.own.names[q.index])}"
+    elif q.kind == "upload":
+        what = f"your upload {html.escape(q.name)}"
+    else:
+        what = {"image": "your pasted or webcam image", "draw": "your drawing"}[q.kind]
+    return what
+
+
+def _results(state: PageState, demo: Demo, index: SearchIndex, thumbs: list[str]) -> str:
+    if state.query is None:
+        return empty_results(" · ".join(state.notes) or "Pick an example, upload an image, or draw one.")
+    names = index.class_names
+    if state.target == "own":
+        thumbs, names = state.own.thumbs, []
+    known = "label unknown"
+    if state.label is not None:
+        known = f"label <b>{html.escape(index.class_names[state.label])}</b>"
+    line = (f'<img class="query-img" src="{png_data_url(state.seen)}" alt="query">'
+            f"<span>Query: {describe(state)} ({known}), as the model sees it · {html.escape(state.dataset)}</span>")
+    if state.error:
+        line += (f'<span class="refused">⚠ {html.escape(state.error[1])}. The results below are still those of '
+                 f"{describe(state)}.</span>")
+    captions = state.own.own.names if state.target == "own" else None
+    rows = [results_row(r.model, r.hits, thumbs, names, state.label, r.precision, captions=captions)
+            for r in state.rows]
+    return results_html(rows, line, gallery=state.gallery_key)
+
+
+def _map(state: PageState, demo: Demo, index: SearchIndex, thumbs: list[str]) -> tuple[dict, dict]:
+    """The map of the gallery the results come from (the state's dataset, or the visitor's own),
+    its points fetched once per map, and the query's place on it."""
+    hits = list(state.rows[0].hits) if state.rows else []
+    exclude = state.query.index if state.query is not None and state.query.kind in ("example", "own") else None
+    if state.target == "own":
+        own_index = demo.own_index(state.own, state.dataset, state.model)
+        key = f"own:{state.dataset}:{state.model}:{state.own.token}"
+        title = f"your {len(state.own)} images, embedded by {state.model}"
+        method = state.own.map_method[(state.dataset, state.model)]
+        make = lambda: map_value(own_index, state.own.thumbs, title, method, gallery=state.gallery_key)
+    else:
+        key = f"gallery:{state.dataset}:{state.model}"
+        title = f"{state.dataset} gallery ({len(index)} test images), embedded by {state.model}"
+        make = lambda: map_value(index, thumbs, title, "UMAP", gallery=state.gallery_key)
+    src = file_url(demo.static_json(key, make))
+    return {"src": src}, map_highlight(hits, exclude) if state.query is not None else {}
+
+
+def _feature_maps(state: PageState, demo: Demo) -> str:
+    if state.seen is None:
+        return "<p>Pick a query first: its feature maps appear here.</p>"
+    try:
+        return feature_maps_html(feature_maps(demo, state.dataset, state.seen, state.pixel, state.model))
+    except ERRORS as e:
+        return f"<p>⚠ {html.escape(str(e))}</p>"
