@@ -193,15 +193,11 @@ class SearchIndex:
         return query, [h for h in hits if h.index != exclude][:k]
 
     @functools.cached_property
-    def usual_best_similarity(self) -> float:
-        """How similar a gallery image's nearest other gallery image usually is at the least: the
-        1st percentile of those best similarities. A query whose best match falls below it is
-        less like the gallery than 99% of the gallery is like itself."""
-        if len(self) < 2:
-            return -1.0
-        sims = self.embeddings @ self.embeddings.T
-        np.fill_diagonal(sims, -np.inf)
-        return float(np.percentile(sims.max(1), 1))
+    def familiarity(self):
+        """How like this gallery a query is (model.familiarity), fitted on the gallery once."""
+        from .familiarity import Familiarity
+
+        return Familiarity.fit(self.embedder.to_uint8(list(self.images)), self.embeddings, np.asarray(self.labels))
 
     @staticmethod
     def precision_at_k(query_label: int | None, hits: list[Hit]) -> float | None:

@@ -176,3 +176,21 @@ def test_own_gallery_results_name_their_files(demo, files) -> None:
     captions = [c.split(" · ")[0] for c in page.results.split('class="caption">')[1:]]
     assert captions and all(c in names for c in captions), captions
     assert dataclasses.replace(searched).target == "own"
+
+
+def test_unlike_the_dataset_flags_other_datasets_images(demo, tmp_path) -> None:
+    """A car photo on MNIST and a digit on CIFAR-10 are flagged; MNIST's own digits are not
+    (scripts/fit_unlike.py measures the rates: results/unlike_dataset.json)."""
+    cifar = demo.index("CIFAR-10", "Hybrid-1")
+    mnist = demo.index("MNIST", "Hybrid-1")
+    car = tmp_path / "car.png"
+    Image.fromarray(cifar.images[int(np.flatnonzero(cifar.labels == 1)[0])]).resize((96, 96)).save(car)
+    digit = tmp_path / "digit.png"
+    Image.fromarray(mnist.images[5].squeeze()).save(digit)
+    first = initial_state(demo)
+    flagged = apply(first, Action("upload", str(car)), demo)
+    assert any("unlike MNIST" in n for n in flagged.notes), flagged.notes
+    own = apply(first, Action("upload", str(digit)), demo)
+    assert not any("unlike" in n for n in own.notes), own.notes
+    on_cifar = apply(apply(first, Action("dataset", "CIFAR-10"), demo), Action("upload", str(digit)), demo)
+    assert any("unlike CIFAR-10" in n for n in on_cifar.notes), on_cifar.notes

@@ -325,11 +325,14 @@ def query_image(state: PageState, query: Query, demo: Demo) -> tuple[Image.Image
     raise QueryError("pick an example, upload an image, draw, or use your gallery")
 
 
-def unlike_dataset(index: SearchIndex, hits: list[Hit], dataset: str) -> str | None:
-    """A line when an outside query is less like the gallery than the gallery is like itself."""
-    if hits and hits[0].similarity < index.usual_best_similarity:
-        return (f"**unlike {dataset}**: best similarity {hits[0].similarity:.2f}, while 99% of the gallery has a "
-                f"neighbour above {index.usual_best_similarity:.2f}; the results may mean little")
+def unlike_dataset(index: SearchIndex, image, embedding: np.ndarray, dataset: str) -> str | None:
+    """A line when an outside query is unlike the gallery (model.familiarity: its pixels or its
+    embedding further from the gallery's than 99% of the gallery's own)."""
+    if len(index) < 20:  # too few images to know what is usual
+        return None
+    if index.familiarity.unlike(index.embedder.to_uint8([image]), embedding[None])[0]:
+        return (f"**unlike {dataset}**: this image is further from the {dataset} gallery than 99% of its own images "
+                "are; the results may mean little")
     return None
 
 
@@ -342,12 +345,13 @@ def _search(state: PageState, query: Query, demo: Demo) -> PageState:
     rows, first = [], None
     for m in (demo.compared(state.dataset, state.model) if state.compare else [state.model]):
         index = demo.own_index(state.own, state.dataset, m) if target == "own" else demo.index(state.dataset, m)
-        _, hits = index.search(image, state.k, exclude)
+        embedding, hits = index.search(image, state.k, exclude)
         rows.append(Row(m, tuple(hits), SearchIndex.precision_at_k(label, hits)))
         if first is None:
             first = index
             # a gallery image is a dataset image by definition: only outside images are flagged
-            if query.kind not in ("example", "own") and (line := unlike_dataset(index, hits, state.dataset)):
+            if query.kind not in ("example", "own") and (line := unlike_dataset(index, image, embedding,
+                                                                                 state.dataset)):
                 notes.append(line)
     seen = first.embedder.to_uint8([image])[0].permute(1, 2, 0).numpy().squeeze()
     return dataclasses.replace(state, query=query, seen=seen, label=label, rows=tuple(rows), notes=tuple(notes),
