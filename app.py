@@ -143,7 +143,8 @@ PICK_JS, RESULTS_JS, PIXEL_JS, MAP_JS = (_web(n) for n in ("pick.js", "results.j
 RESULTS_JS = PICK_JS + RESULTS_JS
 MAP_TEMPLATE = _web("map.html")
 CSS = _web("page.css")
-LAUNCH = {"css": CSS, "js": _web("page.js"), "max_file_size": MAX_FILE_BYTES}  # what every launch passes
+CHOOSE_BRUSH = _web("brush.js")
+LAUNCH = {"css": CSS, "max_file_size": MAX_FILE_BYTES}  # what every launch of the page passes
 # Every page action: one queue, one at a time, in the order they were taken. A control's pending
 # repeats (typing, dragging, strokes) collapse to its latest value ("always_last" re-reads the
 # control when it runs). A click is different: Gradio defers a repeat without its event data, so
@@ -194,7 +195,7 @@ def build() -> gr.Blocks:
                                 gr.Markdown("MNIST and FashionMNIST: a dark object on a light background is "
                                             "inverted, then cropped and centred as the dataset was made, whatever "
                                             "its size. CIFAR-10 and image folders: a centre crop to a square.")
-                            with gr.Tab("Draw", id="draw-tab"):
+                            with gr.Tab("Draw", id="draw-tab") as draw_tab:
                                 draw_note = gr.Markdown("Drawings are searched on MNIST and FashionMNIST: pick one "
                                                         "of them above.", visible=not page.drawable)
                                 sketch = gr.Sketchpad(label="draw a digit or a garment", type="numpy",
@@ -233,18 +234,39 @@ def build() -> gr.Blocks:
                    upload_error, draw_note, sketch, draw_go, draw_error, own_status, own_grid, own_error, results,
                    emap, fmaps]
 
-        def draw(new: PageState) -> tuple:
-            """The whole page from one state: every component, in `outputs`' order."""
-            p = render(new, demo_state)
-            refused_upload = new.error is not None and new.error[0] == "upload"
-            return (new, gr.update(choices=p.datasets, value=p.dataset), gr.update(choices=p.models, value=p.model),
-                    p.k, p.compare, p.errors["settings"], p.status, p.examples, p.errors["examples"],
-                    None if refused_upload else gr.update(),  # a refused file does not stay beside older results
-                    p.errors["upload"], gr.update(visible=not p.drawable), gr.update(visible=p.drawable),
-                    gr.update(visible=p.drawable), p.errors["draw"], p.own_note or OWN_NOTE, p.own_grid,
-                    p.errors["own"], p.results,
-                    gr.update(value=p.map, highlight=p.highlight) if p.map else gr.update(),
-                    p.feature_maps if p.feature_maps is not None else gr.update())
+        def values(p) -> list:
+            """Every component's value on a page drawn from one state, in `outputs`' order (state first)."""
+            return [(p.datasets, p.dataset), (p.models, p.model), p.k, p.compare, p.errors["settings"], p.status,
+                    p.examples, p.errors["examples"], None, p.errors["upload"], not p.drawable, p.drawable,
+                    p.drawable, p.errors["draw"], p.own_note or OWN_NOTE, p.own_grid, p.errors["own"], p.results,
+                    (p.map, p.highlight), p.feature_maps]
+
+        def draw(old: PageState, new: PageState) -> tuple:
+            """The page drawn from the new state, sent as what differs from the old state's page: the
+            browser shows the old one (every answer lands in order), and a search then sends its
+            results, preview and map highlight, not twenty components. The controls a visitor
+            edits are always sent, so a clamped or refused value never stays in its box."""
+            before, after = values(render(old, demo_state)), values(render(new, demo_state))
+            out = [new]
+            for (choices, value), (old_choices, _) in zip(after[:2], before[:2], strict=True):  # dataset, model
+                same = choices == old_choices
+                out.append(gr.update(value=value) if same else gr.update(choices=choices, value=value))
+            out += after[2:4]  # k, compare
+            for i in range(4, len(after)):
+                same = after[i] == before[i]
+                if i == 8:  # the upload box: a refused file does not stay beside older results
+                    out.append(None if new.error is not None and new.error[0] == "upload" else gr.update())
+                elif i in (10, 11, 12):
+                    out.append(gr.update() if same else gr.update(visible=after[i]))
+                elif i == 18:
+                    map_value_, highlight = after[i]
+                    out.append(gr.update() if same or map_value_ is None else gr.update(value=map_value_,
+                                                                                         highlight=highlight))
+                elif i == 19:
+                    out.append(gr.update() if same or after[i] is None else after[i])
+                else:
+                    out.append(gr.update() if same else after[i])
+            return tuple(out)
 
         # Gradio passes event data by the type hint of a named parameter: no *args here
         def on_pick(kind: str):
@@ -252,12 +274,12 @@ def build() -> gr.Blocks:
                 data = evt._data or {}
                 seq = None if data.get("seq") is None else int(data["seq"])
                 action = Action(kind, int(data.get("index", -1)), data.get("gallery"), seq)
-                return draw(apply(current, action, demo_state))
+                return draw(current, apply(current, action, demo_state))
             return handler
 
         def on_value(kind: str):
             def handler(current: PageState, value):
-                return draw(apply(current, Action(kind, value), demo_state))
+                return draw(current, apply(current, Action(kind, value), demo_state))
             return handler
 
         examples.pick(on_pick("example"), state, outputs, **CLICKS)
@@ -268,25 +290,26 @@ def build() -> gr.Blocks:
         snap.input(on_value("image"), [state, snap], outputs, **ONE_QUEUE)
         draw_go.click(on_value("draw"), [state, sketch], outputs, **ONE_QUEUE)
         sketch.change(on_value("draw"), [state, sketch], outputs, **ONE_QUEUE)
-        dataset.input(on_value("dataset"), [state, dataset], outputs, **ONE_QUEUE)
+        dataset.input(on_value("dataset"), [state, dataset], outputs, **ONE_QUEUE).then(None, js=CHOOSE_BRUSH)
+        draw_tab.select(None, js=CHOOSE_BRUSH)
         model.input(on_value("model"), [state, model], outputs, **ONE_QUEUE)
         k.input(on_value("k"), [state, k], outputs, **ONE_QUEUE)
         compare.input(on_value("compare"), [state, compare], outputs, **ONE_QUEUE)
 
         def on_shuffle(current: PageState):
-            return draw(apply(current, Action("shuffle", time.time_ns() % 2**32), demo_state))
+            return draw(current, apply(current, Action("shuffle", time.time_ns() % 2**32), demo_state))
 
         shuffle.click(on_shuffle, state, outputs, **ONE_QUEUE)
 
         def on_own_files(current: PageState, paths, progress=gr.Progress()):  # noqa: B008 (how Gradio asks for it)
             """Read, embed and map a visitor's images, behind a progress bar."""
-            return draw(apply(current, Action("own_files", paths), demo_state, progress=progress))
+            return draw(current, apply(current, Action("own_files", paths), demo_state, progress=progress))
 
         own_files.upload(on_own_files, [state, own_files], outputs, **{**ONE_QUEUE, "show_progress": "minimal"})
 
         def on_tab(opened: bool):
             def handler(current: PageState):
-                return draw(apply(current, Action("tab", opened), demo_state))
+                return draw(current, apply(current, Action("tab", opened), demo_state))
             return handler
 
         maps_tab.select(on_tab(True), state, outputs, **ONE_QUEUE)
@@ -294,7 +317,7 @@ def build() -> gr.Blocks:
             tab.select(on_tab(False), state, outputs, **ONE_QUEUE)
 
         def on_pixel(current: PageState, evt: gr.EventData):
-            return draw(apply(current, Action("pixel", (int(evt.row), int(evt.col))), demo_state))
+            return draw(current, apply(current, Action("pixel", (int(evt.row), int(evt.col))), demo_state))
 
         fmaps.pixel(on_pixel, state, outputs, **CLICKS)
 
