@@ -379,7 +379,49 @@ def write_claims(out: Path, path: Path) -> dict:
                                        "other test images (of the queried classes), one view, no whitening"},
            "claims": claims}
     atomic_write_bytes(path, (json.dumps(doc, indent=1) + "\n").encode())
+    atomic_write_bytes(path.with_suffix(".md"), claims_markdown(doc).encode())
     return doc
+
+
+def _seeds(runs: list[dict], key: str = "map_at_r", seen: bool = False) -> str:
+    values = [(r["seen"] if seen else r)[key] for r in runs if r["epochs_done"] >= r["epochs"] and key in r
+              and (not seen or r.get("seen"))]
+    return f"{fmt(values)} (n={len(values)})" if values else "–"
+
+
+def claims_markdown(doc: dict) -> str:
+    """claims.json as tables for a reader (results/claims.md), rewritten with it."""
+    lines = ["# The paper's claims with 3 seeds", "",
+             "Written by `python results/reproduce.py --claims` from `claims.json`, after every finished run. "
+             "MAP@R and P@1 on the test set after the last epoch: mean ± sd over the seeds finished (n). "
+             "a = Hybrid-1, b = CNN-3a; the difference is paired by seed, with its 95% t interval once all 3 "
+             "seeds of both have finished.", ""]
+    for claim in doc["claims"]:
+        unseen = claim["id"] == "unseen-classes"
+        lines += [f"## {claim['id']}: {claim['verdict']}", "", claim["statement"], "", f"Rule: {claim['rule']}", ""]
+        if unseen:
+            lines += ["| dataset | Hybrid-1 MAP@R, classes 5-9 (unseen) | CNN-3a | a - b [95% CI] | cell | "
+                      "Hybrid-1 MAP@R, classes 0-4 (seen) | CNN-3a, seen | P@1 unseen a / b |",
+                      "|---|---|---|---|---|---|---|---|"]
+        else:
+            lines += ["| dataset | loss | Hybrid-1 MAP@R | CNN-3a MAP@R | a - b [95% CI] | cell | P@1 a / b |",
+                      "|---|---|---|---|---|---|---|"]
+        for c in claim["cells"]:
+            a, b = c["a"]["runs"], c["b"]["runs"]
+            diff = "–" if c["mean_diff"] is None else (f"{c['mean_diff']:+.4f} [{c['ci95'][0]:+.4f}, "
+                                                       f"{c['ci95'][1]:+.4f}]")
+            p1 = f"{_seeds(a, 'p_at_1')} / {_seeds(b, 'p_at_1')}"
+            if unseen:
+                lines.append(f"| {c['dataset']} | {_seeds(a)} | {_seeds(b)} | {diff} | {c['cell_verdict']} | "
+                             f"{_seeds(a, seen=True)} | {_seeds(b, seen=True)} | {p1} |")
+            else:
+                lines.append(f"| {c['dataset']} | {c['loss']} | {_seeds(a)} | {_seeds(b)} | {diff} | "
+                             f"{c['cell_verdict']} | {p1} |")
+        lines.append("")
+    devices = sorted({f"{r['device']}, {r['precision']}" for claim in doc["claims"] for c in claim["cells"]
+                      for side in "ab" for r in c[side]["runs"]})
+    lines += [f"Trained on: {'; '.join(devices) or 'nothing yet'}.", ""]
+    return "\n".join(lines)
 
 
 def fmt(values: list[float], digits: int = 4) -> str:

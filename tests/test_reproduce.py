@@ -112,3 +112,36 @@ def test_the_product_never_imports_the_research() -> None:
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             assert not any(n.split(".")[0] in ("results", "reproduce") for n in names), file
     assert not list((ROOT / "scripts").glob("device_*.sh"))  # earlier runs' records live in git history
+
+
+def test_claims_sweep_trains_class_split_cells_and_writes_verdicts(data_dir, tmp_path) -> None:
+    """--claims: the unseen-class cells train on classes 0-4 only and are measured on the test
+    images of 5-9 (and, once, on 0-4); claims.json holds the rule from the start and a verdict
+    only when every cell has its 3 seeds; the paired interval and the rule's three outcomes."""
+    reproduce = load_script("reproduce")
+    plan = reproduce.claims_plan()
+    assert len(plan) == 36 + 18 and plan[0].name == "mnist-hybrid1-ms-gelu-s0-classes0-4"
+    data = load_dataset("mnist", data_dir)
+    split, (seen_x, seen_y) = reproduce.class_split(data, [0, 1, 2, 3, 4])
+    assert set(split.train_y.tolist()) == {0, 1, 2, 3, 4} and set(split.test_y.tolist()) == {5, 6, 7, 8, 9}
+    assert set(seen_y.tolist()) == {0, 1, 2, 3, 4} and len(seen_x) == len(seen_y)
+    args = ["--data-dir", str(data_dir), "--out", str(tmp_path / "runs"), "--results", str(tmp_path), "--claims",
+            "--quick", "--only", "mnist-hybrid1-ms-gelu-s0-classes0-4", "--batch-size", "50", "--device", "cpu",
+            "--max-train-samples", "400", "--precision", "fp32"]
+    assert reproduce.main(args) == 0
+    cell = tmp_path / "runs" / "mnist-hybrid1-ms-gelu-s0-classes0-4"
+    seen = json.loads((cell / "seen_classes.json").read_text())
+    assert seen["classes"] == [0, 1, 2, 3, 4] and 0 <= seen["mean_average_precision_at_r"] <= 1
+    claims = json.loads((tmp_path / "claims.json").read_text())
+    assert [c["id"] for c in claims["claims"]] == ["one-involution-layer-helps", "unseen-classes"]
+    assert all(c["verdict"] == "not measured yet" and "paired by seed" in c["rule"] for c in claims["claims"])
+    run = claims["claims"][1]["cells"][0]["a"]["runs"][0]
+    assert run["seed"] == 0 and run["precision"] == "fp32" and run["seen"]["map_at_r"] == pytest.approx(
+        seen["mean_average_precision_at_r"])
+    assert "## unseen-classes: not measured yet" in (tmp_path / "claims.md").read_text()
+    mean, ci = reproduce.paired_interval([0.5, 0.6, 0.7], [0.4, 0.5, 0.7])
+    assert mean == pytest.approx(0.0667, abs=1e-4) and ci[0] < 0 < ci[1]  # t(0.975, 2) = 4.30
+    cells = lambda *cis: [{"mean_diff": (lo + hi) / 2, "ci95": [lo, hi]} for lo, hi in cis]
+    assert reproduce.claim_verdict(cells((0.01, 0.02), (0.001, 0.03))) == "holds"
+    assert reproduce.claim_verdict(cells((-0.03, -0.01), (-0.02, 0.01))) == "does not hold"
+    assert reproduce.claim_verdict(cells((0.01, 0.02), (-0.03, -0.01))) == "mixed"
