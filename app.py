@@ -30,7 +30,7 @@ import torch  # noqa: E402
 
 from model.demo import MAX_FILE_BYTES, Action, Demo, apply, initial_state, prepare_upload, render  # noqa: E402
 from model.demo.own_gallery import MAX_IMAGES  # noqa: E402
-from model.demo.page import ERRORS, MAX_K, PageState  # noqa: E402
+from model.demo.page import ERRORS, MAX_K, Page, PageState  # noqa: E402
 from model.index import build_bundle  # noqa: E402
 from model.record import summarize  # noqa: E402
 
@@ -155,6 +155,180 @@ ONE_QUEUE = {"api_visibility": "private", "trigger_mode": "always_last", "show_p
 CLICKS = {**ONE_QUEUE, "trigger_mode": "multiple"}
 
 
+def error_line(name: str, text: str) -> gr.Markdown:
+    """The line that names a refused input next to the control that got it (empty: no room taken)."""
+    return gr.Markdown(text, elem_id=f"{name}-error", elem_classes="error-line")
+
+
+def controls(page: Page) -> dict:
+    with gr.Row(elem_id="controls"):
+        ui = {"dataset": gr.Dropdown(page.datasets, value=page.dataset or None, label="dataset", min_width=130),
+              "model": gr.Dropdown(page.models, value=page.model or None, label="model", min_width=130),
+              "k": top_k_slider(page.k),
+              "compare": gr.Checkbox(page.compare, label="compare Hybrid-1 and CNN-3a", min_width=160)}
+    ui["settings_error"] = error_line("settings", page.errors["settings"])
+    ui["status"] = gr.Markdown(page.status, elem_id="status")
+    return ui
+
+
+def search_tab(page: Page) -> dict:
+    """The query sources (examples, upload, draw, your gallery) beside the results, then the map."""
+    ui: dict = {}
+    with gr.Tab("Search", id="search") as ui["search_tab"]:
+        with gr.Row(elem_id="main-row"):
+            with gr.Column(scale=2, min_width=300):
+                with gr.Tabs(overflow_behavior="wrap"):  # all four sources in sight on a phone
+                    with gr.Tab("Examples", id="examples-tab"):
+                        ui["shuffle"] = gr.Button("Shuffle examples", size="sm")
+                        ui["examples_error"] = error_line("examples", page.errors["examples"])
+                        ui["examples"] = gr.HTML(page.examples, elem_id="examples", js_on_load=PICK_JS)
+                    with gr.Tab("Upload", id="upload-tab"):
+                        # gr.File, not gr.Image: our code opens the file and can name what is wrong with it
+                        ui["upload"] = gr.File(label="upload an image (PNG, JPEG, WebP, BMP, GIF)", type="filepath",
+                                               file_types=["image"], elem_id="upload")
+                        ui["upload_error"] = error_line("upload", page.errors["upload"])
+                        ui["snap"] = gr.Image(label="or paste (Ctrl+V) / take a webcam shot", type="numpy",
+                                              sources=["clipboard", "webcam"], height=220, elem_id="snap")
+                        gr.Markdown("MNIST and FashionMNIST: a dark object on a light background is inverted, then "
+                                    "cropped and centred as the dataset was made, whatever its size. CIFAR-10 and "
+                                    "image folders: a centre crop to a square.")
+                    with gr.Tab("Draw", id="draw-tab") as ui["draw_tab"]:
+                        ui["draw_note"] = gr.Markdown("Drawings are searched on MNIST and FashionMNIST: pick one of "
+                                                      "them above.", visible=not page.drawable)
+                        ui["sketch"] = gr.Sketchpad(label="draw a digit or a garment", type="numpy", image_mode="RGBA",
+                                                    canvas_size=(280, 280), elem_id="sketch", layers=False,
+                                                    transforms=(), visible=page.drawable,
+                                                    brush=gr.Brush(default_size=18, colors=["#000000"],
+                                                                   color_mode="fixed"))
+                        ui["draw_error"] = error_line("draw", page.errors["draw"])
+                        ui["draw_go"] = gr.Button("Search this drawing", variant="primary", visible=page.drawable)
+                    with gr.Tab("Your gallery", id="own-tab"):
+                        ui["own_files"] = gr.File(label=f"your images (up to {MAX_IMAGES}) or a .zip of them",
+                                                  file_count="multiple", file_types=["image", ".zip"],
+                                                  type="filepath", elem_id="own-files")
+                        ui["own_error"] = error_line("own", page.errors["own"])
+                        ui["own_status"] = gr.Markdown(page.own_note or OWN_NOTE)
+                        ui["own_grid"] = gr.HTML(page.own_grid, elem_id="own-examples", js_on_load=PICK_JS)
+            with gr.Column(scale=3, min_width=300):
+                ui["results"] = gr.HTML(page.results, elem_id="results", js_on_load=RESULTS_JS)
+        ui["emap"] = gr.HTML(page.map, html_template=MAP_TEMPLATE, js_on_load=MAP_JS, highlight=page.highlight,
+                             elem_id="embedding-map")
+    return ui
+
+
+def maps_tab() -> dict:
+    ui: dict = {}
+    with gr.Tab("Involution feature maps", id="maps") as ui["maps_tab"]:
+        gr.Markdown("The current query through the involution layer: click the input to pick the pixel whose "
+                    "generated kernel is shown.")
+        ui["fmaps"] = gr.HTML(elem_id="feature-maps", js_on_load=PIXEL_JS)
+    return ui
+
+
+def about_tab() -> dict:
+    ui: dict = {}
+    with gr.Tab("About", id="about-tab") as ui["about_tab"]:
+        gr.Markdown(about_markdown(), elem_id="about")
+    return ui
+
+
+# What every page action returns, in this order: the state, then one value per component.
+OUTPUTS = ("state", "dataset", "model", "k", "compare", "settings_error", "status", "examples", "examples_error",
+           "upload", "upload_error", "draw_note", "sketch", "draw_go", "draw_error", "own_status", "own_grid",
+           "own_error", "results", "emap", "fmaps")
+
+
+def shown(p: Page) -> dict:
+    """What each component shows on a page drawn from one state."""
+    return {"dataset": (p.datasets, p.dataset), "model": (p.models, p.model), "k": p.k, "compare": p.compare,
+            "settings_error": p.errors["settings"], "status": p.status, "examples": p.examples,
+            "examples_error": p.errors["examples"], "upload_error": p.errors["upload"], "draw_note": not p.drawable,
+            "sketch": p.drawable, "draw_go": p.drawable, "draw_error": p.errors["draw"],
+            "own_status": p.own_note or OWN_NOTE, "own_grid": p.own_grid, "own_error": p.errors["own"],
+            "results": p.results, "emap": (p.map, p.highlight), "fmaps": p.feature_maps}
+
+
+def draw(old: PageState, new: PageState) -> tuple:
+    """The page drawn from the new state, sent as what differs from the old state's page: the
+    browser shows the old one (every answer lands in order), so a search sends its results,
+    preview and map highlight, not twenty components. The controls a visitor edits are always
+    sent, so a clamped or refused value never stays in its box."""
+    before, after = shown(render(old, demo_state)), shown(render(new, demo_state))
+    keep = gr.update()
+    out = {"state": new}
+    for name in ("dataset", "model"):
+        (choices, value), (old_choices, _) = after[name], before[name]
+        out[name] = gr.update(value=value) if choices == old_choices else gr.update(choices=choices, value=value)
+    out["k"], out["compare"] = after["k"], after["compare"]
+    # the upload box: a refused file does not stay beside the older results
+    out["upload"] = None if new.error is not None and new.error[0] == "upload" else keep
+    for name, value in after.items():
+        if name in out:
+            continue
+        if value == before[name]:
+            out[name] = keep
+        elif name in ("draw_note", "sketch", "draw_go"):
+            out[name] = gr.update(visible=value)
+        elif name == "emap":
+            out[name] = keep if value[0] is None else gr.update(value=value[0], highlight=value[1])
+        elif name == "fmaps":
+            out[name] = keep if value is None else value
+        else:
+            out[name] = value
+    return tuple(out[name] for name in OUTPUTS)
+
+
+def wire(ui: dict) -> None:
+    """Every page action: the state and the action to page.apply, the page drawn from its answer."""
+    state, outputs = ui["state"], [ui[name] for name in OUTPUTS]
+
+    # Gradio passes event data by the type hint of a named parameter: no *args here
+    def on_pick(kind: str):
+        def handler(current: PageState, evt: gr.EventData):
+            data = evt._data or {}
+            seq = None if data.get("seq") is None else int(data["seq"])
+            return draw(current, apply(current, Action(kind, int(data.get("index", -1)), data.get("gallery"), seq),
+                                       demo_state))
+        return handler
+
+    def on_value(kind: str):
+        def handler(current: PageState, value):
+            return draw(current, apply(current, Action(kind, value), demo_state))
+        return handler
+
+    def on_shuffle(current: PageState):
+        return draw(current, apply(current, Action("shuffle", time.time_ns() % 2**32), demo_state))
+
+    def on_own_files(current: PageState, paths, progress=gr.Progress()):  # noqa: B008 (how Gradio asks for it)
+        """Read, embed and map a visitor's images, behind a progress bar."""
+        return draw(current, apply(current, Action("own_files", paths), demo_state, progress=progress))
+
+    def on_tab(opened: bool):
+        def handler(current: PageState):
+            return draw(current, apply(current, Action("tab", opened), demo_state))
+        return handler
+
+    def on_pixel(current: PageState, evt: gr.EventData):
+        return draw(current, apply(current, Action("pixel", (int(evt.row), int(evt.col))), demo_state))
+
+    for name, kind in (("examples", "example"), ("results", "result"), ("emap", "map"), ("own_grid", "own")):
+        ui[name].pick(on_pick(kind), state, outputs, **CLICKS)
+    ui["fmaps"].pixel(on_pixel, state, outputs, **CLICKS)
+    ui["upload"].upload(on_value("upload"), [state, ui["upload"]], outputs, **ONE_QUEUE)
+    ui["snap"].input(on_value("image"), [state, ui["snap"]], outputs, **ONE_QUEUE)
+    ui["draw_go"].click(on_value("draw"), [state, ui["sketch"]], outputs, **ONE_QUEUE)
+    ui["sketch"].change(on_value("draw"), [state, ui["sketch"]], outputs, **ONE_QUEUE)
+    ui["dataset"].input(on_value("dataset"), [state, ui["dataset"]], outputs, **ONE_QUEUE).then(None, js=CHOOSE_BRUSH)
+    ui["draw_tab"].select(None, js=CHOOSE_BRUSH)
+    for name in ("model", "k", "compare"):
+        ui[name].input(on_value(name), [state, ui[name]], outputs, **ONE_QUEUE)
+    ui["shuffle"].click(on_shuffle, state, outputs, **ONE_QUEUE)
+    ui["own_files"].upload(on_own_files, [state, ui["own_files"]], outputs, **{**ONE_QUEUE, "show_progress": "minimal"})
+    ui["maps_tab"].select(on_tab(True), state, outputs, **ONE_QUEUE)
+    for tab in ("search_tab", "about_tab"):
+        ui[tab].select(on_tab(False), state, outputs, **ONE_QUEUE)
+
+
 def build() -> gr.Blocks:
     # thumbnails are write-once files: served in place, not hashed and copied on every search
     gr.set_static_paths([demo_state.thumbnail_folder])
@@ -166,162 +340,15 @@ def build() -> gr.Blocks:
         gr.Markdown("# Similarity search with a 116k-parameter involution + CNN model\n"
                     "One involution layer in front of a small CNN (the paper's Hybrid-1), under 0.5 MB of weights. "
                     "Pick a query: the most similar gallery images appear at once.")
-        state = gr.State(first)
-        with gr.Row(elem_id="controls"):
-            dataset = gr.Dropdown(page.datasets, value=page.dataset or None, label="dataset", min_width=130)
-            model = gr.Dropdown(page.models, value=page.model or None, label="model", min_width=130)
-            k = top_k_slider(page.k)
-            compare = gr.Checkbox(page.compare, label="compare Hybrid-1 and CNN-3a", min_width=160)
-        settings_error = gr.Markdown(page.errors["settings"], elem_id="settings-error", elem_classes="error-line")
-        status = gr.Markdown(page.status, elem_id="status")
+        ui = {"state": gr.State(first), **controls(page)}
         with gr.Tabs():
-            with gr.Tab("Search", id="search") as search_tab:
-                with gr.Row(elem_id="main-row"):
-                    with gr.Column(scale=2, min_width=300):
-                        with gr.Tabs(overflow_behavior="wrap"):  # all four sources in sight on a phone
-                            with gr.Tab("Examples", id="examples-tab"):
-                                shuffle = gr.Button("Shuffle examples", size="sm")
-                                examples_error = gr.Markdown(page.errors["examples"], elem_id="examples-error",
-                                                             elem_classes="error-line")
-                                examples = gr.HTML(page.examples, elem_id="examples", js_on_load=PICK_JS)
-                            with gr.Tab("Upload", id="upload-tab"):
-                                # gr.File, not gr.Image: our code opens the file and can name what is wrong with it
-                                upload = gr.File(label="upload an image (PNG, JPEG, WebP, BMP, GIF)", type="filepath",
-                                                 file_types=["image"], elem_id="upload")
-                                upload_error = gr.Markdown(page.errors["upload"], elem_id="upload-error",
-                                                           elem_classes="error-line")
-                                snap = gr.Image(label="or paste (Ctrl+V) / take a webcam shot", type="numpy",
-                                                sources=["clipboard", "webcam"], height=220, elem_id="snap")
-                                gr.Markdown("MNIST and FashionMNIST: a dark object on a light background is "
-                                            "inverted, then cropped and centred as the dataset was made, whatever "
-                                            "its size. CIFAR-10 and image folders: a centre crop to a square.")
-                            with gr.Tab("Draw", id="draw-tab") as draw_tab:
-                                draw_note = gr.Markdown("Drawings are searched on MNIST and FashionMNIST: pick one "
-                                                        "of them above.", visible=not page.drawable)
-                                sketch = gr.Sketchpad(label="draw a digit or a garment", type="numpy",
-                                                      image_mode="RGBA", canvas_size=(280, 280), elem_id="sketch",
-                                                      layers=False, transforms=(), visible=page.drawable,
-                                                      brush=gr.Brush(default_size=18, colors=["#000000"],
-                                                                     color_mode="fixed"))
-                                draw_error = gr.Markdown(page.errors["draw"], elem_id="draw-error",
-                                                         elem_classes="error-line")
-                                draw_go = gr.Button("Search this drawing", variant="primary", visible=page.drawable)
-                            with gr.Tab("Your gallery", id="own-tab"):
-                                own_files = gr.File(label=f"your images (up to {MAX_IMAGES}) or a .zip of them",
-                                                    file_count="multiple", file_types=["image", ".zip"],
-                                                    type="filepath", elem_id="own-files")
-                                own_error = gr.Markdown(page.errors["own"], elem_id="own-error",
-                                                        elem_classes="error-line")
-                                own_status = gr.Markdown(page.own_note or OWN_NOTE)
-                                own_grid = gr.HTML(page.own_grid, elem_id="own-examples", js_on_load=PICK_JS)
-                    with gr.Column(scale=3, min_width=300):
-                        results = gr.HTML(page.results, elem_id="results", js_on_load=RESULTS_JS)
-                emap = gr.HTML(page.map, html_template=MAP_TEMPLATE, js_on_load=MAP_JS, highlight=page.highlight,
-                               elem_id="embedding-map")
-            with gr.Tab("Involution feature maps", id="maps") as maps_tab:
-                gr.Markdown("The current query through the involution layer: click the input to pick the pixel whose "
-                            "generated kernel is shown.")
-                fmaps = gr.HTML(elem_id="feature-maps", js_on_load=PIXEL_JS)
-            with gr.Tab("About", id="about-tab") as about_tab:
-                gr.Markdown(about_markdown(), elem_id="about")
+            ui |= search_tab(page) | maps_tab() | about_tab()
+        wire(ui)
         # hidden components for the /search API endpoint
-        api_image = gr.File(type="filepath", visible=False)
-        api_button = gr.Button(visible=False)
-        api_gallery = gr.Gallery(format="png", visible=False)
-        api_table = gr.Dataframe(visible=False)
-
-        outputs = [state, dataset, model, k, compare, settings_error, status, examples, examples_error, upload,
-                   upload_error, draw_note, sketch, draw_go, draw_error, own_status, own_grid, own_error, results,
-                   emap, fmaps]
-
-        def values(p) -> list:
-            """Every component's value on a page drawn from one state, in `outputs`' order (state first)."""
-            return [(p.datasets, p.dataset), (p.models, p.model), p.k, p.compare, p.errors["settings"], p.status,
-                    p.examples, p.errors["examples"], None, p.errors["upload"], not p.drawable, p.drawable,
-                    p.drawable, p.errors["draw"], p.own_note or OWN_NOTE, p.own_grid, p.errors["own"], p.results,
-                    (p.map, p.highlight), p.feature_maps]
-
-        def draw(old: PageState, new: PageState) -> tuple:
-            """The page drawn from the new state, sent as what differs from the old state's page: the
-            browser shows the old one (every answer lands in order), and a search then sends its
-            results, preview and map highlight, not twenty components. The controls a visitor
-            edits are always sent, so a clamped or refused value never stays in its box."""
-            before, after = values(render(old, demo_state)), values(render(new, demo_state))
-            out = [new]
-            for (choices, value), (old_choices, _) in zip(after[:2], before[:2], strict=True):  # dataset, model
-                same = choices == old_choices
-                out.append(gr.update(value=value) if same else gr.update(choices=choices, value=value))
-            out += after[2:4]  # k, compare
-            for i in range(4, len(after)):
-                same = after[i] == before[i]
-                if i == 8:  # the upload box: a refused file does not stay beside older results
-                    out.append(None if new.error is not None and new.error[0] == "upload" else gr.update())
-                elif i in (10, 11, 12):
-                    out.append(gr.update() if same else gr.update(visible=after[i]))
-                elif i == 18:
-                    map_value_, highlight = after[i]
-                    out.append(gr.update() if same or map_value_ is None else gr.update(value=map_value_,
-                                                                                         highlight=highlight))
-                elif i == 19:
-                    out.append(gr.update() if same or after[i] is None else after[i])
-                else:
-                    out.append(gr.update() if same else after[i])
-            return tuple(out)
-
-        # Gradio passes event data by the type hint of a named parameter: no *args here
-        def on_pick(kind: str):
-            def handler(current: PageState, evt: gr.EventData):
-                data = evt._data or {}
-                seq = None if data.get("seq") is None else int(data["seq"])
-                action = Action(kind, int(data.get("index", -1)), data.get("gallery"), seq)
-                return draw(current, apply(current, action, demo_state))
-            return handler
-
-        def on_value(kind: str):
-            def handler(current: PageState, value):
-                return draw(current, apply(current, Action(kind, value), demo_state))
-            return handler
-
-        examples.pick(on_pick("example"), state, outputs, **CLICKS)
-        results.pick(on_pick("result"), state, outputs, **CLICKS)
-        emap.pick(on_pick("map"), state, outputs, **CLICKS)
-        own_grid.pick(on_pick("own"), state, outputs, **CLICKS)
-        upload.upload(on_value("upload"), [state, upload], outputs, **ONE_QUEUE)
-        snap.input(on_value("image"), [state, snap], outputs, **ONE_QUEUE)
-        draw_go.click(on_value("draw"), [state, sketch], outputs, **ONE_QUEUE)
-        sketch.change(on_value("draw"), [state, sketch], outputs, **ONE_QUEUE)
-        dataset.input(on_value("dataset"), [state, dataset], outputs, **ONE_QUEUE).then(None, js=CHOOSE_BRUSH)
-        draw_tab.select(None, js=CHOOSE_BRUSH)
-        model.input(on_value("model"), [state, model], outputs, **ONE_QUEUE)
-        k.input(on_value("k"), [state, k], outputs, **ONE_QUEUE)
-        compare.input(on_value("compare"), [state, compare], outputs, **ONE_QUEUE)
-
-        def on_shuffle(current: PageState):
-            return draw(current, apply(current, Action("shuffle", time.time_ns() % 2**32), demo_state))
-
-        shuffle.click(on_shuffle, state, outputs, **ONE_QUEUE)
-
-        def on_own_files(current: PageState, paths, progress=gr.Progress()):  # noqa: B008 (how Gradio asks for it)
-            """Read, embed and map a visitor's images, behind a progress bar."""
-            return draw(current, apply(current, Action("own_files", paths), demo_state, progress=progress))
-
-        own_files.upload(on_own_files, [state, own_files], outputs, **{**ONE_QUEUE, "show_progress": "minimal"})
-
-        def on_tab(opened: bool):
-            def handler(current: PageState):
-                return draw(current, apply(current, Action("tab", opened), demo_state))
-            return handler
-
-        maps_tab.select(on_tab(True), state, outputs, **ONE_QUEUE)
-        for tab in (search_tab, about_tab):
-            tab.select(on_tab(False), state, outputs, **ONE_QUEUE)
-
-        def on_pixel(current: PageState, evt: gr.EventData):
-            return draw(current, apply(current, Action("pixel", (int(evt.row), int(evt.col))), demo_state))
-
-        fmaps.pixel(on_pixel, state, outputs, **CLICKS)
-
-        api_button.click(search_api, [dataset, api_image, k], [api_gallery, api_table], api_name="search")
+        api_image, api_button = gr.File(type="filepath", visible=False), gr.Button(visible=False)
+        api_gallery, api_table = gr.Gallery(format="png", visible=False), gr.Dataframe(visible=False)
+        api_button.click(search_api, [ui["dataset"], api_image, ui["k"]], [api_gallery, api_table],
+                         api_name="search")
     return app
 
 

@@ -174,6 +174,9 @@ def test_map_click_and_hover(server) -> None:
     page = open_page(server)
     canvas = page.locator("#embedding-map canvas")
     canvas.scroll_into_view_if_needed()
+    # the map's points arrive as a file the page fetches after it opens
+    page.wait_for_function("document.querySelector('#embedding-map .legend')?.innerText.includes('query')",
+                           timeout=30_000)
     legend = page.inner_text("#embedding-map .legend")
     assert "query" in legend and "0" in legend and "class 0" not in legend
     # the screen position of gallery point 123, as the page drew it
