@@ -27,16 +27,11 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
+from model.checkpoint import CheckpointError, save_checkpoint
 from model.data import KNOWN, DataError, canonical_name, load_dataset
-from model.embedder import (
-    CheckpointError,
-    atomic_save_tensors,
-    atomic_write_bytes,
-    atomic_write_json,
-    load_embedder,
-    save_checkpoint,
-)
+from model.embedder import load_embedder
 from model.evaluation import choose_views, embedder_for, evaluate, view_embeddings
+from model.files import atomic_save_tensors, atomic_write_bytes, atomic_write_json
 from model.losses import LossError, check_class_sizes, check_teacher, make_loss
 from model.networks import build_model, keras_param_count
 from model.recipe import Recipe, RecipeError, from_dict, load_recipe, quick

@@ -2,11 +2,13 @@
 
 Data flows one way: data.py -> networks.py (involution.py) -> losses.py -> training.py
 (one stage; train.py chains a recipe.py recipe's stages and its choices, measured by
-evaluation.py) -> embedder.py (the checkpoint) -> index.py (the search bundle) -> app.py.
+evaluation.py) -> checkpoint.py (the checkpoint on disk) -> embedder.py (images in, embeddings out) ->
+index.py (the search bundle) -> demo/ -> app.py.
 """
 
+from .checkpoint import CheckpointError
 from .data import DataError, ImageData, load_dataset
-from .embedder import CheckpointError, Embedder, load_embedder
+from .embedder import Embedder, load_embedder
 from .involution import Involution
 from .networks import PAPER_MODELS, REGISTRY, build_model, keras_param_count
 

@@ -1,180 +1,20 @@
-"""Checkpoints on disk and the inference API: `load_embedder(path).embed(images)`.
-
-A checkpoint is a folder with two files, safetensors and JSON only (nothing is ever
-unpickled, so a checkpoint handed over by a stranger cannot run code):
-
-    model.safetensors  the embedding network's state_dict
-    config.json        what rebuilds it and its preprocessing: architecture name and
-                       arguments, input size and channels, normalisation, class names,
-                       and the search views: flip_average and shift_average (optional,
-                       default off: see search_views)
-
-That is the layout of huggingface_hub's PyTorchModelHubMixin: scripts/publish_models.py
-pushes a folder to a model repository, and `load_embedder("hf://USER/NAME")` (model/hub.py)
-loads it back through huggingface_hub's cache.
-"""
+"""The inference API: `load_embedder(path).embed(images)`: a checkpoint (checkpoint.py) with
+its preprocessing and search views (search_views.py), images in, embeddings out."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .checkpoint import load_model
 from .data import normalize, pil_to_mode
-from .networks import build_model
-
-CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
-CONFIG_KEYS = ("model", "in_channels", "embedding_dim", "activation", "image_size", "mean", "std", "class_names")
-
-
-def search_views(x: torch.Tensor, flip_average: bool = False, shift_average: int = 0) -> list[torch.Tensor]:
-    """(B, C, H, W) normalised float batch -> the views a checkpoint searches with, the image first.
-
-    Test-time augmentation: the search embeds every view and averages (view_averaged).
-    `shift_average` s > 0 adds the image moved by s px left, right, up and down (edges
-    reflected): 5 views. `flip_average` adds the mirror image of each: for data where a
-    mirror image keeps its class (clothes, objects; never digits). A network trained with
-    random flips and crops maps these views close together, and their mean is a steadier
-    query than any one of them.
-    """
-    views = [x]
-    if shift_average:
-        s = shift_average
-        padded = F.pad(x, (s, s, s, s), mode="reflect")
-        h, w = x.shape[-2:]
-        views += [padded[..., s + dy : s + dy + h, s + dx : s + dx + w]
-                  for dy, dx in ((0, -s), (0, s), (-s, 0), (s, 0))]
-    if flip_average:
-        views += [v.flip(-1) for v in views]
-    return views
-
-
-def view_averaged(embs: Sequence[torch.Tensor]) -> torch.Tensor:
-    """(N, D) embeddings of each view of the same N images -> (N, D) unit-norm mean of the unit vectors."""
-    if len(embs) == 1:  # normalised once, so that one view gives exactly the network's unit embedding
-        return F.normalize(embs[0].float(), dim=1)
-    return F.normalize(sum(F.normalize(e.float(), dim=1) for e in embs), dim=1)
-
-
-def describe_views(flip_average: bool, shift_average: int = 0) -> str:
-    """How a checkpoint searches, in words: "one view", "mirror-averaged", "10 views (...)"."""
-    if not shift_average:
-        return "mirror-averaged" if flip_average else "one view"
-    n = 10 if flip_average else 5
-    return f"{n} views averaged (1 + 4 shifts of {shift_average} px{', each mirrored' if flip_average else ''})"
-
-
-class CheckpointError(Exception):
-    """A checkpoint folder is missing, incomplete or inconsistent; the message says which."""
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
-
-
-def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def save_checkpoint(folder: str | Path, model: nn.Module, config: dict[str, Any]) -> None:
-    """Write model.safetensors and config.json atomically (weights first, so a config
-    on disk never describes weights that are not there yet)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    missing = [k for k in CONFIG_KEYS if k not in config]
-    if missing:
-        raise ValueError(f"checkpoint config lacks {missing}")
-    atomic_save_tensors(folder / WEIGHTS_NAME, model.state_dict())
-    atomic_write_json(folder / CONFIG_NAME, config)
-
-
-def sha256_file(path: str | Path) -> str:
-    """A file's content hash: names a checkpoint's weights even after its folder is overwritten."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def read_config(folder: str | Path) -> dict[str, Any]:
-    path = Path(folder) / CONFIG_NAME
-    if not path.is_file():
-        raise CheckpointError(f"{folder} is not a checkpoint: {CONFIG_NAME} is missing (train one with train.py)")
-    try:
-        config = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e}); retrain or restore the file") from None
-    missing = [k for k in CONFIG_KEYS if k not in config] if isinstance(config, dict) else list(CONFIG_KEYS)
-    if missing:
-        raise CheckpointError(f"{path} lacks {', '.join(missing)}: it was not written by this project's train.py")
-    return config
-
-
-def build_from_config(config: dict[str, Any]) -> nn.Module:
-    try:
-        return build_model(config["model"], config["in_channels"], config["embedding_dim"], config["activation"])
-    except (ValueError, TypeError) as e:
-        raise CheckpointError(f"config.json describes no buildable model: {e}") from None
-
-
-def load_model(folder: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the network from config.json and load model.safetensors into it (strictly)."""
-    folder = Path(folder)
-    config = read_config(folder)
-    model = build_from_config(config)
-    weights = folder / WEIGHTS_NAME
-    if not weights.is_file():
-        raise CheckpointError(f"{folder} has {CONFIG_NAME} but no {WEIGHTS_NAME}")
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{weights} is not a readable safetensors file ({e})") from None
-    expected = model.state_dict()
-    problems = sorted(set(expected) ^ set(state))
-    problems += [k for k in expected if k in state and expected[k].shape != state[k].shape]
-    if problems:
-        raise CheckpointError(
-            f"{weights} does not match config.json (model {config['model']!r}, "
-            f"{config['in_channels']} input channels): mismatched tensors {problems[:5]}"
-            f"{' ...' if len(problems) > 5 else ''}"
-        )
-    model.load_state_dict(state)
-    return model.eval(), config
-
+from .search_views import describe_views, search_views, view_averaged
 
 ImageLike = Image.Image | np.ndarray
 

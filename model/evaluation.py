@@ -1,18 +1,24 @@
 """The one evaluation path: embed a split as the served embedder does, then score the retrieval.
 
-    python -m model.evaluate assets/mnist-hybrid1 --split val|test     (prints JSON)
+    python -m model.evaluation assets/mnist-hybrid1 --split val|test [--data-dir DIR]   (prints JSON)
 
 Every figure of the project comes from here: the validation figures a training run chooses
 its epochs, search views and whitening on, the test figures of metrics.json, the README
-table, scripts/fit_gap.py and the CLI. Images are embedded by `Embedder.view_embeddings`,
-the code that serves queries (float32, the checkpoint's search views averaged), so a
-checkpoint reports what its users get. Retrieval metrics are pytorch-metric-learning's
-AccuracyCalculator with every image queried against the rest of its split: P@1, R-precision
-and MAP@R (Musgrave et al., "A Metric Learning Reality Check", 2020).
+table, scripts/fit_gap.py and the CLI (main, below: one JSON object with the split's P@1,
+R-precision, MAP@R and MS loss, as the checkpoint is served; CHECKPOINT is a folder written by
+train.py or "hf://USER/NAME", and the validation split is the one its recipe.toml held out).
+Images are embedded by `Embedder.view_embeddings`, the code that serves queries (float32, the
+checkpoint's search views averaged), so a checkpoint reports what its users get. Retrieval
+metrics are pytorch-metric-learning's AccuracyCalculator with every image queried against the
+rest of its split: P@1, R-precision and MAP@R (Musgrave et al., "A Metric Learning Reality
+Check", 2020).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +31,8 @@ from pytorch_metric_learning.distances import CosineSimilarity
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from pytorch_metric_learning.utils.inference import CustomKNN
 
-from .embedder import Embedder, view_averaged
+from .embedder import Embedder
+from .search_views import view_averaged
 
 RETRIEVAL_METRICS = ("precision_at_1", "r_precision", "mean_average_precision_at_r")
 # images per embedding batch: a GPU embeds a whole split in a few large batches
@@ -109,8 +116,9 @@ def evaluate_checkpoint(path: str | Path, split: str, data_dir: str | Path | Non
     """A checkpoint folder's figures on its recipe's validation split or on the test set, as
     load_embedder serves it. Needs the recipe.toml train.py writes beside the weights (it says
     which images were held out); a checkpoint without one can only be measured on the test set."""
+    from .checkpoint import CheckpointError
     from .data import load_dataset
-    from .embedder import CheckpointError, load_embedder
+    from .embedder import load_embedder
     from .hub import resolve_checkpoint
     from .recipe import Recipe, Validation, load_recipe
 
@@ -130,3 +138,27 @@ def evaluate_checkpoint(path: str | Path, split: str, data_dir: str | Path | Non
         recipe.max_test_samples)
     x, y = data.split(split)
     return {"checkpoint": str(path), "split": split, **evaluate(embedder, x, y)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .checkpoint import CheckpointError
+    from .data import DataError
+    from .recipe import RecipeError
+
+    p = argparse.ArgumentParser(prog="python -m model.evaluation", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", help="a checkpoint folder (assets/mnist-hybrid1) or hf://USER/NAME")
+    p.add_argument("--split", default="test", choices=["val", "test"])
+    p.add_argument("--data-dir", help="folder with mnist.npz / fashion_mnist.npz / cifar10.npz")
+    args = p.parse_args(argv)
+    try:
+        figures = evaluate_checkpoint(args.checkpoint, args.split, args.data_dir)
+    except (CheckpointError, DataError, RecipeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -33,8 +33,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .checkpoint import CheckpointError
 from .data import normalize
-from .embedder import CheckpointError, Embedder, load_embedder, search_views, view_averaged
+from .embedder import Embedder, load_embedder
+from .search_views import search_views, view_averaged
 
 OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "images", "embeddings"
@@ -122,7 +124,7 @@ def parity(checkpoint: str | Path, path: str | Path, images: np.ndarray, k: int 
 
 def gallery_images(checkpoint: str | Path) -> np.ndarray:
     """The checkpoint's demo gallery (sampled from the test split) as uint8 (N, H, W, C)."""
-    from .embedder import read_config
+    from .checkpoint import read_config
     from .index import default_gallery_dir, read_npz  # the search bundle owns where the gallery lives
 
     dataset = Path(read_config(checkpoint)["dataset"]).name

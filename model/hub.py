@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from .embedder import CONFIG_NAME, WEIGHTS_NAME, CheckpointError
+from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, CheckpointError
 
 HUB_PREFIX = "hf://"
 METRICS_NAME, RECIPE_NAME = "metrics.json", "recipe.toml"

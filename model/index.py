@@ -36,17 +36,10 @@ import faiss
 import numpy as np
 import torch
 
+from .checkpoint import WEIGHTS_NAME, CheckpointError, read_config
 from .data import DataError, load_dataset
-from .embedder import (
-    WEIGHTS_NAME,
-    CheckpointError,
-    Embedder,
-    atomic_write_bytes,
-    atomic_write_json,
-    load_embedder,
-    read_config,
-    sha256_file,
-)
+from .embedder import Embedder, load_embedder
+from .files import atomic_write_bytes, atomic_write_json, sha256_file
 
 GALLERY_SIZE = 2000
 INDEX_NPZ, INDEX_JSON = "index.npz", "index.json"

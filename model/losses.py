@@ -184,7 +184,7 @@ def check_teacher(folder: str, channels: int, image_size: tuple[int, int]) -> No
     """A teacher must take this dataset's images: refused in one line, before any training."""
     from pathlib import Path
 
-    from .embedder import read_config
+    from .checkpoint import read_config
 
     if not (Path(folder) / "config.json").is_file():
         raise LossError(f"distill_from: {folder} is not a checkpoint folder")
@@ -203,7 +203,9 @@ def teacher_targets(folders: list[str], data, device: torch.device, log=print
     the same files, whose hashes the returned records name."""
     from pathlib import Path
 
-    from .embedder import WEIGHTS_NAME, load_embedder, sha256_file
+    from .checkpoint import WEIGHTS_NAME
+    from .embedder import load_embedder
+    from .files import sha256_file
 
     parts, records = [], []
     for folder in folders:

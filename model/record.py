@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .embedder import describe_views
+from .search_views import describe_views
 
 RETRIEVAL = ("precision_at_1", "r_precision", "mean_average_precision_at_r")
 

@@ -30,9 +30,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from tqdm import tqdm
 
+from .checkpoint import WEIGHTS_NAME, load_model, save_checkpoint
 from .data import CROP_FLIP, ImageData, crop_flip, draw_offsets, normalize
-from .embedder import WEIGHTS_NAME, atomic_save_tensors, atomic_write_json, load_model, save_checkpoint
 from .evaluation import embedder_for, ms_loss, retrieval_metrics, view_embeddings
+from .files import atomic_save_tensors, atomic_write_json
 from .losses import (
     LossError,
     batch_order,

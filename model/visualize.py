@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from .embedder import atomic_write_bytes
+from .files import atomic_write_bytes
 
 
 def plot_training_curves(history: list[dict[str, Any]], path: str | Path, title: str = "", split: str = "test",

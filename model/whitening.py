@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .embedder import view_averaged
 from .evaluation import retrieval_metrics
+from .search_views import view_averaged
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from model.data import DataError, load_dataset  # noqa: E402
-from model.embedder import atomic_write_bytes  # noqa: E402
+from model.files import atomic_write_bytes  # noqa: E402
 from model.networks import build_model, keras_param_count  # noqa: E402
 from model.recipe import Stage  # noqa: E402
 from model.run_folder import find_resume_state  # noqa: E402
@@ -222,8 +222,9 @@ def measure_seen(cell: Cell, out: Path, x: torch.Tensor, y: torch.Tensor) -> Non
     """A finished class-split cell's figures on the test images of the classes it trained on,
     measured as its per-epoch figures are (the network's own embedding, one view), written
     once beside metrics.json: the gap between seen and unseen classes."""
-    from model.embedder import atomic_write_json, load_embedder
+    from model.embedder import load_embedder
     from model.evaluation import evaluate
+    from model.files import atomic_write_json
 
     figures = evaluate(load_embedder(out), x, y)
     atomic_write_json(out / SEEN, {"classes": cell.seen_classes, **figures})

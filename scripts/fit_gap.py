@@ -26,9 +26,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from model.checkpoint import CheckpointError  # noqa: E402
 from model.data import DataError, load_dataset  # noqa: E402
-from model.embedder import CheckpointError, load_embedder, view_averaged  # noqa: E402
+from model.embedder import load_embedder  # noqa: E402
 from model.evaluation import retrieval_metrics, view_embeddings  # noqa: E402
+from model.search_views import view_averaged  # noqa: E402
 
 
 def fit_gap(checkpoint: str | Path, data_dir: str | Path | None = None, dataset: str | None = None,

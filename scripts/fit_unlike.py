@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from model.data import KNOWN, dataset_title, load_dataset, query_style  # noqa: E402
 from model.demo import Demo  # noqa: E402
 from model.demo.queries import prepare_query  # noqa: E402
-from model.embedder import atomic_write_json  # noqa: E402
+from model.files import atomic_write_json  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

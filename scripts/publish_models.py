@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from publish_space import LICENSE, PublishError, hub_request, hub_token  # noqa: E402
 
+from model.checkpoint import CheckpointError, load_model  # noqa: E402
 from model.data import KNOWN  # noqa: E402
-from model.embedder import CheckpointError, load_model  # noqa: E402
 from model.export import INPUT_NAME, OUTPUT_NAME, export_onnx  # noqa: E402
 from model.hub import CHECKPOINT_FILES, METRICS_NAME, check_repo_id  # noqa: E402
 from model.record import summarize  # noqa: E402

@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None, api=None) -> int:
                    help="print only the generated requirements.txt (CI installs the ZeroGPU one)")
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    from model.embedder import CheckpointError
+    from model.checkpoint import CheckpointError
     from model.hub import check_repo_id
 
     try:

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 import model.index
+from model.checkpoint import CheckpointError
 from model.demo import Demo, feature_maps
-from model.embedder import CheckpointError
 from model.index import INDEX_JSON, INDEX_NPZ, BundleError, bundle_cache_dir, load_index
 
 

@@ -19,7 +19,8 @@ import pytest
 from conftest import ROOT, free_port, load_script
 from huggingface_hub.errors import HfHubHTTPError
 
-from model.embedder import CheckpointError, Embedder, load_embedder
+from model.checkpoint import CheckpointError
+from model.embedder import Embedder, load_embedder
 
 SHIPPED = ROOT / "assets" / "mnist-hybrid1"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -290,7 +291,7 @@ def test_the_demo_serves_a_model_repository_in_place_of_the_shipped_weights(asse
     the synthetic one of the test assets, and its bundle, made for another gallery, is rebuilt in the
     demo's own folder, never in the Hugging Face cache."""
     from model.demo import Demo
-    from model.embedder import sha256_file
+    from model.files import sha256_file
 
     publish_models = load_script("publish_models")
     api = RecordingHfApi()

@@ -190,7 +190,7 @@ def test_the_test_figures_are_what_the_served_embedder_gives(two_stage_run) -> N
     assert again["precision_at_1"] == test["precision_at_1"]
     val = evaluate_checkpoint(out, "val", two_stage_run / "data")
     assert val["images"] == 100
-    cli = subprocess.run([sys.executable, "-m", "model.evaluate", str(out), "--split", "val", "--data-dir",
+    cli = subprocess.run([sys.executable, "-m", "model.evaluation", str(out), "--split", "val", "--data-dir",
                           str(two_stage_run / "data")], capture_output=True, text=True, cwd=ROOT)
     assert cli.returncode == 0 and json.loads(cli.stdout)["precision_at_1"] == val["precision_at_1"]
 
@@ -293,7 +293,7 @@ def test_quick_runs_every_shipped_recipe(recipe, real_data, tmp_path) -> None:
 @pytest.mark.slow
 def test_evaluate_cli_refuses_in_one_line(tmp_path) -> None:
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "model.evaluate", *args], capture_output=True, text=True,
+        return subprocess.run([sys.executable, "-m", "model.evaluation", *args], capture_output=True, text=True,
                               cwd=ROOT)
 
     missing = cli(str(tmp_path / "nowhere"))

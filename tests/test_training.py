@@ -12,8 +12,8 @@ from safetensors.torch import load_file, save_file
 import train
 from model import CheckpointError, load_dataset, load_embedder
 from model.data import normalize
-from model.embedder import search_views
 from model.losses import similarity_distillation_loss
+from model.search_views import search_views
 from model.training import Trainer, one_stage_recipe
 
 QUICK = ["--dataset", "mnist", "--model", "hybrid1", "--batch-size", "50", "--device", "cpu", "--no-index"]

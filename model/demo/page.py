@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..embedder import CheckpointError
+from ..checkpoint import CheckpointError
 from ..index import BundleError, Hit, SearchIndex
 from .html import (
     empty_results,

@@ -26,8 +26,8 @@ import pandas as pd
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from ..checkpoint import CheckpointError, load_model, read_config
 from ..data import KNOWN, dataset_title, normalize, query_style
-from ..embedder import CheckpointError, load_model, read_config
 from ..hub import CHECKPOINT_FILES, download_checkpoint
 from ..index import INDEX_JSON, INDEX_NPZ, BundleError, Hit, SearchIndex, build_bundle, fit_umap, load_index
 from ..networks import TITLES, model_title
