@@ -85,6 +85,8 @@ def space_files(root: Path = ROOT) -> list[str]:
     files |= {p.relative_to(root).as_posix() for p in sorted((root / WEB).glob("*")) if p.is_file()}
     assets = root / "assets"
     for config in sorted(assets.glob("*/config.json")):
+        if "." in config.parent.name:  # a leftover (name.replaced), which the demo does not serve either
+            continue
         if not (config.parent / "model.safetensors").is_file():
             raise PublishError(f"{config.parent} has config.json but no model.safetensors: restore or remove it")
         files |= {(config.parent / f).relative_to(root).as_posix() for f in CHECKPOINT_FILES
@@ -126,7 +128,8 @@ def space_requirements(hardware: str, root: Path = ROOT) -> str:
 
 def model_repos(owner: str, root: Path = ROOT) -> list[str]:
     """The model repositories named by publish_models.py's convention, USER/involution-<checkpoint>."""
-    return [f"{owner}/involution-{c.parent.name}" for c in sorted((root / "assets").glob("*/config.json"))]
+    return [f"{owner}/involution-{c.parent.name}" for c in sorted((root / "assets").glob("*/config.json"))
+            if "." not in c.parent.name]
 
 
 def space_readme(hardware: str, models: list[str], root: Path = ROOT) -> str:
