@@ -12,6 +12,7 @@ one left. The page's JavaScript and CSS are in model/demo/web/.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -28,9 +29,11 @@ if ZERO_GPU:
 import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 
+from model.data import dataset_title  # noqa: E402
 from model.demo import MAX_FILE_BYTES, Action, Demo, apply, initial_state, prepare_upload, render  # noqa: E402
 from model.demo.own_gallery import MAX_IMAGES  # noqa: E402
-from model.demo.page import ERRORS, MAX_K, Page, PageState  # noqa: E402
+from model.demo.page import ERRORS, MAX_K, Page, PageState, clamp_k  # noqa: E402
+from model.demo.service import dataset_name  # noqa: E402
 from model.index import build_bundle  # noqa: E402
 from model.record import summarize  # noqa: E402
 
@@ -73,9 +76,6 @@ def search_api(dataset: str, image: str, k: float):
     the dataset's Hybrid-1 (or first served) model; any served dataset, by title or name; the
     file is prepared as an upload on the page is."""
     try:
-        from model.demo.page import clamp_k
-        from model.demo.service import dataset_name, dataset_title
-
         title = dataset_title(dataset_name(dataset))
         models = demo_state.models(title)
         if not models:
@@ -253,7 +253,10 @@ def draw(old: PageState, new: PageState) -> tuple:
     browser shows the old one (every answer lands in order), so a search sends its results,
     preview and map highlight, not twenty components. The controls a visitor edits are always
     sent, so a clamped or refused value never stays in its box."""
-    before, after = shown(render(old, demo_state)), shown(render(new, demo_state))
+    # the old page without its feature maps: rendering them again to compare would double the
+    # tab's cost, and while the tab is open the new ones are sent anyway
+    before = shown(render(dataclasses.replace(old, maps_open=False), demo_state))
+    after = shown(render(new, demo_state))
     keep = gr.update()
     out = {"state": new}
     for name in ("dataset", "model"):
@@ -357,6 +360,7 @@ def warm_up() -> None:
     for d, m in demo_state.available()[:1]:
         try:
             demo_state.gallery_thumbs(d, m)
+            demo_state.index(d, m).familiarity  # fitted here, not on the first upload  # noqa: B018
         except ERRORS as e:
             print(f"[startup] {d} {m} not ready: {e}", flush=True)
 

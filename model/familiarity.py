@@ -54,6 +54,11 @@ def pixel_statistics(x: torch.Tensor) -> np.ndarray:
     return torch.stack(features, 1).numpy().astype(np.float64)
 
 
+def _mahalanobis(centred: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """Row-wise d^T P d, as one matrix product (an einsum over the three indices is 20 times slower)."""
+    return ((centred @ precision) * centred).sum(1)
+
+
 def _shrunk_inverse(centred: np.ndarray) -> np.ndarray:
     cov = centred.T @ centred / max(1, len(centred) - 1)
     cov = (1 - SHRINKAGE) * cov + SHRINKAGE * np.diag(np.diag(cov)) + 1e-9 * np.eye(len(cov))
@@ -88,13 +93,11 @@ class Familiarity:
         return out
 
     def pixel_distance(self, stats: np.ndarray) -> np.ndarray:
-        d = stats - self.pixel_mean
-        return np.einsum("nd,de,ne->n", d, self.pixel_precision, d)
+        return _mahalanobis(stats - self.pixel_mean, self.pixel_precision)
 
     def embedding_distance(self, embeddings: np.ndarray) -> np.ndarray:
         e = np.asarray(embeddings, np.float64)
-        return np.min([np.einsum("nd,de,ne->n", e - m, self.embedding_precision, e - m) for m in self.class_means],
-                      axis=0)
+        return np.min([_mahalanobis(e - m, self.embedding_precision) for m in self.class_means], axis=0)
 
     def unlike(self, images: torch.Tensor, embeddings: np.ndarray) -> np.ndarray:
         """(N,) bool: which queries are unlike the gallery, by their pixels or their embedding."""

@@ -190,7 +190,7 @@ class SearchIndex:
         """How like this gallery a query is (model.familiarity), fitted on the gallery once."""
         from .familiarity import Familiarity
 
-        return Familiarity.fit(self.embedder.to_uint8(list(self.images)), self.embeddings, np.asarray(self.labels))
+        return Familiarity.fit(self.embedder.to_uint8(self.images), self.embeddings, np.asarray(self.labels))
 
     @staticmethod
     def precision_at_k(query_label: int | None, hits: list[Hit]) -> float | None:

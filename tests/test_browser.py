@@ -118,13 +118,18 @@ def _dark_on_light_digit(path: Path) -> None:
     paper.convert("RGB").save(path)
 
 
-def test_inverted_upload(server, tmp_path) -> None:
-    page = open_page(server)
+def upload_seven(page, tmp_path: Path) -> None:
+    """Open the Upload tab and upload a dark 7 photographed on paper; wait for its results."""
     photo = tmp_path / "seven-on-paper.png"
     _dark_on_light_digit(photo)
     page.get_by_role("tab", name="Upload").click()
     page.locator("#upload input[type=file]").set_input_files(str(photo))
-    wait_query(page, "your upload")
+    wait_query(page, "your upload seven-on-paper.png")
+
+
+def test_inverted_upload(server, tmp_path) -> None:
+    page = open_page(server)
+    upload_seven(page, tmp_path)
     status = page.inner_text("#status")
     assert "light background: inverted" in status and "centred" in status
     captions = page.locator(f"{RESULT} .caption").all_inner_texts()
@@ -348,11 +353,7 @@ def test_an_error_then_a_k_and_a_dataset_change(server, tmp_path) -> None:
     keeps the first upload's results, names the problem by the upload, and the later changes
     search the first upload, never the refused one."""
     page = open_page(server)
-    photo = tmp_path / "seven-on-paper.png"
-    _dark_on_light_digit(photo)
-    page.get_by_role("tab", name="Upload").click()
-    page.locator("#upload input[type=file]").set_input_files(str(photo))
-    wait_query(page, "your upload seven-on-paper.png")
+    upload_seven(page, tmp_path)
     page.locator("#upload").get_by_role("button", name="Clear").click()  # clearing changes nothing on the page
     page.locator("#upload input[type=file]").set_input_files(str(_tiny_png(tmp_path / "dot.png")))
     page.wait_for_function("document.querySelector('#upload-error')?.innerText.includes('1x1 pixels')",
@@ -429,11 +430,7 @@ def test_a_drawing_then_a_dataset_switch_and_a_map_click(server) -> None:
 
 def test_a_refused_upload_shows_its_error_on_a_phone_screen(server, tmp_path) -> None:
     page = open_page(server, 390, 844, device_scale_factor=2, is_mobile=True, has_touch=True)
-    page.get_by_role("tab", name="Upload").click()
-    photo = tmp_path / "seven-on-paper.png"
-    _dark_on_light_digit(photo)
-    page.locator("#upload input[type=file]").set_input_files(str(photo))
-    wait_query(page, "your upload seven-on-paper.png")
+    upload_seven(page, tmp_path)
     page.locator("#upload").get_by_role("button", name="Clear").tap()
     page.locator("#upload input[type=file]").set_input_files(str(_tiny_png(tmp_path / "dot.png")))
     page.wait_for_function("document.querySelector('#results .refused')", timeout=30_000)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
 from ..checkpoint import CheckpointError
@@ -44,7 +45,7 @@ from .html import (
 )
 from .own_gallery import GalleryError, read_own_images
 from .queries import prepare_query, sketch_ink, sketch_to_image
-from .service import KEEP_SIDE, Demo, OwnGallery, QueryError, dataset_name, feature_maps, open_upload
+from .service import Demo, OwnGallery, QueryError, dataset_name, feature_maps, keep_small, open_upload
 
 N_EXAMPLES = 24
 MAX_K = 48
@@ -185,7 +186,7 @@ def _apply(state: PageState, action: Action, demo: Demo, progress=None) -> PageS
             if action.value is None:
                 return dataclasses.replace(state, error=None, message="")
             image = Image.fromarray(np.asarray(action.value).astype(np.uint8))
-            return _search(state, Query("image", source=_small(image)), demo)
+            return _search(state, Query("image", source=keep_small(image)), demo)
         if kind == "draw":
             ink = sketch_ink(action.value)
             if ink is None:
@@ -239,13 +240,6 @@ def default_examples(demo: Demo, dataset: str, model: str, seed: int | None = No
     by_class = [rng.permutation(np.flatnonzero(index.labels == c)) for c in np.unique(index.labels)]
     picks = [int(ids[r]) for r in range(N_EXAMPLES) for ids in by_class if r < len(ids)]
     return tuple(picks[:N_EXAMPLES])
-
-
-def _small(image: Image.Image) -> Image.Image:
-    if max(image.size) > KEEP_SIDE:
-        image = image.copy()
-        image.thumbnail((KEEP_SIDE, KEEP_SIDE), Image.LANCZOS)
-    return image
 
 
 def _click(state: PageState, action: Action, demo: Demo) -> PageState:
@@ -325,14 +319,15 @@ def query_image(state: PageState, query: Query, demo: Demo) -> tuple[Image.Image
     raise QueryError("pick an example, upload an image, draw, or use your gallery")
 
 
-def unlike_dataset(index: SearchIndex, image, embedding: np.ndarray, dataset: str) -> str | None:
-    """A line when an outside query is unlike the gallery (model.familiarity: its pixels or its
-    embedding further from the gallery's than 99% of the gallery's own)."""
+def unlike_dataset(index: SearchIndex, x: torch.Tensor, embedding: np.ndarray, dataset: str) -> str | None:
+    """A line when an outside query (x: (1, C, H, W) uint8, as the model sees it) is unlike the
+    gallery (model.familiarity: its pixels or its embedding further from the gallery's than
+    99.5% of the gallery's own)."""
     if len(index) < 20:  # too few images to know what is usual
         return None
-    if index.familiarity.unlike(index.embedder.to_uint8([image]), embedding[None])[0]:
-        return (f"**unlike {dataset}**: this image is further from the {dataset} gallery than 99% of its own images "
-                "are; the results may mean little")
+    if index.familiarity.unlike(x, embedding[None])[0]:
+        return (f"**unlike {dataset}**: this image is further from the {dataset} gallery than 99.5% of its own "
+                "images are; the results may mean little")
     return None
 
 
@@ -342,18 +337,17 @@ def _search(state: PageState, query: Query, demo: Demo) -> PageState:
     image, label, notes = query_image(state, query, demo)
     target = "own" if query.kind == "own" else "gallery"
     exclude = query.index if query.kind in ("example", "own") else None
-    rows, first = [], None
+    rows, seen = [], None
     for m in (demo.compared(state.dataset, state.model) if state.compare else [state.model]):
         index = demo.own_index(state.own, state.dataset, m) if target == "own" else demo.index(state.dataset, m)
         embedding, hits = index.search(image, state.k, exclude)
         rows.append(Row(m, tuple(hits), SearchIndex.precision_at_k(label, hits)))
-        if first is None:
-            first = index
+        if seen is None:  # the first model's: what the preview shows and the unlike line judges
+            x = index.embedder.to_uint8([image])
+            seen = x[0].permute(1, 2, 0).numpy().squeeze()
             # a gallery image is a dataset image by definition: only outside images are flagged
-            if query.kind not in ("example", "own") and (line := unlike_dataset(index, image, embedding,
-                                                                                 state.dataset)):
+            if query.kind not in ("example", "own") and (line := unlike_dataset(index, x, embedding, state.dataset)):
                 notes.append(line)
-    seen = first.embedder.to_uint8([image])[0].permute(1, 2, 0).numpy().squeeze()
     return dataclasses.replace(state, query=query, seen=seen, label=label, rows=tuple(rows), notes=tuple(notes),
                                target=target, error=None, message="")
 

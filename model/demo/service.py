@@ -91,9 +91,15 @@ def open_upload(path: str | Path) -> tuple[Image.Image, str]:
     if min(image.size) < MIN_SIDE:
         raise QueryError(f"the image is {image.size[0]}x{image.size[1]} pixels; it needs at least "
                          f"{MIN_SIDE}x{MIN_SIDE} to be searched")
-    if max(image.size) > KEEP_SIDE:  # the page keeps the query for later searches; /search reads it the same way
+    return keep_small(image), note  # the page keeps the query for later searches; /search reads it the same way
+
+
+def keep_small(image: Image.Image) -> Image.Image:
+    """`image`, or a copy at most KEEP_SIDE pixels on its longer side: the models see 28 or 32 px."""
+    if max(image.size) > KEEP_SIDE:
+        image = image.copy()
         image.thumbnail((KEEP_SIDE, KEEP_SIDE), Image.LANCZOS)
-    return image, note
+    return image
 
 
 def thumbnail(image: np.ndarray | Image.Image, side: int = THUMB) -> Image.Image:
