@@ -153,6 +153,9 @@ LAUNCH = {"css": CSS, "max_file_size": MAX_FILE_BYTES}  # what every launch of t
 ONE_QUEUE = {"api_visibility": "private", "trigger_mode": "always_last", "show_progress": "hidden",
              "concurrency_id": "page", "concurrency_limit": 1}
 CLICKS = {**ONE_QUEUE, "trigger_mode": "multiple"}
+# Strokes are sent each as it ends, like clicks: a deferred ("always_last") sketchpad change can be
+# dropped by the page and leave the pad's search pending for good (seen in 1 of ~4 tries).
+STROKES = CLICKS
 
 
 def error_line(name: str, text: str) -> gr.Markdown:
@@ -195,13 +198,16 @@ def search_tab(page: Page) -> dict:
                     with gr.Tab("Draw", id="draw-tab") as ui["draw_tab"]:
                         ui["draw_note"] = gr.Markdown("Drawings are searched on MNIST and FashionMNIST: pick one of "
                                                       "them above.", visible=not page.drawable)
-                        ui["sketch"] = gr.Sketchpad(label="draw a digit or a garment", type="numpy", image_mode="RGBA",
-                                                    canvas_size=(280, 280), elem_id="sketch", layers=False,
-                                                    transforms=(), visible=page.drawable,
-                                                    brush=gr.Brush(default_size=18, colors=["#000000"],
-                                                                   color_mode="fixed"))
+                        # The pad is never an output: a pad whose props an answer touches reads and
+                        # uploads itself again and may leave a search pending. Its box is shown or hidden.
+                        with gr.Column(visible=page.drawable, elem_id="draw-box") as ui["draw_box"]:
+                            ui["sketch"] = gr.Sketchpad(label="draw a digit or a garment", type="numpy",
+                                                        image_mode="RGBA", canvas_size=(280, 280), elem_id="sketch",
+                                                        layers=False, transforms=(),
+                                                        brush=gr.Brush(default_size=18, colors=["#000000"],
+                                                                       color_mode="fixed"))
+                            ui["draw_go"] = gr.Button("Search this drawing", variant="primary")
                         ui["draw_error"] = error_line("draw", page.errors["draw"])
-                        ui["draw_go"] = gr.Button("Search this drawing", variant="primary", visible=page.drawable)
                     with gr.Tab("Your gallery", id="own-tab"):
                         ui["own_files"] = gr.File(label=f"your images (up to {MAX_IMAGES}) or a .zip of them",
                                                   file_count="multiple", file_types=["image", ".zip"],
@@ -234,7 +240,7 @@ def about_tab() -> dict:
 
 # What every page action returns, in this order: the state, then one value per component.
 OUTPUTS = ("state", "dataset", "model", "k", "compare", "settings_error", "status", "examples", "examples_error",
-           "upload", "upload_error", "draw_note", "sketch", "draw_go", "draw_error", "own_status", "own_grid",
+           "upload", "upload_error", "draw_note", "draw_box", "draw_error", "own_status", "own_grid",
            "own_error", "results", "emap", "fmaps")
 
 
@@ -243,7 +249,7 @@ def shown(p: Page) -> dict:
     return {"dataset": (p.datasets, p.dataset), "model": (p.models, p.model), "k": p.k, "compare": p.compare,
             "settings_error": p.errors["settings"], "status": p.status, "examples": p.examples,
             "examples_error": p.errors["examples"], "upload_error": p.errors["upload"], "draw_note": not p.drawable,
-            "sketch": p.drawable, "draw_go": p.drawable, "draw_error": p.errors["draw"],
+            "draw_box": p.drawable, "draw_error": p.errors["draw"],
             "own_status": p.own_note or OWN_NOTE, "own_grid": p.own_grid, "own_error": p.errors["own"],
             "results": p.results, "emap": (p.map, p.highlight), "fmaps": p.feature_maps}
 
@@ -270,7 +276,7 @@ def draw(old: PageState, new: PageState) -> tuple:
             continue
         if value == before[name]:
             out[name] = keep
-        elif name in ("draw_note", "sketch", "draw_go"):
+        elif name in ("draw_note", "draw_box"):
             out[name] = gr.update(visible=value)
         elif name == "emap":
             out[name] = keep if value[0] is None else gr.update(value=value[0], highlight=value[1])
@@ -320,7 +326,7 @@ def wire(ui: dict) -> None:
     ui["upload"].upload(on_value("upload"), [state, ui["upload"]], outputs, **ONE_QUEUE)
     ui["snap"].input(on_value("image"), [state, ui["snap"]], outputs, **ONE_QUEUE)
     ui["draw_go"].click(on_value("draw"), [state, ui["sketch"]], outputs, **ONE_QUEUE)
-    ui["sketch"].change(on_value("draw"), [state, ui["sketch"]], outputs, **ONE_QUEUE)
+    ui["sketch"].change(on_value("draw"), [state, ui["sketch"]], outputs, **STROKES)
     ui["dataset"].input(on_value("dataset"), [state, ui["dataset"]], outputs, **ONE_QUEUE).then(None, js=CHOOSE_BRUSH)
     ui["draw_tab"].select(None, js=CHOOSE_BRUSH)
     for name in ("model", "k", "compare"):

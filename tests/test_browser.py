@@ -398,7 +398,10 @@ def test_a_drawing_then_a_dataset_switch_and_a_map_click(server) -> None:
     canvas.wait_for(timeout=30_000)
     _stroke(page, canvas)  # no click on a brush button first
     wait_query(page, "your drawing", timeout=30_000)
-    assert "MNIST" in page_says(page)["query"]
+    says = page_says(page)
+    assert "MNIST" in says["query"]
+    ones = sum(c.startswith("1 · ") for c in says["captions"])
+    assert ones >= len(says["captions"]) / 2, says["captions"]  # a stroke is searched as a 1
     shot(page, "draw-first-stroke")
     choose(page, "dataset", "FashionMNIST")
     wait_map(page, "FashionMNIST")

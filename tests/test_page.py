@@ -139,6 +139,22 @@ def test_refusals_name_the_problem_and_later_changes_search_the_last_good_query(
     assert moved.rows[0].hits[0].index < len(demo.index("CIFAR-10", "Hybrid-1"))
 
 
+def test_a_drawing_is_searched_as_what_was_drawn(demo) -> None:
+    """A drawn vertical stroke is seen by the model as a thin light "1" on black (not the whole
+    canvas as a box, which the ink converted twice once gave) and finds mostly 1s on MNIST; drawn
+    trousers find trousers on FashionMNIST."""
+    drawn = apply(initial_state(demo), Action("draw", sketch()), demo)
+    seen = np.asarray(drawn.seen, np.float32) / 255
+    assert seen.shape == (28, 28) and 0.03 < seen.mean() < 0.2, seen.mean()  # a stroke, not a filled canvas
+    assert seen[:, 11:17].sum() > 0.8 * seen.sum()  # in the middle columns
+    assert [h.label for h in drawn.rows[0].hits].count(1) >= 6, drawn.rows[0].hits
+    trousers = np.zeros((280, 280, 4), np.uint8)
+    trousers[40:240, 90:120, 3] = trousers[40:240, 160:190, 3] = trousers[40:80, 90:190, 3] = 255
+    fashion = apply(apply(drawn, Action("draw", {"composite": trousers}), demo), Action("dataset", "FashionMNIST"),
+                    demo)
+    assert [h.label for h in fashion.rows[0].hits].count(1) >= 6, fashion.rows[0].hits  # Trouser
+
+
 def test_a_drawing_follows_the_dataset_and_leaves_no_results_where_drawings_are_not_searched(demo) -> None:
     drawn = apply(initial_state(demo), Action("draw", sketch()), demo)
     fashion = apply(drawn, Action("dataset", "FashionMNIST"), demo)

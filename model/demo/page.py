@@ -44,7 +44,7 @@ from .html import (
     results_row,
 )
 from .own_gallery import GalleryError, read_own_images
-from .queries import prepare_query, sketch_ink, sketch_to_image
+from .queries import ink_to_image, prepare_query, sketch_ink
 from .service import Demo, OwnGallery, QueryError, dataset_name, feature_maps, keep_small, open_upload
 
 N_EXAMPLES = 24
@@ -311,7 +311,7 @@ def query_image(state: PageState, query: Query, demo: Demo) -> tuple[Image.Image
         if not drawable(demo, state.dataset):
             raise QueryError(f"drawings are searched on {' and '.join(drawable_datasets(demo))} only: pick one of "
                              "them, an example or an upload")
-        return sketch_to_image(query.source, style), None, []
+        return ink_to_image(query.source, style), None, []
     if query.kind == "own":
         if state.own is None or not 0 <= query.index < len(state.own):
             raise QueryError("your gallery is empty: upload images in the Your gallery tab first")

@@ -153,11 +153,13 @@ def sketch_ink(value: dict | np.ndarray | None) -> np.ndarray | None:
     return ink
 
 
+def ink_to_image(ink: np.ndarray, style: str = "mnist") -> Image.Image:
+    """A drawing's ink (H, W) in 0..1, as sketch_ink gives it -> a light-on-black 28x28 image made
+    as the dataset's images were (`style`: mnist or fashion_mnist)."""
+    return Image.fromarray(fashion_style(ink) if style == "fashion_mnist" else mnist_style(ink))
+
+
 def sketch_to_image(value: dict | np.ndarray | None, style: str = "mnist") -> Image.Image | None:
-    """A drawing -> a light-on-black 28x28 image made as the dataset's images were (`style`:
-    mnist or fashion_mnist); None when empty."""
+    """A Sketchpad value -> the dataset-style image of its ink; None when empty."""
     ink = sketch_ink(value)
-    if ink is None:
-        return None
-    out = fashion_style(ink) if style == "fashion_mnist" else mnist_style(ink)
-    return Image.fromarray(out)
+    return None if ink is None else ink_to_image(ink, style)
