@@ -24,6 +24,10 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from huggingface_hub import HfApi
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -49,7 +53,7 @@ DESCRIPTIONS = {
                "itself), then a small CNN (16, 64 and 128 filters), global average pooling and a 256-d embedding, "
                "with GELU: the paper's proposed model",
     "cnn3a": "the paper's plain three-layer CNN baseline (16, 64 and 128 filters), global average pooling and a "
-             "embedding, with GELU: Hybrid-1 without its involution layer",
+             "256-d embedding, with GELU: Hybrid-1 without its involution layer",
 }
 CITATION = """@misc{spatially_optimized_compact_dml,
   title = {Spatially Optimized Compact Deep Metric Learning Model for Similarity Search},
@@ -75,6 +79,8 @@ def checkpoint_files(folder: Path) -> list[Path]:
 
 
 def read_metrics(folder: Path) -> dict:
+    """The checkpoint's metrics.json, refused (one PublishError) unless it holds a finished run's
+    figures: the card is written from them, so a half-written run must not be published."""
     try:
         metrics = json.loads((folder / METRICS_NAME).read_text())
         summarize(metrics)  # the card's figures must be there
@@ -85,6 +91,8 @@ def read_metrics(folder: Path) -> dict:
 
 
 def model_card(repo_id: str, folder: Path, config: dict, metrics: dict) -> str:
+    """The repository's README.md: generated from the checkpoint's own config and metrics, so the
+    figures, sizes and repository id it shows cannot drift from the files uploaded beside it."""
     summary = summarize(metrics)
     dataset, model = summary.dataset or config.get("dataset", ""), config["model"]
     dname, mname = DATASET_NAMES.get(dataset, dataset), MODEL_NAMES.get(model, model)
@@ -176,28 +184,32 @@ def onnx_snippet(repo_id: str, config: dict) -> list[str]:
         "similarity = vectors @ vectors.T   # cosine similarity: rank a gallery by it", "```"]
 
 
-def publish(repo_id: str, folder: Path, private: bool, api=None) -> str:
-    """Create the model repository (if needed) and upload the checkpoint with its card; returns the URL."""
+def publish(repo_id: str, folder: Path, private: bool, api: HfApi | None = None) -> str:
+    """Create the model repository (if needed) and upload the checkpoint with its card; returns the URL.
+    Everything is staged in a temporary folder first (the checkpoint folder is never written to),
+    and before the repository is created, so a failed ONNX export leaves no empty repository."""
     from huggingface_hub import HfApi
 
     files = checkpoint_files(folder)
     card = model_card(repo_id, folder, load_model(folder)[1], read_metrics(folder))
     token = hub_token()
-    api = api or HfApi(token=token)
-    with hub_request(f"create the model repository {repo_id}"):
-        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="model-") as tmp:
         for file in files:
             shutil.copy2(file, Path(tmp) / file.name)
         export_onnx(folder, Path(tmp) / ONNX_NAME)
         (Path(tmp) / "README.md").write_text(card)
+        api = api or HfApi(token=token)
+        with hub_request(f"create the model repository {repo_id}"):
+            api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
         with hub_request(f"upload to {repo_id}"):
             api.upload_folder(repo_id=repo_id, repo_type="model", folder_path=tmp,
                               commit_message=f"Upload {folder.name} (scripts/publish_models.py)")
     return f"https://huggingface.co/{repo_id}"
 
 
-def main(argv: list[str] | None = None, api=None) -> int:
+def main(argv: list[str] | None = None, api: HfApi | None = None) -> int:
+    """The command line; `api` lets tests drive a stand-in for HfApi. Returns 2, after one line on
+    stderr, for what the user can fix (not a checkpoint, a bad repository id, no token, a refusal)."""
     p = argparse.ArgumentParser(description="Publish a checkpoint as a Hugging Face model repository.")
     p.add_argument("checkpoint", help="a checkpoint folder, e.g. assets/cifar10-hybrid1")
     p.add_argument("--repo-id", required=True, help="USER/NAME, e.g. USER/involution-cifar10-hybrid1")

@@ -19,6 +19,7 @@ import pytest
 from conftest import ROOT, free_port, load_script
 from huggingface_hub.errors import HfHubHTTPError
 
+from model import export
 from model.checkpoint import CheckpointError
 from model.embedder import Embedder, load_embedder
 
@@ -226,13 +227,22 @@ def test_the_model_cards_onnx_snippet_runs_with_onnxruntime_alone(token, hub_cac
     imported = {n.names[0].name if isinstance(n, ast.Import) else n.module
                 for n in ast.walk(ast.parse(snippet)) if isinstance(n, (ast.Import, ast.ImportFrom))}
     assert imported == {"numpy", "onnxruntime", "huggingface_hub"}
-    out = tmp_path / "vectors.npy"
+    # the printed placeholder (blank images) says little about a batch of real ones, so the card's own
+    # `vectors = ...` line is run once more, on test images (no choice was made on them) in place of it
+    (run_line,) = [line for line in snippet.splitlines() if line.startswith("vectors = ")]
+    real = export.gallery_images(SHIPPED)[:16]
+    np.save(tmp_path / "real.npy", real)
+    out, out_real = tmp_path / "vectors.npy", tmp_path / "vectors-real.npy"
+    code = (f"{snippet}\nnp.save({str(out)!r}, vectors)\n"
+            f"images = np.load({str(tmp_path / 'real.npy')!r})\n{run_line}\nnp.save({str(out_real)!r}, vectors)")
     env = {"PATH": "/usr/bin:/bin", "HF_HUB_CACHE": str(hub_cache), "HF_HUB_OFFLINE": "1", "HOME": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-I", "-c", f"{snippet}\nnp.save({str(out)!r}, vectors)"],
+    done = subprocess.run([sys.executable, "-I", "-c", code],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    expected = load_embedder(SHIPPED).embed(np.zeros((2, 28, 28), dtype=np.uint8))
-    np.testing.assert_allclose(np.load(out), expected, atol=1e-5)
+    embedder = load_embedder(SHIPPED)
+    for got, images in ((np.load(out), np.zeros((2, 28, 28), dtype=np.uint8)), (np.load(out_real), real[..., 0])):
+        assert got.shape == (len(images), 256) and got.dtype == np.float32
+        np.testing.assert_allclose(got, embedder.embed(images), atol=1e-5)
     assert "import model" not in snippet and "torch" not in snippet
 
 
