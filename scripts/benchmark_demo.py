@@ -15,6 +15,10 @@
    same signature and queue settings but does no work, and whose /echo returns its text.
    The ratios demo / no-op (throughput under load, and p95) say how much of the cost is
    ours and how much is Gradio's and gradio_client's on the same machine.
+6. the static Space (--static, or --static-only): the site `publish_space.py --hardware static`
+   stages, served by a plain file server; in Chromium, page opened -> first results, example
+   click -> its results (the search runs in the page), an upload -> its results (the query
+   embedded by onnxruntime-web), and the site's total size.
 
 HTTP is measured twice: as gradio_client returns the gallery by default (downloading the k
 images) and with download_files=False (the gallery as URLs). The clients run on this
@@ -192,6 +196,72 @@ def floor_page_open(url: str, loads: int = 5) -> float:
     return float(np.percentile(opened, 50))
 
 
+def static_tests(site: Path | None, loads: int = 5, clicks: int = 30) -> None:
+    """6. The static Space in Chromium, served from `site` (staged now when None)."""
+    import functools
+    import http.server
+
+    from playwright.sync_api import sync_playwright
+
+    if site is None:
+        sys.path.insert(0, str(ROOT / "scripts"))
+        import publish_space
+
+        site = Path(tempfile.mkdtemp(prefix="static-space-")) / "site"
+        publish_space.stage_static(site, [])
+    size = sum(f.stat().st_size for f in site.rglob("*") if f.is_file())
+    ort_size = sum(f.stat().st_size for f in (site / "ort").rglob("*") if f.is_file())
+    print(f"static Space: {size / 1e6:.1f} MB in all ({ort_size / 1e6:.1f} MB of it onnxruntime-web), "
+          f"{sum(1 for f in site.rglob('*') if f.is_file())} files")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    class Server(http.server.ThreadingHTTPServer):
+        def handle_error(self, request, client_address) -> None:  # a page closed mid-download: not news
+            if not isinstance(sys.exc_info()[1], ConnectionError):
+                super().handle_error(request, client_address)
+
+    server = Server(("127.0.0.1", 0), functools.partial(Quiet, directory=str(site)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        with sync_playwright() as p:
+            browser = launch_chromium(p)
+            opened = page_open_seconds(browser, url, "#results .result", loads)
+            print(f"static page opened -> first results on screen: p50 {np.percentile(opened, 50):.2f} s, "
+                  f"max {max(opened):.2f} s (n={loads} fresh pages)")
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url)
+            page.wait_for_selector("#results .result", timeout=120_000)
+            page.evaluate(CLICK_TIMER)
+            cells = page.locator("#examples [data-pick]")
+            for i in range(clicks):
+                cell = cells.nth(1 + i % (cells.count() - 1))
+                target = cell.get_attribute("data-pick")
+                cell.click()
+                page.wait_for_function(f"document.querySelector('#results .query-line')?.innerText"
+                                       f".includes('example #{target} ')", timeout=30_000, polling="raf")
+            print(f"static page, example click -> its results on screen, timed in the page: "
+                  f"{pct(page.evaluate('window.__clickToResults'))}")
+            page.get_by_role("tab", name="Upload").click()
+            query = Path(tempfile.mkdtemp()) / "query.png"
+            ms = []
+            for i in range(10):
+                image = Image.new("L", (200, 200), 235)
+                image.paste(0, (60 + i * 3, 40, 90 + i * 3, 160))  # a dark bar on paper, a little to the side each time
+                image.save(query.with_name(f"q{i}.png"))
+                page.locator("#upload").set_input_files(str(query.with_name(f"q{i}.png")))
+                page.wait_for_function("document.querySelector('#results .query-line')?.innerText"
+                                       f".includes('q{i}.png')", timeout=30_000)
+                ms.append(float(page.get_attribute("#results", "data-ms")))
+            print(f"static page, upload decoded -> prepared, embedded (onnxruntime-web) and searched: {pct(ms[1:])}")
+            browser.close()
+    finally:
+        server.shutdown()
+
+
 def http_tests(url: str, proc: subprocess.Popen, name: str, call, download: bool, clients: int,
                sequential: int) -> tuple[float, float]:
     """Sequential and concurrent latency of one endpoint; prints them and returns the concurrent
@@ -234,7 +304,14 @@ def main() -> int:
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--no-floor", action="store_true", help="skip the no-op Gradio app (section 5)")
     p.add_argument("--no-browser", action="store_true", help="skip the Chromium measurements (section 1b)")
+    p.add_argument("--static", action="store_true", help="also measure the static Space (section 6)")
+    p.add_argument("--static-only", action="store_true", help="measure only the static Space (section 6)")
+    p.add_argument("--static-site", type=Path, help="a folder staged by publish_space.py --hardware static --stage "
+                                                     "(default: staged now, into a temporary folder)")
     args = p.parse_args()
+    if args.static_only:
+        static_tests(args.static_site)
+        return 0
 
     import torch
     from gradio_client import handle_file
@@ -293,6 +370,8 @@ def main() -> int:
         proc.terminate()
         proc.wait(10)
 
+    if args.static:
+        static_tests(args.static_site)
     if args.no_floor:
         return 0
     # 5. the floor: the same load on a Gradio app whose /search does nothing (same signature,

@@ -1,6 +1,7 @@
 """Publish the demo as a Hugging Face Space, with exactly the files the app needs.
 
-    python scripts/publish_space.py --repo-id USER/NAME [--hardware cpu-basic|zerogpu] [--private] [--dry-run]
+    python scripts/publish_space.py --repo-id USER/NAME [--hardware static|zerogpu|cpu-basic] [--private]
+                                    [--dry-run] [--stage DIR]
 
 It creates the Space if needed and uploads app.py, the library modules app.py imports, the
 shipped checkpoints' weights, configs, metrics and search bundles, the galleries, and a
@@ -8,12 +9,18 @@ generated README.md (the Space's front matter) and requirements.txt, with huggin
 `upload_folder`: the Hub stores the binary files (safetensors, npz) through Xet/LFS itself,
 which a plain `git push` of this repository would not (its weights are ordinary git files).
 
-Hardware: `cpu-basic` (2 vCPU, 16 GB; a paid plan since mid-2026) runs the pinned torch;
+Hardware: `static` (free, no server) publishes the search as a static site that runs in the
+visitor's browser: each checkpoint as ONNX run by onnxruntime-web (vendored from npm, so the page
+requests nothing but its own files), the galleries as sprites, their embeddings and UMAP maps,
+and the page of model/demo/static/ (its preprocessing a port of the server's, tested equal).
+`cpu-basic` (2 vCPU, 16 GB; a paid plan since mid-2026) runs the pinned torch;
 `zerogpu` (free accounts) gets torch 2.11.0 / torchvision 0.26.0, the newest ZeroGPU supports,
 Python 3.12 and the `spaces` package; app.py then declares its one GPU function.
 
---dry-run needs no network and no token: it prints the files to upload, one path relative to
-the repository root per line, and writes the generated README.md and requirements.txt to stderr.
+--dry-run needs no network and no token: it prints the files to upload, one path per line
+(relative to the repository root; for `static`, to the Space's root), and writes the generated
+README.md (and requirements.txt) to stderr. --stage DIR writes the Space's folder exactly as it
+would be uploaded, with or without --dry-run (no upload then); neither needs a token.
 The token comes from HF_TOKEN or a saved `hf auth login`.
 """
 
@@ -22,6 +29,7 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import json
 import re
 import shutil
 import sys
@@ -33,7 +41,10 @@ APP = "app.py"
 WEB = "model/demo/web"  # the page's JavaScript and CSS, which app.py reads
 # what the demo reads of a shipped checkpoint (model/demo/service.py, model/index.py, app.py's About tab)
 CHECKPOINT_FILES = ("config.json", "model.safetensors", "metrics.json", "index.json", "index.npz")
-HARDWARE = {"cpu-basic": "cpu-basic", "zerogpu": "zero-a10g"}  # ours -> huggingface_hub's SpaceHardware
+HARDWARE = {"cpu-basic": "cpu-basic", "zerogpu": "zero-a10g", "static": None}  # ours -> huggingface_hub's
+STATIC_PAGE = "model/demo/static"  # the static Space's page: index.html, its JavaScript and CSS
+ORT_WEB = ("onnxruntime-web", "1.31.1")  # vendored into the static Space from npm
+ORT_WEB_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 PYTHON = {"cpu-basic": "3.11", "zerogpu": "3.12"}  # ZeroGPU runs Python 3.10 or 3.12
 ZEROGPU_PINS = {"torch": "torch==2.11.0", "torchvision": "torchvision==0.26.0"}  # the newest ZeroGPU supports
 # in requirements.txt for train.py and the ONNX export only; tests check that no Space file imports them
@@ -164,6 +175,141 @@ def stage(files: list[str], readme: str, requirements: str, folder: Path, root: 
     (folder / "requirements.txt").write_text(requirements)
 
 
+# ------------------------------------------------------------------ the static Space (sdk: static)
+
+def static_checkpoints(root: Path = ROOT) -> list[tuple[str, str, str, str]]:
+    """(dataset name, dataset title, model key, model title) of every served checkpoint, in the
+    demo's order (known datasets first; Hybrid-1, then CNN-3a)."""
+    sys.path.insert(0, str(root))
+    from model.demo import Demo
+
+    demo = Demo(assets=root / "assets")
+    out = []
+    for (title, model), folder in demo.served().items():
+        config = json.loads((folder / "config.json").read_text())
+        out.append((Path(config["dataset"]).name, title, config["model"], model))
+    if not out:
+        raise PublishError(f"no checkpoints in {root / 'assets'}: train one with train.py")
+    return out
+
+
+def static_files(root: Path = ROOT) -> list[str]:
+    """Every file of the static Space, relative to its root, sorted (README.md included)."""
+    files = {"README.md", "site.json", *(f"ort/{f}" for f in ORT_WEB_FILES)}
+    files |= {p.name for p in (root / STATIC_PAGE).iterdir() if p.is_file()}
+    for dataset, _, model, _ in static_checkpoints(root):
+        files |= {f"data/{dataset}/gallery.png", f"data/{dataset}/{model}.onnx",
+                  f"data/{dataset}/{model}.embeddings.f32", f"data/{dataset}/{model}.umap.f32"}
+    return sorted(files)
+
+
+def static_readme(models: list[str]) -> str:
+    front = ["---", f"title: {TITLE}", f"emoji: {EMOJI}", "colorFrom: indigo", "colorTo: green", "sdk: static",
+             "app_file: index.html", f"short_description: {SHORT_DESCRIPTION}", f"license: {LICENSE}"]
+    if models:
+        front += ["models:", *(f"  - {m}" for m in models)]
+    body = ["---", "", f"# {TITLE}", "",
+            "Image similarity search with a 116k-parameter model (under 0.5 MB of weights), running entirely in "
+            "your browser: each model is an ONNX file run by onnxruntime-web, searched against precomputed "
+            "gallery embeddings, with a UMAP map of the gallery. No server, no upload leaves your machine.", "",
+            "Generated by `scripts/publish_space.py --hardware static` from the project's source.", ""]
+    return "\n".join(front + body)
+
+
+def ort_web_dir() -> Path:
+    """onnxruntime-web's dist/ folder: ORT_WEB_DIR if set, else a cached `npm pack` of the pinned
+    version (~/.cache/involution/), fetched once from the npm registry."""
+    import os
+    import subprocess
+    import tarfile
+
+    name, version = ORT_WEB
+    if given := os.environ.get("ORT_WEB_DIR"):
+        folder = Path(given)
+    else:
+        folder = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "involution" / f"{name}-{version}"
+        if not all((folder / f).is_file() for f in ORT_WEB_FILES):
+            npm = shutil.which("npm")
+            if not npm:
+                raise PublishError(f"the static Space vendors {name} {version} from npm, and npm is missing: install "
+                                   "Node.js (e.g. `apt-get install npm`), or set ORT_WEB_DIR to an unpacked "
+                                   f"{name}/dist folder")
+            with tempfile.TemporaryDirectory(prefix="ort-web-") as tmp:
+                done = subprocess.run([npm, "pack", f"{name}@{version}", "--pack-destination", tmp, "--silent"],
+                                      capture_output=True, text=True, timeout=600)
+                tarballs = list(Path(tmp).glob("*.tgz"))
+                if done.returncode or not tarballs:
+                    raise PublishError(f"`npm pack {name}@{version}` failed: "
+                                       f"{(done.stderr.strip().splitlines() or ['no message'])[-1]}")
+                staging = Path(tempfile.mkdtemp(prefix=".ort-", dir=_parent(folder)))
+                with tarfile.open(tarballs[0]) as tar:
+                    for f in ORT_WEB_FILES:
+                        (staging / f).write_bytes(tar.extractfile(f"package/dist/{f}").read())
+                shutil.rmtree(folder, ignore_errors=True)  # a partial copy of an earlier try
+                os.replace(staging, folder)
+    missing = [f for f in ORT_WEB_FILES if not (folder / f).is_file()]
+    if missing:
+        raise PublishError(f"{folder} lacks {', '.join(missing)}: point ORT_WEB_DIR at {name} {version}'s dist/")
+    return folder
+
+
+def _parent(folder: Path) -> Path:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    return folder.parent
+
+
+def stage_static(folder: Path, models: list[str], root: Path = ROOT) -> list[str]:
+    """Write the static Space into `folder` (the page, onnxruntime-web, site.json and each
+    dataset's gallery sprite, each checkpoint's ONNX graph, embeddings and UMAP coordinates);
+    returns the files written, relative to `folder`."""
+    import numpy as np
+    from PIL import Image
+
+    sys.path.insert(0, str(root))
+    from model.demo import Demo
+    from model.export import export_onnx
+
+    ort_dir = ort_web_dir()
+    demo = Demo(assets=root / "assets")
+    folder.mkdir(parents=True, exist_ok=True)
+    for p in (root / STATIC_PAGE).iterdir():
+        if p.is_file():
+            shutil.copy2(p, folder / p.name)
+    (folder / "ort").mkdir(exist_ok=True)
+    for f in ORT_WEB_FILES:
+        shutil.copy2(ort_dir / f, folder / "ort" / f)
+    site: dict = {"onnxruntime_web": ORT_WEB[1], "datasets": []}
+    by_dataset: dict[str, dict] = {}
+    for dataset, title, model, model_title in static_checkpoints(root):
+        index = demo.index(title, model_title)
+        out = folder / "data" / dataset
+        out.mkdir(parents=True, exist_ok=True)
+        if dataset not in by_dataset:
+            images = index.images if index.images.ndim == 4 else index.images[..., None]
+            n, h, w, c = images.shape
+            columns = 50
+            rows = -(-n // columns)
+            sheet = np.zeros((rows * h, columns * w, c), np.uint8)
+            for i, image in enumerate(images):
+                sheet[(i // columns) * h:(i // columns + 1) * h, (i % columns) * w:(i % columns + 1) * w] = image
+            Image.fromarray(sheet.squeeze(-1) if c == 1 else sheet).save(out / "gallery.png", optimize=True)
+            by_dataset[dataset] = {
+                "name": dataset, "title": title, "style": demo.query_style(title), "size": int(h), "channels": int(c),
+                "n": int(n), "columns": columns, "class_names": list(index.class_names),
+                "labels": [int(x) for x in index.labels], "gallery": f"data/{dataset}/gallery.png", "models": []}
+            site["datasets"].append(by_dataset[dataset])
+        export_onnx(demo.checkpoint(title, model_title), out / f"{model}.onnx")
+        np.ascontiguousarray(index.embeddings, dtype="<f4").tofile(out / f"{model}.embeddings.f32")
+        np.ascontiguousarray(index.xy, dtype="<f4").tofile(out / f"{model}.umap.f32")
+        by_dataset[dataset]["models"].append({
+            "key": model, "title": model_title, "dim": int(index.embeddings.shape[1]),
+            "onnx": f"data/{dataset}/{model}.onnx", "embeddings": f"data/{dataset}/{model}.embeddings.f32",
+            "umap": f"data/{dataset}/{model}.umap.f32"})
+    (folder / "site.json").write_text(json.dumps(site, separators=(",", ":")))
+    (folder / "README.md").write_text(static_readme(models))
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
 def hub_token() -> str:
     from huggingface_hub import get_token  # reads HF_TOKEN, then the token saved by `hf auth login`
 
@@ -200,15 +346,26 @@ def publish(repo_id: str, hardware: str, private: bool, models: list[str], api=N
     """Create the Space (if needed) and upload it; returns its URL. `api` is an HfApi (tests pass a stand-in)."""
     from huggingface_hub import HfApi
 
-    files = space_files(root)
+    files = space_files(root) if hardware != "static" else static_files(root)
     token = hub_token()  # no token: refused before any request
     api = api or HfApi(token=token)
     with hub_request(f"create the Space {repo_id}"):
-        api.create_repo(repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True,
-                        space_hardware=HARDWARE[hardware])
+        if hardware == "static":
+            api.create_repo(repo_id, repo_type="space", space_sdk="static", private=private, exist_ok=True)
+        else:
+            api.create_repo(repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True,
+                            space_hardware=HARDWARE[hardware])
     if models:  # list only the model repositories that exist, so the Space page links to no 404
         with hub_request("look up the model repositories"):
             models = [m for m in models if api.repo_exists(m, repo_type="model")]
+    if hardware == "static":
+        with tempfile.TemporaryDirectory(prefix="space-") as tmp:
+            files = stage_static(Path(tmp), models, root)
+            with hub_request(f"upload to the Space {repo_id}"):
+                api.upload_folder(repo_id=repo_id, repo_type="space", folder_path=tmp, delete_patterns=["*"],
+                                  commit_message=f"Update the static demo ({len(files)} files, "
+                                                 "scripts/publish_space.py --hardware static)")
+        return f"https://huggingface.co/spaces/{repo_id}"
     with tempfile.TemporaryDirectory(prefix="space-") as tmp:
         stage(files, space_readme(hardware, models, root), space_requirements(hardware, root), Path(tmp), root)
         with hub_request(f"upload to the Space {repo_id}"):
@@ -222,13 +379,16 @@ def main(argv: list[str] | None = None, api=None) -> int:
     p = argparse.ArgumentParser(description="Publish the demo as a Hugging Face Space.")
     p.add_argument("--repo-id", required=True, help="USER/NAME of the Space")
     p.add_argument("--hardware", choices=sorted(HARDWARE), default="cpu-basic",
-                   help="cpu-basic (paid plan) or zerogpu (free accounts); default cpu-basic")
+                   help="static (free: the search runs in the visitor's browser), zerogpu (free accounts, "
+                        "a Gradio server) or cpu-basic (a paid plan); default cpu-basic")
     p.add_argument("--private", action="store_true", help="create the Space private")
     p.add_argument("--models", nargs="*", metavar="USER/NAME",
                    help="model repositories for the Space's front matter "
                         "(default: USER/involution-<checkpoint> for each shipped checkpoint, where they exist)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the files and the generated README.md and requirements.txt; no network, no token")
+    p.add_argument("--stage", metavar="DIR", help="write the Space's folder, exactly as it would be uploaded, "
+                                                  "into DIR (must be empty or new); with --dry-run, nothing else")
     p.add_argument("--print-requirements", action="store_true",
                    help="print only the generated requirements.txt (CI installs the ZeroGPU one)")
     args = p.parse_args(argv)
@@ -241,8 +401,30 @@ def main(argv: list[str] | None = None, api=None) -> int:
         models = args.models if args.models is not None else model_repos(args.repo_id.split("/")[0])
         for m in models:
             check_repo_id(m)
+        if args.stage and Path(args.stage).exists() and any(Path(args.stage).iterdir()):
+            raise PublishError(f"--stage {args.stage} is not empty: give a new or empty folder")
+        if args.hardware == "static":
+            if args.print_requirements:
+                raise PublishError("a static Space has no requirements.txt: it runs no Python")
+            if args.stage:
+                written = stage_static(Path(args.stage), models)
+                print(f"staged {len(written)} files in {args.stage}", file=sys.stderr)
+            if args.dry_run:
+                print("\n".join(static_files()))
+                if not args.stage:
+                    print(f"--- README.md (generated) ---\n{static_readme(models)}", end="", file=sys.stderr)
+                return 0
+            if args.stage:
+                return 0
         if args.print_requirements:
             print(space_requirements(args.hardware), end="")
+            return 0
+        if args.stage and args.hardware != "static":
+            files = space_files()
+            stage(files, space_readme(args.hardware, models), space_requirements(args.hardware), Path(args.stage))
+            print(f"staged {len(files) + 2} files in {args.stage}", file=sys.stderr)
+            if args.dry_run:
+                print("\n".join(space_files()))
             return 0
         if args.dry_run:
             print("\n".join(space_files()))

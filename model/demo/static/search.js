@@ -1,0 +1,390 @@
+// The static demo: the whole search in the visitor's browser. Each checkpoint is an ONNX graph
+// (uint8 images in, unit embeddings out) run by onnxruntime-web; its gallery's embeddings and UMAP
+// map were computed offline (scripts/publish_space.py --hardware static). The page is drawn from
+// one state value by render(); every action builds the next state and draws it, and an answer
+// that an earlier action's slower work would overwrite is dropped (the `turn` counter).
+import { drawingQuery, prepareQuery, resize } from "./prepare.js";
+
+const MAX_K = 48, MIN_SIDE = 8, KEEP_SIDE = 1024, MAX_PIXELS = 25_000_000, THUMB = 84;
+const COLOURS = ["#4e79a7", "#f28e2b", "#59a14f", "#b6992d", "#499894", "#86bcb6", "#e15759", "#ff9d9a",
+                 "#b07aa1", "#9d7660"];
+const $ = (s) => document.querySelector(s);
+ort.env.wasm.wasmPaths = new URL("ort/", location.href).href;
+ort.env.wasm.numThreads = 1; // a static Space is not cross-origin isolated: no wasm threads
+
+let site, state, turn = 0;
+const cache = new Map(); // url -> promise of what it holds
+
+function load(url, how) {
+  if (!cache.has(url)) {
+    cache.set(url, fetch(url).then((r) => {
+      if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
+      return how(r);
+    }));
+  }
+  return cache.get(url);
+}
+const floats = (url) => load(url, async (r) => new Float32Array(await r.arrayBuffer()));
+const session = (url) => load(url, async (r) => ort.InferenceSession.create(new Uint8Array(await r.arrayBuffer()),
+                                                                             { executionProviders: ["wasm"] }));
+const sprite = (url) => load(url, async (r) => {
+  const bitmap = await createImageBitmap(await r.blob());
+  return { url, width: bitmap.width, height: bitmap.height };
+});
+
+const dataset = (s = state) => site.datasets.find((d) => d.name === s.dataset);
+const modelOf = (d, key) => d.models.find((m) => m.key === key) || d.models[0];
+const drawable = (d) => d.style === "mnist" || d.style === "fashion_mnist";
+
+// ------------------------------------------------------------------------------ searching
+
+async function embed(model, image) {
+  const s = await session(model.onnx);
+  const tensor = new ort.Tensor("uint8", Uint8Array.from(image.data), [1, image.height, image.width, image.channels]);
+  const out = await s.run({ images: tensor });
+  return out.embeddings.data;
+}
+
+function topK(embeddings, dim, query, k, exclude) {
+  const n = embeddings.length / dim, sims = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    let s = 0;
+    for (let j = 0, o = i * dim; j < dim; j++) s += embeddings[o + j] * query[j];
+    sims[i] = s;
+  }
+  const order = Array.from(sims.keys()).filter((i) => i !== exclude);
+  order.sort((a, b) => sims[b] - sims[a] || a - b);
+  return order.slice(0, k).map((i) => ({ index: i, similarity: sims[i] }));
+}
+
+// The models a search shows: the chosen one, then with `compare` the other of the paper's pair.
+function shownModels(s) {
+  const d = dataset(s), chosen = modelOf(d, s.model);
+  if (!s.compare) return [chosen];
+  const pair = ["hybrid1", "cnn3a"];
+  const other = pair.includes(chosen.key) ? d.models.find((m) => pair.includes(m.key) && m.key !== chosen.key) : null;
+  return other ? [chosen, other] : [chosen];
+}
+
+// The query in the dataset's form: a gallery example as it is; an upload or a drawing prepared
+// as the server prepares it.
+function prepared(s) {
+  const d = dataset(s), q = s.query;
+  if (q.kind === "example") return { image: exampleImage(d, q.index), notes: [] };
+  if (q.kind === "upload") return prepareQuery(q.rgba, q.width, q.height, d.style, d.size);
+  if (!drawable(d)) return null;
+  const image = drawingQuery(q.rgba, q.width, q.height, d.style);
+  return image ? { image, notes: [] } : null;
+}
+
+let galleryPixels = null; // {name, data: RGBA of the sprite}
+function exampleImage(d, index) {
+  const { data, width } = galleryPixels;
+  const col = index % d.columns, row = Math.floor(index / d.columns), c = d.channels;
+  const out = new Uint8ClampedArray(d.size * d.size * c);
+  for (let y = 0; y < d.size; y++) for (let x = 0; x < d.size; x++) {
+    const p = ((row * d.size + y) * width + col * d.size + x) * 4;
+    for (let b = 0; b < c; b++) out[(y * d.size + x) * c + b] = data[p + b];
+  }
+  return { data: out, width: d.size, height: d.size, channels: c };
+}
+
+async function galleryOf(d) {
+  if (galleryPixels?.name !== d.name) {
+    const bitmap = await createImageBitmap(await (await fetch(d.gallery)).blob(), { colorSpaceConversion: "none" });
+    const canvas = new OffscreenCanvas(bitmap.width, bitmap.height), ctx = canvas.getContext("2d");
+    ctx.drawImage(bitmap, 0, 0);
+    galleryPixels = { name: d.name, data: ctx.getImageData(0, 0, bitmap.width, bitmap.height).data, width: bitmap.width };
+  }
+}
+
+// The next state with the query searched: results for each shown model.
+async function search(s) {
+  const d = dataset(s);
+  await galleryOf(d);
+  if (!s.query) return { ...s, rows: [], seen: null, notes: s.notes || [] };
+  const t0 = performance.now();
+  const ready = prepared(s);
+  if (!ready) {
+    return { ...s, query: null, rows: [], seen: null,
+             notes: [`drawings are searched on ${site.datasets.filter(drawable).map((x) => x.title).join(" and ")} only`] };
+  }
+  const label = s.query.kind === "example" ? d.labels[s.query.index] : null;
+  const rows = [];
+  for (const m of shownModels(s)) {
+    const embeddings = await floats(m.embeddings);
+    const q = s.query.kind === "example" ? embeddings.subarray(s.query.index * m.dim, (s.query.index + 1) * m.dim)
+                                         : await embed(m, ready.image);
+    const hits = topK(embeddings, m.dim, q, s.k, s.query.kind === "example" ? s.query.index : -1);
+    const precision = label === null ? null : hits.filter((h) => d.labels[h.index] === label).length / hits.length;
+    rows.push({ model: m, hits, precision });
+  }
+  return { ...s, rows, seen: ready.image, label, notes: ready.notes, ms: performance.now() - t0 };
+}
+
+// ------------------------------------------------------------------------------ drawing the page
+
+function thumb(d, index) {
+  const col = index % d.columns, row = Math.floor(index / d.columns), cols = d.columns;
+  const rows = Math.ceil(d.n / cols);
+  return `<span class="thumb" style="background-image:url('${d.gallery}');background-size:${cols * 100}% ${rows * 100}%;` +
+         `background-position:${(col / (cols - 1)) * 100}% ${(row / (rows - 1)) * 100}%"></span>`;
+}
+
+function render(s) {
+  const d = dataset(s);
+  $("#dataset").value = s.dataset;
+  $("#model").innerHTML = d.models.map((m) => `<option value="${m.key}">${m.title}</option>`).join("");
+  $("#model").value = modelOf(d, s.model).key;
+  $("#top-k").value = s.k;
+  $("#compare").checked = s.compare;
+  $("#examples").innerHTML = s.examples.map((i) => `<button class="cell" data-pick="${i}" title="#${i}">${thumb(d, i)}</button>`).join("");
+  $("#draw-note").hidden = drawable(d);
+  $("#draw-box").hidden = !drawable(d);
+  $("#upload-error").textContent = s.error?.source === "upload" ? s.error.text : "";
+  $("#draw-error").textContent = s.error?.source === "draw" ? s.error.text : "";
+  $("#status").textContent = s.error ? `⚠ ${s.error.text}` : s.status || "";
+  renderResults(s, d);
+  renderMap(s, d);
+}
+
+function renderResults(s, d) {
+  const box = $("#results");
+  if (!s.query) {
+    box.innerHTML = `<p class="query-line">${s.notes?.[0] || "Pick an example, upload an image or draw."}</p>`;
+    return;
+  }
+  const q = s.query;
+  const what = q.kind === "example" ? `gallery example #${q.index} (label <b>${d.class_names[s.label]}</b>)`
+    : q.kind === "upload" ? `your upload ${escape(q.name)} (label unknown)` : "your drawing (label unknown)";
+  let html = `<div class="query-line"><canvas width="${d.size}" height="${d.size}"></canvas>` +
+             `<span>Query: ${what}, as the model sees it · ${d.title}</span></div>`;
+  if (s.error) html += `<p class="error-line refused">⚠ ${escape(s.error.text)}. The results below are still those of ${what.replace(/<[^>]+>/g, "")}.</p>`;
+  for (const row of s.rows) {
+    const p = row.precision === null ? "" : `<span class="precision">precision@${row.hits.length} = ${row.precision.toFixed(3)}</span>`;
+    html += `<h4>${row.model.title}${p}</h4><div class="grid results-grid">` + row.hits.map((h) => {
+      const same = s.label === null ? "" : d.labels[h.index] === s.label ? "same" : "diff";
+      const mark = same ? `<span class="mark ${same}">${same === "same" ? "✓ same" : "✗ other"}</span>` : "";
+      return `<button class="cell result ${same}" data-pick="${h.index}" title="#${h.index}">${thumb(d, h.index)}` +
+             `<span class="caption">${escape(d.class_names[d.labels[h.index]])} · ${h.similarity.toFixed(3)}</span>${mark}</button>`;
+    }).join("") + "</div>";
+  }
+  box.innerHTML = html;
+  box.dataset.ms = s.ms?.toFixed(2) ?? "";
+  const canvas = box.querySelector("canvas"), image = s.seen;
+  if (canvas && image) {
+    const pixels = new ImageData(image.width, image.height);
+    for (let i = 0; i < image.width * image.height; i++) {
+      for (let b = 0; b < 3; b++) pixels.data[4 * i + b] = image.data[i * image.channels + (image.channels === 1 ? 0 : b)];
+      pixels.data[4 * i + 3] = 255;
+    }
+    canvas.getContext("2d").putImageData(pixels, 0, 0);
+  }
+}
+
+function escape(text) {
+  return String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+let mapPoints = null; // {name, key, xy: pixel positions}
+async function renderMap(s, d) {
+  const m = modelOf(d, s.model), xy = await floats(m.umap);
+  const map = $("#embedding-map"), canvas = map.querySelector("canvas"), ctx = canvas.getContext("2d");
+  map.querySelector(".map-title").textContent = `${d.title} gallery (${d.n} test images), embedded by ${m.title} · UMAP`;
+  map.querySelector(".legend").innerHTML = d.class_names.map((c, i) => `<span><i style="background:${COLOURS[i % 10]}"></i>${escape(c)}</span>`).join("");
+  let [x0, x1, y0, y1] = [Infinity, -Infinity, Infinity, -Infinity];
+  for (let i = 0; i < d.n; i++) {
+    x0 = Math.min(x0, xy[2 * i]); x1 = Math.max(x1, xy[2 * i]); y0 = Math.min(y0, xy[2 * i + 1]); y1 = Math.max(y1, xy[2 * i + 1]);
+  }
+  const pad = 16, w = canvas.width, h = canvas.height;
+  const px = (i) => [pad + ((xy[2 * i] - x0) / (x1 - x0 || 1)) * (w - 2 * pad), pad + ((y1 - xy[2 * i + 1]) / (y1 - y0 || 1)) * (h - 2 * pad)];
+  mapPoints = { points: Array.from({ length: d.n }, (_, i) => px(i)), dataset: d };
+  ctx.clearRect(0, 0, w, h);
+  for (let i = 0; i < d.n; i++) {
+    const [x, y] = mapPoints.points[i];
+    ctx.fillStyle = COLOURS[d.labels[i] % 10];
+    ctx.globalAlpha = 0.7;
+    ctx.beginPath(); ctx.arc(x, y, 3, 0, 2 * Math.PI); ctx.fill();
+  }
+  ctx.globalAlpha = 1;
+  const ring = (i, colour, r) => {
+    const [x, y] = mapPoints.points[i];
+    ctx.strokeStyle = colour; ctx.lineWidth = 2.5; ctx.beginPath(); ctx.arc(x, y, r, 0, 2 * Math.PI); ctx.stroke();
+  };
+  const hits = s.rows?.[0]?.hits || [];
+  for (const hit of hits) ring(hit.index, "#000", 6);
+  const at = s.query?.kind === "example" ? s.query.index : hits[0]?.index;
+  if (at !== undefined && s.query) ring(at, "#ff0000", 9);
+}
+
+function nearestPoint(event) {
+  if (!mapPoints) return null;
+  const canvas = $("#embedding-map canvas"), box = canvas.getBoundingClientRect();
+  const x = ((event.clientX - box.left) / box.width) * canvas.width, y = ((event.clientY - box.top) / box.height) * canvas.height;
+  let best = null, bestD = 64; // within 8 canvas pixels
+  mapPoints.points.forEach(([px, py], i) => {
+    const dist = (px - x) ** 2 + (py - y) ** 2;
+    if (dist < bestD) { best = i; bestD = dist; }
+  });
+  return best;
+}
+
+// ------------------------------------------------------------------------------ actions
+
+// Every action: the next state from the current one, searched, then drawn, unless a later
+// action has been taken meanwhile (its own answer will be drawn instead).
+async function act(next, { research = true } = {}) {
+  const mine = ++turn;
+  try {
+    const done = research ? await search(next) : next;
+    if (mine === turn) { state = done; render(state); }
+  } catch (e) {
+    if (mine === turn) { state = { ...state, error: { source: "settings", text: String(e.message || e) } }; render(state); }
+  }
+}
+
+function examplesFor(d, seed) {
+  const picks = [], n = d.n;
+  let x = seed % n;
+  while (picks.length < Math.min(24, n)) {
+    x = (x * 1103515245 + 12345) % 2147483648;
+    const i = x % n;
+    if (!picks.includes(i)) picks.push(i);
+  }
+  return picks;
+}
+
+function clampK(value) {
+  const v = Number(value);
+  if (value === "" || !Number.isFinite(v)) return { k: state.k, note: `top-k must be a number from 1 to ${MAX_K}: kept ${state.k}` };
+  const k = Math.min(MAX_K, Math.max(1, Math.round(v)));
+  return { k, note: k !== v ? `top-k is a whole number from 1 to ${MAX_K}: ${value} searched as ${k}` : "" };
+}
+
+async function decode(file) {
+  if (!file.type.startsWith("image/") && !/\.(png|jpe?g|webp|bmp|gif)$/i.test(file.name)) {
+    throw new Error(`${file.name} is not an image: upload PNG, JPEG, WebP, BMP or GIF`);
+  }
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(file, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
+  } catch {
+    throw new Error(`${file.name} cannot be decoded as an image; upload it again or use another file`);
+  }
+  const { width, height } = bitmap;
+  if (width * height > MAX_PIXELS) throw new Error(`the image is too large (over ${MAX_PIXELS / 1e6} megapixels); upload a smaller image`);
+  if (Math.min(width, height) < MIN_SIDE) throw new Error(`the image is ${width}x${height} pixels; it needs at least ${MIN_SIDE}x${MIN_SIDE} to be searched`);
+  const canvas = new OffscreenCanvas(width, height), ctx = canvas.getContext("2d");
+  ctx.drawImage(bitmap, 0, 0);
+  let rgba = { data: ctx.getImageData(0, 0, width, height).data, width, height, channels: 4 };
+  if (Math.max(width, height) > KEEP_SIDE) { // the server keeps an upload at most 1024 px (Pillow's thumbnail)
+    const s = KEEP_SIDE / Math.max(width, height);
+    rgba = resize(rgba, Math.max(1, Math.round(width * s)), Math.max(1, Math.round(height * s)), "lanczos");
+  }
+  return { rgba: rgba.data, width: rgba.width, height: rgba.height };
+}
+
+function wire() {
+  $("#dataset").addEventListener("change", (e) => {
+    const d = site.datasets.find((x) => x.name === e.target.value);
+    const examples = examplesFor(d, state.seed);
+    let query = state.query;
+    if (query?.kind === "example") query = { kind: "example", index: examples[0] };
+    act({ ...state, dataset: d.name, model: modelOf(d, state.model).key, examples, query, error: null, status: "" });
+  });
+  $("#model").addEventListener("change", (e) => act({ ...state, model: e.target.value, error: null, status: "" }));
+  $("#compare").addEventListener("change", (e) => act({ ...state, compare: e.target.checked, error: null, status: "" }));
+  $("#top-k").addEventListener("change", (e) => {
+    const { k, note } = clampK(e.target.value);
+    act({ ...state, k, error: null, status: note });
+  });
+  $("#shuffle").addEventListener("click", () => {
+    const seed = (state.seed * 7919 + 17) % 1000003;
+    act({ ...state, seed, examples: examplesFor(dataset(), seed) }, { research: false });
+  });
+  for (const id of ["#examples", "#results"]) {
+    $(id).addEventListener("click", (e) => {
+      const cell = e.target.closest("[data-pick]");
+      if (cell) act({ ...state, query: { kind: "example", index: Number(cell.dataset.pick) }, error: null, status: "" });
+    });
+  }
+  $("#upload").addEventListener("change", async (e) => {
+    const file = e.target.files[0];
+    if (!file) return;
+    try {
+      const image = await decode(file);
+      act({ ...state, query: { kind: "upload", name: file.name, ...image }, error: null, status: "" });
+    } catch (err) {
+      e.target.value = "";
+      act({ ...state, error: { source: "upload", text: err.message } }, { research: false });
+    }
+  });
+  const canvas = $("#embedding-map canvas"), tip = $("#embedding-map .tip");
+  canvas.addEventListener("click", (e) => {
+    const i = nearestPoint(e);
+    if (i !== null) act({ ...state, query: { kind: "example", index: i }, error: null, status: "" });
+  });
+  canvas.addEventListener("mousemove", (e) => {
+    const i = nearestPoint(e), d = mapPoints?.dataset;
+    tip.hidden = i === null;
+    if (i === null) return;
+    const box = canvas.getBoundingClientRect();
+    tip.style.left = `${e.clientX - box.left + 12}px`;
+    tip.style.top = `${e.clientY - box.top + 12}px`;
+    tip.innerHTML = `${thumb(d, i)}${escape(d.class_names[d.labels[i]])} · #${i}`;
+  });
+  canvas.addEventListener("mouseleave", () => { tip.hidden = true; });
+  for (const tab of document.querySelectorAll(".tabs button")) {
+    tab.addEventListener("click", () => {
+      for (const t of document.querySelectorAll(".tabs button")) {
+        t.setAttribute("aria-selected", String(t === tab));
+        $(`#${t.dataset.tab}`).hidden = t !== tab;
+      }
+    });
+  }
+  wireSketch();
+}
+
+function wireSketch() {
+  const pad = $("#sketch"), ctx = pad.getContext("2d", { willReadFrequently: true });
+  const clear = () => { ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, pad.width, pad.height); };
+  clear();
+  let last = null;
+  const at = (e) => { const b = pad.getBoundingClientRect(); return [((e.clientX - b.left) / b.width) * pad.width, ((e.clientY - b.top) / b.height) * pad.height]; };
+  pad.addEventListener("pointerdown", (e) => { pad.setPointerCapture(e.pointerId); last = at(e); stroke(last, last); });
+  pad.addEventListener("pointermove", (e) => { if (last) { const p = at(e); stroke(last, p); last = p; } });
+  const end = () => {
+    if (!last) return;
+    last = null;
+    const { data, width, height } = ctx.getImageData(0, 0, pad.width, pad.height);
+    if (!drawingQuery(data, width, height, "mnist")) {
+      act({ ...state, error: { source: "draw", text: "the drawing is empty: draw a digit or a garment" } }, { research: false });
+      return;
+    }
+    act({ ...state, query: { kind: "draw", rgba: data, width, height }, error: null, status: "" });
+  };
+  pad.addEventListener("pointerup", end);
+  pad.addEventListener("pointercancel", end);
+  function stroke([x0, y0], [x1, y1]) {
+    ctx.strokeStyle = "#000"; ctx.lineWidth = 18; ctx.lineCap = "round";
+    ctx.beginPath(); ctx.moveTo(x0, y0); ctx.lineTo(x1, y1); ctx.stroke();
+  }
+  $("#clear-sketch").addEventListener("click", clear);
+}
+
+async function main() {
+  site = await (await fetch("site.json")).json();
+  $("#dataset").innerHTML = site.datasets.map((d) => `<option value="${d.name}">${d.title}</option>`).join("");
+  const d = site.datasets[0], seed = 1;
+  const examples = examplesFor(d, seed);
+  state = { dataset: d.name, model: d.models[0].key, k: 8, compare: false, seed, examples,
+            query: { kind: "example", index: examples[0] }, rows: [], error: null, status: "" };
+  wire();
+  await act(state);
+  // the ONNX sessions of the first dataset, ready before the first upload or drawing
+  for (const m of d.models) session(m.onnx).catch(() => {});
+  window.__ready = true;
+}
+
+main().catch((e) => { $("#status").textContent = `⚠ the page could not start: ${e.message || e}`; });
+window.__prepare = { prepareQuery, drawingQuery };

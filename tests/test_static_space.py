@@ -1,0 +1,242 @@
+"""The static Space as Spaces serves it: the files `scripts/publish_space.py --hardware static
+--dry-run` lists, copied into an empty folder, served by a plain static file server on localhost
+and driven in Chromium (Playwright, Debian's chromium). The search runs in the page: ONNX models
+through the vendored onnxruntime-web, gallery embeddings computed offline. No request may leave
+the file server. The page's preprocessing (model/demo/static/prepare.js) is checked pixel for
+pixel against the server's (model/demo/queries.py, Embedder.to_uint8) on images of every kind."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, load_script
+from PIL import Image, ImageDraw
+
+pytestmark = pytest.mark.slow  # six ONNX exports, onnxruntime-web and a Chromium
+
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+RESULT = "#results .result"
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """The dry-run's files, staged by --stage and copied into an empty folder, on a file server."""
+    publish_space = load_script("publish_space")
+    staged = tmp_path_factory.mktemp("staged") / "space"
+    listed = publish_space.static_files()
+    assert publish_space.main(["--repo-id", "someone/involution-static", "--hardware", "static",
+                               "--stage", str(staged), "--dry-run"]) == 0
+    assert sorted(p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file()) == listed
+    served = tmp_path_factory.mktemp("served")
+    for rel in listed:
+        (served / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(staged / rel, served / rel)
+    readme = (served / "README.md").read_text()
+    assert "sdk: static" in readme and "app_file: index.html" in readme
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/", served
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), "Chromium is missing: `apt-get install chromium` (bash .ci/run does it)"
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+def open_page(site, browser, width: int = 1400, height: int = 1000, **kw):
+    url, _ = site
+    page = browser.new_page(viewport={"width": width, "height": height}, **kw)
+    outside: list[str] = []
+    page.on("request", lambda r: None if r.url.startswith(url) or r.url.startswith("data:") else outside.append(r.url))
+    page.goto(url)
+    page.wait_for_selector(RESULT, timeout=90_000)
+    page.outside = outside
+    return page
+
+
+def wait_query(page, text: str) -> None:
+    page.wait_for_function(f"document.querySelector('#results .query-line')?.innerText.includes({text!r})",
+                           timeout=60_000)
+
+
+def captions(page) -> list[str]:
+    return page.locator(f"{RESULT} .caption").all_inner_texts()
+
+
+def shot(page, name: str, full: bool = True) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.wait_for_timeout(200)
+    page.screenshot(path=str(ARTIFACTS / f"static-{name}.png"), full_page=full)
+
+
+# ------------------------------------------------------------------ the preprocessing, pixel for pixel
+
+def _queries() -> list[tuple[str, Image.Image]]:
+    """Images of every kind a visitor uploads: gallery digits and garments at their size and
+    scaled, dark on light, off-centre on paper, thin strokes, colour photos of odd shapes, flat
+    and transparent images."""
+    from model.demo import Demo
+
+    demo = Demo(assets=ROOT / "assets")
+    rng = np.random.default_rng(7)
+    out = []
+    for title in ("MNIST", "FashionMNIST"):
+        images = demo.index(title, "Hybrid-1").images.squeeze(-1)
+        for i in (0, 17, 333):
+            out.append((f"{title}-{i}", Image.fromarray(images[i])))
+            out.append((f"{title}-{i}-x3-dark", Image.fromarray(255 - images[i]).resize((84, 84), Image.BILINEAR)))
+        paper = Image.new("L", (300, 200), 232)
+        paper.paste(Image.fromarray(255 - images[5]).resize((120, 120), Image.BICUBIC), (150, 40))
+        out.append((f"{title}-on-paper", paper.convert("RGB")))
+    cifar = demo.index("CIFAR-10", "Hybrid-1").images
+    out.append(("cifar-0", Image.fromarray(cifar[0])))
+    out.append(("cifar-wide", Image.fromarray(cifar[1]).resize((90, 50), Image.BICUBIC)))
+    out.append(("noise-tall", Image.fromarray(rng.integers(0, 256, (77, 41, 3), dtype=np.uint8))))
+    stroke = Image.new("RGB", (64, 64), "white")
+    ImageDraw.Draw(stroke).line((10, 50, 50, 12), fill=(20, 20, 20), width=3)
+    out.append(("stroke", stroke))
+    out.append(("flat", Image.new("RGB", (40, 30), (200, 120, 40))))
+    rgba = np.zeros((48, 48, 4), np.uint8)
+    rgba[10:38, 20:28] = (0, 0, 0, 255)  # opaque ink on a transparent canvas
+    out.append(("transparent", Image.fromarray(rgba, "RGBA")))
+    return out
+
+
+def test_the_page_prepares_uploads_as_the_server_does(site, browser) -> None:
+    from model.demo.queries import prepare_query
+    from model.embedder import load_embedder
+
+    page = open_page(site, browser)
+    embedders = {"mnist": load_embedder(ROOT / "assets/mnist-hybrid1"),
+                 "photo": load_embedder(ROOT / "assets/cifar10-hybrid1")}
+    checked = 0
+    for name, image in _queries():
+        rgba = np.asarray(image.convert("RGBA"))
+        for style, size in (("mnist", 28), ("fashion_mnist", 28), ("photo", 32)):
+            seen, _ = prepare_query(image, style)
+            want = embedders["photo" if style == "photo" else "mnist"].to_uint8(seen)[0].permute(1, 2, 0).numpy()
+            got = page.evaluate("([data, w, h, style, size]) => Array.from(window.__prepare.prepareQuery("
+                                "new Uint8ClampedArray(data), w, h, style, size).image.data)",
+                                [rgba.ravel().tolist(), image.width, image.height, style, size])
+            got = np.asarray(got, np.uint8).reshape(want.shape)
+            assert np.array_equal(got, want), (name, style, int(np.abs(got.astype(int) - want).max()),
+                                               int((got != want).sum()))
+            checked += 1
+    assert checked == 3 * len(_queries())
+    page.close()
+
+
+# ------------------------------------------------------------------ the page, as a visitor uses it
+
+def test_an_example_click_a_drawing_and_a_map_click_give_results(site, browser) -> None:
+    page = open_page(site, browser)
+    assert page.locator("#examples [data-pick]").count() == 24
+    cell = page.locator("#examples [data-pick]").nth(6)
+    picked = cell.get_attribute("data-pick")
+    cell.click()
+    wait_query(page, f"gallery example #{picked}")
+    assert page.locator(RESULT).count() == 8 and "precision@8" in page.inner_text("#results")
+    assert all(c.split(" · ")[0] in {str(d) for d in range(10)} for c in captions(page))
+    shot(page, "example")
+    page.get_by_role("tab", name="Draw").click()
+    box = page.locator("#sketch").bounding_box()
+    x = box["x"] + box["width"] / 2
+    page.mouse.move(x, box["y"] + box["height"] * 0.2)
+    page.mouse.down()
+    page.mouse.move(x, box["y"] + box["height"] * 0.8, steps=12)
+    page.mouse.up()
+    wait_query(page, "your drawing")
+    ones = [c for c in captions(page) if c.startswith("1 · ")]
+    assert len(ones) >= 6, captions(page)  # a vertical stroke is a 1
+    shot(page, "drawing")
+    page.select_option("#dataset", "fashion_mnist")
+    page.wait_for_function("document.querySelector('#embedding-map .map-title').innerText.includes('FashionMNIST')")
+    wait_query(page, "FashionMNIST")
+    page.locator("#compare").check()
+    page.wait_for_function("document.querySelectorAll('#results h4').length == 2")
+    assert [t.split("precision")[0].strip() for t in page.locator("#results h4").all_inner_texts()] == [
+        "Hybrid-1", "CNN-3a"]
+    canvas = page.locator("#embedding-map canvas")
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    for fx in np.linspace(0.1, 0.9, 17):
+        for fy in np.linspace(0.1, 0.9, 17):
+            page.mouse.move(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+            if page.locator("#embedding-map .tip").is_visible():
+                break
+        else:
+            continue
+        break
+    tip = page.inner_text("#embedding-map .tip")
+    page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+    wait_query(page, f"gallery example #{tip.split('#')[1]}")
+    assert tip.split(" · ")[0] in page.inner_text("#results .query-line")
+    shot(page, "fashion-compare-map-click")
+    assert not page.outside, page.outside
+    page.close()
+
+
+def test_an_upload_gives_the_top_k_of_the_apps_search_endpoint(site, browser, tmp_path) -> None:
+    import app
+    from model.demo import Demo
+
+    saved, app.demo_state = app.demo_state, Demo(assets=ROOT / "assets")
+    try:
+        page = open_page(site, browser)
+        page.get_by_role("tab", name="Upload").click()
+        queries = dict(_queries())
+        for title, name, image in (("MNIST", "mnist", queries["MNIST-on-paper"]),
+                                   ("CIFAR-10", "cifar10", queries["cifar-wide"])):
+            path = tmp_path / f"query-{name}.png"
+            image.save(path)
+            page.select_option("#dataset", name)
+            page.wait_for_function(f"document.querySelector('#embedding-map .map-title').innerText.includes({title!r})")
+            page.fill("#top-k", "10")
+            page.press("#top-k", "Enter")
+            page.wait_for_function(f"document.querySelectorAll('{RESULT}').length == 10")
+            page.locator("#upload").set_input_files(str(path))
+            wait_query(page, f"your upload {path.name}")
+            got = [int(i) for i in page.locator(RESULT).evaluate_all("cells => cells.map(c => c.dataset.pick)")]
+            _, table = app.search_api(title, str(path), 10)
+            assert got == list(table["gallery index"]), (title, got, list(table["gallery index"]))
+            sims = [float(c.split(" · ")[1]) for c in captions(page)]
+            assert np.allclose(sims, table["similarity"], atol=1.5e-3)
+        shot(page, "upload-cifar10")
+        assert not page.outside, page.outside
+        page.close()
+    finally:
+        app.demo_state = saved
+
+
+def test_a_refused_upload_and_a_phone(site, browser, tmp_path) -> None:
+    page = open_page(site, browser, 390, 844, device_scale_factor=2, is_mobile=True, has_touch=True)
+    before = page.inner_text("#results .query-line")
+    page.get_by_role("tab", name="Upload").click()
+    Image.new("RGB", (1, 1), "white").save(tmp_path / "dot.png")
+    page.locator("#upload").set_input_files(str(tmp_path / "dot.png"))
+    page.wait_for_function("document.querySelector('#upload-error').innerText.includes('1x1 pixels')")
+    assert page.inner_text("#results .query-line") == before  # the last good query stays
+    assert "still those of" in page.inner_text("#results .refused")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 391
+    shot(page, "phone-refused", full=False)
+    page.close()
