@@ -11,6 +11,7 @@ import functools
 import http.server
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,14 @@ RESULT = "#results .result"
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
+    """A plain file server; `slow` holds path parts answered late, as over a slow connection."""
+
+    slow: dict[str, float] = {}
+
+    def do_GET(self) -> None:
+        time.sleep(max([s for part, s in self.slow.items() if part in self.path], default=0))
+        super().do_GET()
+
     def log_message(self, *args) -> None:
         pass
 
@@ -239,4 +248,68 @@ def test_a_refused_upload_and_a_phone(site, browser, tmp_path) -> None:
     assert "still those of" in page.inner_text("#results .refused")
     assert page.evaluate("document.documentElement.scrollWidth") <= 391
     shot(page, "phone-refused", full=False)
+    page.close()
+
+
+@pytest.fixture
+def slow():
+    """Path parts the file server answers late, for one test."""
+    yield _Quiet.slow
+    _Quiet.slow.clear()
+
+
+def test_actions_taken_while_the_page_loads_build_on_each_other(site, browser, tmp_path, slow) -> None:
+    """On a slow connection: an upload then a top-k change searches the upload with the new k;
+    a dataset switch then a click on the old dataset's grid keeps the new dataset; a drawing
+    left on CIFAR-10 (where drawings are not searched) is searched again back on MNIST."""
+    slow[".onnx"] = 3  # the models arrive 3 s late: the upload waits for them
+    page = open_page(site, browser)
+    page.get_by_role("tab", name="Upload").click()
+    dict(_queries())["MNIST-on-paper"].save(tmp_path / "seven.png")
+    page.locator("#upload").set_input_files(str(tmp_path / "seven.png"))
+    page.fill("#top-k", "12")
+    page.press("#top-k", "Enter")
+    page.wait_for_function("document.querySelector('#status').innerText.includes('Loading the model')")
+    wait_query(page, "your upload seven.png")
+    page.wait_for_function(f"document.querySelectorAll('{RESULT}').length == 12")
+    slow.clear()
+    slow["/cifar10/"] = 1.5
+    page.get_by_role("tab", name="Examples").click()
+    page.select_option("#dataset", "cifar10")
+    page.locator("#examples [data-pick]").nth(3).click()  # still the MNIST grid
+    page.wait_for_function("document.querySelector('#embedding-map .map-title').innerText.includes('CIFAR-10')")
+    page.wait_for_timeout(500)
+    assert page.input_value("#dataset") == "cifar10" and "CIFAR-10" in page.inner_text("#results .query-line")
+    assert "your upload seven.png" in page.inner_text("#results .query-line")
+    slow.clear()
+    page.select_option("#dataset", "mnist")
+    page.get_by_role("tab", name="Draw").click()
+    box = page.locator("#sketch").bounding_box()
+    x = box["x"] + box["width"] / 2
+    page.mouse.move(x, box["y"] + box["height"] * 0.2)
+    page.mouse.down()
+    page.mouse.move(x, box["y"] + box["height"] * 0.8, steps=8)
+    page.mouse.up()
+    wait_query(page, "your drawing")
+    page.select_option("#dataset", "cifar10")
+    page.wait_for_function("document.querySelector('#results').innerText.includes('drawings are searched on')")
+    assert not page.locator(RESULT).count()
+    page.select_option("#dataset", "mnist")
+    wait_query(page, "your drawing")
+    assert sum(c.startswith("1 · ") for c in captions(page)) >= 6
+    page.close()
+
+
+def test_a_tap_on_the_map_keeps_the_phone_page_its_width(site, browser) -> None:
+    page = open_page(site, browser, 390, 844, device_scale_factor=2, is_mobile=True, has_touch=True)
+    canvas = page.locator("#embedding-map canvas")
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    scale = page.evaluate("(c => c.width / c.clientWidth)(document.querySelector('#embedding-map canvas'))")
+    assert abs(scale - 2) < 0.01  # drawn at the screen's resolution
+    for fx in np.linspace(0.98, 0.6, 20):  # the right edge, where a tooltip once ran off the screen
+        for fy in np.linspace(0.1, 0.9, 9):
+            page.mouse.move(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+            assert page.evaluate("document.documentElement.scrollWidth") <= 391
+    shot(page, "phone-map", full=False)
     page.close()

@@ -1,8 +1,10 @@
 // The static demo: the whole search in the visitor's browser. Each checkpoint is an ONNX graph
 // (uint8 images in, unit embeddings out) run by onnxruntime-web; its gallery's embeddings and UMAP
 // map were computed offline (scripts/publish_space.py --hardware static). The page is drawn from
-// one state value by render(); every action builds the next state and draws it, and an answer
-// that an earlier action's slower work would overwrite is dropped (the `turn` counter).
+// one state value by render(). Every action builds on the latest state asked for (`wanted`, which
+// may still be loading: an upload then a top-k change searches the upload with the new k), is
+// searched, and is drawn unless a later action came meanwhile (the `turn` counter); a click on a
+// grid, result or map of a dataset the page has left is dropped.
 import { drawingQuery, prepareQuery, resize } from "./prepare.js";
 
 const MAX_K = 48, MIN_SIDE = 8, KEEP_SIDE = 1024, MAX_PIXELS = 25_000_000, THUMB = 84;
@@ -12,7 +14,7 @@ const $ = (s) => document.querySelector(s);
 ort.env.wasm.wasmPaths = new URL("ort/", location.href).href;
 ort.env.wasm.numThreads = 1; // a static Space is not cross-origin isolated: no wasm threads
 
-let site, state, turn = 0;
+let site, state, wanted, turn = 0; // state: what the page shows; wanted: the latest state asked for
 const cache = new Map(); // url -> promise of what it holds
 
 function load(url, how) {
@@ -25,8 +27,12 @@ function load(url, how) {
   return cache.get(url);
 }
 const floats = (url) => load(url, async (r) => new Float32Array(await r.arrayBuffer()));
-const session = (url) => load(url, async (r) => ort.InferenceSession.create(new Uint8Array(await r.arrayBuffer()),
-                                                                             { executionProviders: ["wasm"] }));
+const loaded = new Set(); // the ONNX sessions ready to run
+const session = (url) => load(url, async (r) => {
+  const s = await ort.InferenceSession.create(new Uint8Array(await r.arrayBuffer()), { executionProviders: ["wasm"] });
+  loaded.add(url);
+  return s;
+});
 const sprite = (url) => load(url, async (r) => {
   const bitmap = await createImageBitmap(await r.blob());
   return { url, width: bitmap.width, height: bitmap.height };
@@ -105,9 +111,10 @@ async function search(s) {
   if (!s.query) return { ...s, rows: [], seen: null, notes: s.notes || [] };
   const t0 = performance.now();
   const ready = prepared(s);
-  if (!ready) {
-    return { ...s, query: null, rows: [], seen: null,
-             notes: [`drawings are searched on ${site.datasets.filter(drawable).map((x) => x.title).join(" and ")} only`] };
+  if (!ready) { // a drawing, kept for when a dataset that searches drawings is picked again
+    const where = site.datasets.filter(drawable).map((x) => x.title).join(" and ");
+    return { ...s, rows: [], seen: null, label: null,
+             notes: [`drawings are searched on ${where} only: pick one of them, an example or an upload`] };
   }
   const label = s.query.kind === "example" ? d.labels[s.query.index] : null;
   const rows = [];
@@ -138,20 +145,25 @@ function render(s) {
   $("#model").value = modelOf(d, s.model).key;
   $("#top-k").value = s.k;
   $("#compare").checked = s.compare;
-  $("#examples").innerHTML = s.examples.map((i) => `<button class="cell" data-pick="${i}" title="#${i}">${thumb(d, i)}</button>`).join("");
+  const current = s.query?.kind === "example" ? s.query.index : null;
+  keepFocus(() => {
+    $("#examples").innerHTML = s.examples.map((i) => `<button class="cell${i === current ? " current" : ""}" ` +
+      `data-pick="${i}" data-gallery="${d.name}" title="#${i}">${thumb(d, i)}</button>`).join("");
+  });
   $("#draw-note").hidden = drawable(d);
   $("#draw-box").hidden = !drawable(d);
   $("#upload-error").textContent = s.error?.source === "upload" ? s.error.text : "";
   $("#draw-error").textContent = s.error?.source === "draw" ? s.error.text : "";
   $("#status").textContent = s.error ? `⚠ ${s.error.text}` : s.status || "";
-  renderResults(s, d);
+  $("#results").classList.remove("busy");
+  keepFocus(() => renderResults(s, d));
   renderMap(s, d);
 }
 
 function renderResults(s, d) {
   const box = $("#results");
-  if (!s.query) {
-    box.innerHTML = `<p class="query-line">${s.notes?.[0] || "Pick an example, upload an image or draw."}</p>`;
+  if (!s.query || (!s.rows.length && s.notes?.length)) {
+    box.innerHTML = `<p class="query-line">${escape(s.notes?.[0] || "Pick an example, upload an image or draw.")}</p>`;
     return;
   }
   const q = s.query;
@@ -159,13 +171,15 @@ function renderResults(s, d) {
     : q.kind === "upload" ? `your upload ${escape(q.name)} (label unknown)` : "your drawing (label unknown)";
   let html = `<div class="query-line"><canvas width="${d.size}" height="${d.size}"></canvas>` +
              `<span>Query: ${what}, as the model sees it · ${d.title}</span></div>`;
+  if (s.notes?.length) html += `<p class="notes">${s.notes.map(escape).join("; ")}</p>`;
   if (s.error) html += `<p class="error-line refused">⚠ ${escape(s.error.text)}. The results below are still those of ${what.replace(/<[^>]+>/g, "")}.</p>`;
   for (const row of s.rows) {
     const p = row.precision === null ? "" : `<span class="precision">precision@${row.hits.length} = ${row.precision.toFixed(3)}</span>`;
     html += `<h4>${row.model.title}${p}</h4><div class="grid results-grid">` + row.hits.map((h) => {
       const same = s.label === null ? "" : d.labels[h.index] === s.label ? "same" : "diff";
       const mark = same ? `<span class="mark ${same}">${same === "same" ? "✓ same" : "✗ other"}</span>` : "";
-      return `<button class="cell result ${same}" data-pick="${h.index}" title="#${h.index}">${thumb(d, h.index)}` +
+      return `<button class="cell result ${same}" data-pick="${h.index}" data-gallery="${d.name}" ` +
+             `title="#${h.index}">${thumb(d, h.index)}` +
              `<span class="caption">${escape(d.class_names[d.labels[h.index]])} · ${h.similarity.toFixed(3)}</span>${mark}</button>`;
     }).join("") + "</div>";
   }
@@ -182,6 +196,13 @@ function renderResults(s, d) {
   }
 }
 
+// Redraw what `draw` replaces, and give the keyboard focus back to the same cell.
+function keepFocus(draw) {
+  const active = document.activeElement, pick = active?.dataset?.pick, box = active?.closest?.("[id]")?.id;
+  draw();
+  if (pick !== undefined && box) document.querySelector(`#${box} [data-pick="${pick}"]`)?.focus();
+}
+
 function escape(text) {
   return String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
@@ -192,36 +213,42 @@ async function renderMap(s, d) {
   const map = $("#embedding-map"), canvas = map.querySelector("canvas"), ctx = canvas.getContext("2d");
   map.querySelector(".map-title").textContent = `${d.title} gallery (${d.n} test images), embedded by ${m.title} · UMAP`;
   map.querySelector(".legend").innerHTML = d.class_names.map((c, i) => `<span><i style="background:${COLOURS[i % 10]}"></i>${escape(c)}</span>`).join("");
+  const dpr = window.devicePixelRatio || 1, cssWidth = canvas.clientWidth || 900;
+  const cssHeight = Math.round(Math.min(560, Math.max(240, cssWidth * 0.55)));
+  canvas.style.height = `${cssHeight}px`;
+  canvas.width = Math.round(cssWidth * dpr);
+  canvas.height = Math.round(cssHeight * dpr);
   let [x0, x1, y0, y1] = [Infinity, -Infinity, Infinity, -Infinity];
   for (let i = 0; i < d.n; i++) {
     x0 = Math.min(x0, xy[2 * i]); x1 = Math.max(x1, xy[2 * i]); y0 = Math.min(y0, xy[2 * i + 1]); y1 = Math.max(y1, xy[2 * i + 1]);
   }
-  const pad = 16, w = canvas.width, h = canvas.height;
+  const pad = 10 * dpr, w = canvas.width, h = canvas.height;
   const px = (i) => [pad + ((xy[2 * i] - x0) / (x1 - x0 || 1)) * (w - 2 * pad), pad + ((y1 - xy[2 * i + 1]) / (y1 - y0 || 1)) * (h - 2 * pad)];
-  mapPoints = { points: Array.from({ length: d.n }, (_, i) => px(i)), dataset: d };
+  mapPoints = { points: Array.from({ length: d.n }, (_, i) => px(i)), dataset: d, dpr };
   ctx.clearRect(0, 0, w, h);
   for (let i = 0; i < d.n; i++) {
     const [x, y] = mapPoints.points[i];
     ctx.fillStyle = COLOURS[d.labels[i] % 10];
     ctx.globalAlpha = 0.7;
-    ctx.beginPath(); ctx.arc(x, y, 3, 0, 2 * Math.PI); ctx.fill();
+    ctx.beginPath(); ctx.arc(x, y, 2.5 * dpr, 0, 2 * Math.PI); ctx.fill();
   }
   ctx.globalAlpha = 1;
   const ring = (i, colour, r) => {
     const [x, y] = mapPoints.points[i];
-    ctx.strokeStyle = colour; ctx.lineWidth = 2.5; ctx.beginPath(); ctx.arc(x, y, r, 0, 2 * Math.PI); ctx.stroke();
+    ctx.strokeStyle = colour; ctx.lineWidth = 2 * dpr; ctx.beginPath(); ctx.arc(x, y, r * dpr, 0, 2 * Math.PI);
+    ctx.stroke();
   };
   const hits = s.rows?.[0]?.hits || [];
-  for (const hit of hits) ring(hit.index, "#000", 6);
+  for (const hit of hits) ring(hit.index, "#000", 5);
   const at = s.query?.kind === "example" ? s.query.index : hits[0]?.index;
-  if (at !== undefined && s.query) ring(at, "#ff0000", 9);
+  if (at !== undefined && s.query) ring(at, "#ff0000", 8);
 }
 
 function nearestPoint(event) {
   if (!mapPoints) return null;
   const canvas = $("#embedding-map canvas"), box = canvas.getBoundingClientRect();
   const x = ((event.clientX - box.left) / box.width) * canvas.width, y = ((event.clientY - box.top) / box.height) * canvas.height;
-  let best = null, bestD = 64; // within 8 canvas pixels
+  let best = null, bestD = (12 * mapPoints.dpr) ** 2; // within 12 screen pixels: a finger is wide
   mapPoints.points.forEach(([px, py], i) => {
     const dist = (px - x) ** 2 + (py - y) ** 2;
     if (dist < bestD) { best = i; bestD = dist; }
@@ -231,15 +258,34 @@ function nearestPoint(event) {
 
 // ------------------------------------------------------------------------------ actions
 
-// Every action: the next state from the current one, searched, then drawn, unless a later
-// action has been taken meanwhile (its own answer will be drawn instead).
-async function act(next, { research = true } = {}) {
+// Every action: the next state, built on the latest one asked for, searched, then drawn unless a
+// later action has been taken meanwhile (its own answer will be drawn instead). Work that takes
+// more than a moment says so in the status line.
+async function act(next, { scroll = false } = {}) {
   const mine = ++turn;
+  wanted = next;
+  const slow = setTimeout(() => {
+    if (mine !== turn) return;
+    const m = modelOf(dataset(next), next.model);
+    const loading = !loaded.has(m.onnx) && next.query && next.query.kind !== "example";
+    $("#status").textContent = loading ? "Loading the model and onnxruntime-web (about 15 MB, once)…"
+                                       : `Searching ${dataset(next).title}…`;
+    $("#results").classList.add("busy");
+  }, 150);
   try {
-    const done = research ? await search(next) : next;
+    const done = await search(next);
     if (mine === turn) { state = done; render(state); }
   } catch (e) {
-    if (mine === turn) { state = { ...state, error: { source: "settings", text: String(e.message || e) } }; render(state); }
+    if (mine === turn) {
+      state = wanted = { ...state, error: { source: "settings", text: `the search failed: ${e.message || e}` } };
+      render(state);
+    }
+  } finally {
+    clearTimeout(slow);
+  }
+  if (scroll && mine === turn) { // on a phone the results are below the sources: bring them into view
+    const box = $("#results").getBoundingClientRect();
+    if (box.top > innerHeight - 120 || box.bottom < 60) $("#results").scrollIntoView({ block: "start" });
   }
 }
 
@@ -256,7 +302,9 @@ function examplesFor(d, seed) {
 
 function clampK(value) {
   const v = Number(value);
-  if (value === "" || !Number.isFinite(v)) return { k: state.k, note: `top-k must be a number from 1 to ${MAX_K}: kept ${state.k}` };
+  if (value === "" || !Number.isFinite(v)) {
+    return { k: wanted.k, note: `top-k must be a number from 1 to ${MAX_K}: kept ${wanted.k}` };
+  }
   const k = Math.min(MAX_K, Math.max(1, Math.round(v)));
   return { k, note: k !== v ? `top-k is a whole number from 1 to ${MAX_K}: ${value} searched as ${k}` : "" };
 }
@@ -287,25 +335,27 @@ async function decode(file) {
 function wire() {
   $("#dataset").addEventListener("change", (e) => {
     const d = site.datasets.find((x) => x.name === e.target.value);
-    const examples = examplesFor(d, state.seed);
-    let query = state.query;
+    const examples = examplesFor(d, wanted.seed);
+    let query = wanted.query;
     if (query?.kind === "example") query = { kind: "example", index: examples[0] };
-    act({ ...state, dataset: d.name, model: modelOf(d, state.model).key, examples, query, error: null, status: "" });
+    act({ ...wanted, dataset: d.name, model: modelOf(d, wanted.model).key, examples, query, error: null, status: "" });
   });
-  $("#model").addEventListener("change", (e) => act({ ...state, model: e.target.value, error: null, status: "" }));
-  $("#compare").addEventListener("change", (e) => act({ ...state, compare: e.target.checked, error: null, status: "" }));
+  $("#model").addEventListener("change", (e) => act({ ...wanted, model: e.target.value, error: null, status: "" }));
+  $("#compare").addEventListener("change", (e) => act({ ...wanted, compare: e.target.checked, error: null, status: "" }));
   $("#top-k").addEventListener("change", (e) => {
     const { k, note } = clampK(e.target.value);
-    act({ ...state, k, error: null, status: note });
+    act({ ...wanted, k, error: null, status: note });
   });
   $("#shuffle").addEventListener("click", () => {
-    const seed = (state.seed * 7919 + 17) % 1000003;
-    act({ ...state, seed, examples: examplesFor(dataset(), seed) }, { research: false });
+    const seed = (wanted.seed * 7919 + 17) % 1000003;
+    act({ ...wanted, seed, examples: examplesFor(dataset(wanted), seed) });
   });
   for (const id of ["#examples", "#results"]) {
     $(id).addEventListener("click", (e) => {
       const cell = e.target.closest("[data-pick]");
-      if (cell) act({ ...state, query: { kind: "example", index: Number(cell.dataset.pick) }, error: null, status: "" });
+      if (!cell || cell.dataset.gallery !== wanted.dataset) return; // a grid of a dataset the page has left
+      act({ ...wanted, query: { kind: "example", index: Number(cell.dataset.pick) }, error: null, status: "" },
+          { scroll: id === "#examples" });
     });
   }
   $("#upload").addEventListener("change", async (e) => {
@@ -313,24 +363,26 @@ function wire() {
     if (!file) return;
     try {
       const image = await decode(file);
-      act({ ...state, query: { kind: "upload", name: file.name, ...image }, error: null, status: "" });
+      act({ ...wanted, query: { kind: "upload", name: file.name, ...image }, error: null, status: "" }, { scroll: true });
     } catch (err) {
       e.target.value = "";
-      act({ ...state, error: { source: "upload", text: err.message } }, { research: false });
+      act({ ...wanted, error: { source: "upload", text: err.message } });
     }
   });
   const canvas = $("#embedding-map canvas"), tip = $("#embedding-map .tip");
   canvas.addEventListener("click", (e) => {
     const i = nearestPoint(e);
-    if (i !== null) act({ ...state, query: { kind: "example", index: i }, error: null, status: "" });
+    tip.hidden = true;
+    if (i === null || mapPoints.dataset.name !== wanted.dataset) return;
+    act({ ...wanted, query: { kind: "example", index: i }, error: null, status: "" }, { scroll: true });
   });
   canvas.addEventListener("mousemove", (e) => {
     const i = nearestPoint(e), d = mapPoints?.dataset;
     tip.hidden = i === null;
     if (i === null) return;
-    const box = canvas.getBoundingClientRect();
-    tip.style.left = `${e.clientX - box.left + 12}px`;
-    tip.style.top = `${e.clientY - box.top + 12}px`;
+    const box = canvas.getBoundingClientRect(), x = e.clientX - box.left, y = e.clientY - box.top;
+    tip.style.left = `${x + 120 > box.width ? x - 118 : x + 12}px`; // inside the map, whichever side has room
+    tip.style.top = `${y + 140 > box.height ? y - 138 : y + 12}px`;
     tip.innerHTML = `${thumb(d, i)}${escape(d.class_names[d.labels[i]])} · #${i}`;
   });
   canvas.addEventListener("mouseleave", () => { tip.hidden = true; });
@@ -358,16 +410,18 @@ function wireSketch() {
     last = null;
     const { data, width, height } = ctx.getImageData(0, 0, pad.width, pad.height);
     if (!drawingQuery(data, width, height, "mnist")) {
-      act({ ...state, error: { source: "draw", text: "the drawing is empty: draw a digit or a garment" } }, { research: false });
+      act({ ...wanted, error: { source: "draw", text: "the drawing is empty: draw a digit or a garment" } });
       return;
     }
-    act({ ...state, query: { kind: "draw", rgba: data, width, height }, error: null, status: "" });
+    act({ ...wanted, query: { kind: "draw", rgba: data, width, height }, error: null, status: "" });
   };
   pad.addEventListener("pointerup", end);
   pad.addEventListener("pointercancel", end);
   function stroke([x0, y0], [x1, y1]) {
-    ctx.strokeStyle = "#000"; ctx.lineWidth = 18; ctx.lineCap = "round";
-    ctx.beginPath(); ctx.moveTo(x0, y0); ctx.lineTo(x1, y1); ctx.stroke();
+    ctx.strokeStyle = ctx.fillStyle = "#000"; ctx.lineWidth = 18; ctx.lineCap = "round";
+    ctx.beginPath();
+    if (x0 === x1 && y0 === y1) { ctx.arc(x0, y0, 9, 0, 2 * Math.PI); ctx.fill(); return; } // a tap: a dot
+    ctx.moveTo(x0, y0); ctx.lineTo(x1, y1); ctx.stroke();
   }
   $("#clear-sketch").addEventListener("click", clear);
 }
@@ -377,8 +431,8 @@ async function main() {
   $("#dataset").innerHTML = site.datasets.map((d) => `<option value="${d.name}">${d.title}</option>`).join("");
   const d = site.datasets[0], seed = 1;
   const examples = examplesFor(d, seed);
-  state = { dataset: d.name, model: d.models[0].key, k: 8, compare: false, seed, examples,
-            query: { kind: "example", index: examples[0] }, rows: [], error: null, status: "" };
+  state = wanted = { dataset: d.name, model: d.models[0].key, k: 8, compare: false, seed, examples,
+                    query: { kind: "example", index: examples[0] }, rows: [], error: null, status: "" };
   wire();
   await act(state);
   // the ONNX sessions of the first dataset, ready before the first upload or drawing
