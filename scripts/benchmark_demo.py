@@ -151,6 +151,32 @@ def page_open_seconds(browser, url: str, selector: str, loads: int = 5) -> list[
     return opened
 
 
+def open_and_click(browser, url: str, what: str, loads: int, clicks: int):
+    """Page opened -> first results (fresh pages), then example clicks -> their results, printed;
+    returns (the open times in s, the page left open on its last results)."""
+    opened = page_open_seconds(browser, url, "#results .result", loads)
+    print(f"{what} opened -> first results on screen: p50 {np.percentile(opened, 50):.2f} s, "
+          f"max {max(opened):.2f} s (n={loads} fresh pages)")
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url)
+    page.wait_for_selector("#results .result", timeout=120_000)
+    page.evaluate(CLICK_TIMER)
+    cells = page.locator("#examples [data-pick]")
+    ms = []
+    for i in range(clicks):
+        cell = cells.nth(1 + i % (cells.count() - 1))  # never the example already shown
+        target = cell.get_attribute("data-pick")
+        t = time.perf_counter()
+        cell.click()
+        page.wait_for_function(f"document.querySelector('#results .query-line')?.innerText"
+                               f".includes('example #{target} ')", timeout=30_000, polling="raf")
+        ms.append((time.perf_counter() - t) * 1000)
+    print(f"{what}, example click -> its results on screen, timed in the page (pointerdown to the "
+          f"results changing): {pct(page.evaluate('window.__clickToResults'))}")
+    print(f"  the same, timed by Playwright around click() and a poll (adds its own round trips): {pct(ms)}")
+    return opened, page
+
+
 def browser_tests(url: str, loads: int = 5, clicks: int = 30) -> float:
     """What a visitor waits for in Chromium: the first results after opening the page, and the
     results of an example click; returns the page-open p50 (s)."""
@@ -158,27 +184,7 @@ def browser_tests(url: str, loads: int = 5, clicks: int = 30) -> float:
 
     with sync_playwright() as p:
         browser = launch_chromium(p)
-        opened = page_open_seconds(browser, url, "#results .result", loads)
-        print(f"Chromium, page opened -> first results on screen: p50 {np.percentile(opened, 50):.2f} s, "
-              f"max {max(opened):.2f} s (n={loads} fresh pages)")
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(url)
-        page.wait_for_selector("#results .result", timeout=120_000)
-        page.evaluate(CLICK_TIMER)
-        cells = page.locator("#examples [data-pick]")
-        ms = []
-        for i in range(clicks):
-            cell = cells.nth(1 + i % (cells.count() - 1))  # never the example already shown
-            target = cell.get_attribute("data-pick")
-            t = time.perf_counter()
-            cell.click()
-            page.wait_for_function(f"document.querySelector('#results .query-line')?.innerText"
-                                   f".includes('example #{target} ')", timeout=30_000, polling="raf")
-            ms.append((time.perf_counter() - t) * 1000)
-        in_page = page.evaluate("window.__clickToResults")
-        print(f"Chromium, example click -> its results on screen, timed in the page (pointerdown to the "
-              f"results changing): {pct(in_page)}")
-        print(f"  the same, timed by Playwright around click() and a poll (adds its own round trips): {pct(ms)}")
+        opened, _ = open_and_click(browser, url, "Chromium, page", loads, clicks)
         browser.close()
     return float(np.percentile(opened, 50))
 
@@ -229,22 +235,7 @@ def static_tests(site: Path | None, loads: int = 5, clicks: int = 30) -> None:
     try:
         with sync_playwright() as p:
             browser = launch_chromium(p)
-            opened = page_open_seconds(browser, url, "#results .result", loads)
-            print(f"static page opened -> first results on screen: p50 {np.percentile(opened, 50):.2f} s, "
-                  f"max {max(opened):.2f} s (n={loads} fresh pages)")
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(url)
-            page.wait_for_selector("#results .result", timeout=120_000)
-            page.evaluate(CLICK_TIMER)
-            cells = page.locator("#examples [data-pick]")
-            for i in range(clicks):
-                cell = cells.nth(1 + i % (cells.count() - 1))
-                target = cell.get_attribute("data-pick")
-                cell.click()
-                page.wait_for_function(f"document.querySelector('#results .query-line')?.innerText"
-                                       f".includes('example #{target} ')", timeout=30_000, polling="raf")
-            print(f"static page, example click -> its results on screen, timed in the page: "
-                  f"{pct(page.evaluate('window.__clickToResults'))}")
+            _, page = open_and_click(browser, url, "static page", loads, clicks)
             page.get_by_role("tab", name="Upload").click()
             query = Path(tempfile.mkdtemp()) / "query.png"
             ms = []

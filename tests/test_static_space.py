@@ -88,6 +88,17 @@ def wait_query(page, text: str) -> None:
                            timeout=60_000)
 
 
+def draw_a_one(page) -> None:
+    """A vertical stroke down the middle of the sketch canvas, with the mouse."""
+    page.get_by_role("tab", name="Draw").click()
+    box = page.locator("#sketch").bounding_box()
+    x = box["x"] + box["width"] / 2
+    page.mouse.move(x, box["y"] + box["height"] * 0.2)
+    page.mouse.down()
+    page.mouse.move(x, box["y"] + box["height"] * 0.8, steps=12)
+    page.mouse.up()
+
+
 def captions(page) -> list[str]:
     return page.locator(f"{RESULT} .caption").all_inner_texts()
 
@@ -167,13 +178,7 @@ def test_an_example_click_a_drawing_and_a_map_click_give_results(site, browser) 
     assert page.locator(RESULT).count() == 8 and "precision@8" in page.inner_text("#results")
     assert all(c.split(" · ")[0] in {str(d) for d in range(10)} for c in captions(page))
     shot(page, "example")
-    page.get_by_role("tab", name="Draw").click()
-    box = page.locator("#sketch").bounding_box()
-    x = box["x"] + box["width"] / 2
-    page.mouse.move(x, box["y"] + box["height"] * 0.2)
-    page.mouse.down()
-    page.mouse.move(x, box["y"] + box["height"] * 0.8, steps=12)
-    page.mouse.up()
+    draw_a_one(page)
     wait_query(page, "your drawing")
     ones = [c for c in captions(page) if c.startswith("1 · ")]
     assert len(ones) >= 6, captions(page)  # a vertical stroke is a 1
@@ -283,13 +288,7 @@ def test_actions_taken_while_the_page_loads_build_on_each_other(site, browser, t
     assert "your upload seven.png" in page.inner_text("#results .query-line")
     slow.clear()
     page.select_option("#dataset", "mnist")
-    page.get_by_role("tab", name="Draw").click()
-    box = page.locator("#sketch").bounding_box()
-    x = box["x"] + box["width"] / 2
-    page.mouse.move(x, box["y"] + box["height"] * 0.2)
-    page.mouse.down()
-    page.mouse.move(x, box["y"] + box["height"] * 0.8, steps=8)
-    page.mouse.up()
+    draw_a_one(page)
     wait_query(page, "your drawing")
     page.select_option("#dataset", "cifar10")
     page.wait_for_function("document.querySelector('#results').innerText.includes('drawings are searched on')")
