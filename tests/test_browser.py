@@ -431,6 +431,24 @@ def test_a_drawing_then_a_dataset_switch_and_a_map_click(server) -> None:
     page.close()
 
 
+def test_the_sketchpad_draws_again_after_a_dataset_without_drawings(server) -> None:
+    """CIFAR-10 hides the sketchpad; back on FashionMNIST its first stroke draws and is searched."""
+    page = open_page(server)
+    page.get_by_role("tab", name="Draw").click()
+    choose(page, "dataset", "CIFAR-10")
+    wait_map(page, "CIFAR-10")
+    assert not page.locator("#sketch").is_visible()
+    assert page.get_by_text("Drawings are searched on MNIST and FashionMNIST").is_visible()
+    choose(page, "dataset", "FashionMNIST")
+    wait_map(page, "FashionMNIST")
+    canvas = page.locator("#sketch canvas").first
+    canvas.wait_for(timeout=30_000)
+    _stroke(page, canvas)
+    wait_query(page, "your drawing", timeout=30_000)
+    assert "FashionMNIST" in page_says(page)["query"]
+    page.close()
+
+
 def test_a_refused_upload_shows_its_error_on_a_phone_screen(server, tmp_path) -> None:
     page = open_page(server, 390, 844, device_scale_factor=2, is_mobile=True, has_touch=True)
     upload_seven(page, tmp_path)
