@@ -131,7 +131,8 @@ def weighted_taps(x: torch.Tensor, kernel: torch.Tensor, k: int, stride: int) ->
 class _WeightedTaps(torch.autograd.Function):
     """weighted_taps with a hand-written backward. Autograd's own backward of K*K strided slices
     fills a zero tensor of the whole input per tap and per kernel column; this one accumulates
-    the input's gradient into one padded buffer and each tap's kernel gradient directly."""
+    the input's gradient into one padded buffer and writes each tap's kernel gradient straight
+    into its place (no stack of K*K columns to copy)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, kernel: torch.Tensor, k: int, stride: int) -> torch.Tensor:
@@ -147,14 +148,13 @@ class _WeightedTaps(torch.autograd.Function):
         xp = F.pad(x, (pad, pad, pad, pad))
         grad = grad.contiguous()
         grad_x = grad_kernel = None
-        if ctx.needs_input_grad[1]:  # sum over the group's channels of grad * tap
-            columns = []
-            for tap in _taps(xp, k, stride, h_out, w_out):
-                column = grad[:, :, 0] * tap[:, :, 0]
+        if ctx.needs_input_grad[1]:  # sum over the group's channels of grad * tap, written in place
+            grad_kernel = kernel.new_empty(kernel.shape)
+            for t, tap in enumerate(_taps(xp, k, stride, h_out, w_out)):
+                column = grad_kernel[:, :, t]
+                torch.mul(grad[:, :, 0], tap[:, :, 0], out=column)
                 for ch in range(1, grad.shape[2]):
                     column.addcmul_(grad[:, :, ch], tap[:, :, ch])
-                columns.append(column)
-            grad_kernel = torch.stack(columns, 2)
         if ctx.needs_input_grad[0]:  # each tap's share, added back where the tap came from
             grad_xp = torch.zeros_like(xp)
             for tap, weight in zip(_taps(grad_xp, k, stride, h_out, w_out), kernel.unsqueeze(3).unbind(2),
