@@ -120,6 +120,24 @@ def token(monkeypatch) -> None:
     monkeypatch.setenv("HF_TOKEN", "hf_test_token_not_real")
 
 
+@pytest.mark.slow
+def test_publish_space_static_uploads_the_static_site(token, capsys) -> None:
+    """--hardware static creates an `sdk: static` Space (no hardware to ask for) and uploads the
+    files its dry run lists, replacing whatever the Space held before."""
+    publish_space = load_script("publish_space")
+    api = RecordingHfApi(existing={"someone/involution-mnist-hybrid1"})
+    assert publish_space.main(["--repo-id", "someone/involution-search", "--hardware", "static"], api=api) == 0
+    assert "published https://huggingface.co/spaces/someone/involution-search" in capsys.readouterr().out
+    assert api.call("create_repo") == {"repo_id": "someone/involution-search", "repo_type": "space",
+                                       "space_sdk": "static", "private": False, "exist_ok": True}
+    upload = api.call("upload_folder")
+    assert upload["delete_patterns"] == ["*"]
+    assert sorted(api.uploaded) == publish_space.static_files()
+    readme = api.uploaded["README.md"].decode()
+    assert "sdk: static" in readme and "  - someone/involution-mnist-hybrid1" in readme
+    assert "involution-cifar10-hybrid1" not in readme  # only the model repositories that exist
+
+
 def test_publish_space_uploads_exactly_the_space(token, capsys) -> None:
     publish_space = load_script("publish_space")
     api = RecordingHfApi(existing={"someone/involution-cifar10-hybrid1"})
