@@ -199,7 +199,8 @@ def static_files(root: Path = ROOT) -> list[str]:
     files |= {p.name for p in (root / STATIC_PAGE).iterdir() if p.is_file()}
     for dataset, _, model, _ in static_checkpoints(root):
         files |= {f"data/{dataset}/gallery.png", f"data/{dataset}/{model}.onnx",
-                  f"data/{dataset}/{model}.embeddings.f32", f"data/{dataset}/{model}.umap.f32"}
+                  f"data/{dataset}/{model}.embeddings.f32", f"data/{dataset}/{model}.umap.f32",
+                  f"data/{dataset}/{model}.familiarity.f64"}
     return sorted(files)
 
 
@@ -301,10 +302,17 @@ def stage_static(folder: Path, models: list[str], root: Path = ROOT) -> list[str
         export_onnx(demo.checkpoint(title, model_title), out / f"{model}.onnx")
         np.ascontiguousarray(index.embeddings, dtype="<f4").tofile(out / f"{model}.embeddings.f32")
         np.ascontiguousarray(index.xy, dtype="<f4").tofile(out / f"{model}.umap.f32")
+        # the demo's "unlike the dataset" check (model/familiarity.py), fitted on the gallery as the app fits it
+        familiar = index.familiarity
+        np.concatenate([familiar.pixel_mean.ravel(), familiar.pixel_precision.ravel(), familiar.class_means.ravel(),
+                        familiar.embedding_precision.ravel()]).astype("<f8").tofile(out / f"{model}.familiarity.f64")
         by_dataset[dataset]["models"].append({
             "key": model, "title": model_title, "dim": int(index.embeddings.shape[1]),
             "onnx": f"data/{dataset}/{model}.onnx", "embeddings": f"data/{dataset}/{model}.embeddings.f32",
-            "umap": f"data/{dataset}/{model}.umap.f32"})
+            "umap": f"data/{dataset}/{model}.umap.f32",
+            "familiarity": {"file": f"data/{dataset}/{model}.familiarity.f64", "features": len(familiar.pixel_mean),
+                            "classes": len(familiar.class_means), "pixel_threshold": familiar.pixel_threshold,
+                            "embedding_threshold": familiar.embedding_threshold, "min_gallery": 20}})
     (folder / "site.json").write_text(json.dumps(site, separators=(",", ":")))
     (folder / "README.md").write_text(static_readme(models))
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())

@@ -312,3 +312,54 @@ def test_a_tap_on_the_map_keeps_the_phone_page_its_width(site, browser) -> None:
             assert page.evaluate("document.documentElement.scrollWidth") <= 391
     shot(page, "phone-map", full=False)
     page.close()
+
+
+def test_the_page_flags_uploads_unlike_the_dataset_as_the_app_does(site, browser, tmp_path) -> None:
+    """familiarity.js against model/familiarity.py: the same pixel and embedding distances on
+    prepared queries of every kind, the same verdict, and the line on the page for a photo
+    uploaded to MNIST."""
+
+    from model.demo import Demo
+    from model.demo.queries import prepare_query
+    from model.familiarity import pixel_statistics
+
+    demo = Demo(assets=ROOT / "assets")
+    page = open_page(site, browser)
+    verdicts = []
+    for title, name, style in (("MNIST", "mnist", "mnist"), ("CIFAR-10", "cifar10", "photo")):
+        index = demo.index(title, "Hybrid-1")
+        for label, image in _queries():
+            seen, _ = prepare_query(image, style)
+            x = index.embedder.to_uint8(seen)  # (1, C, H, W)
+            embedding = index.embedder.embed_uint8(x)[0]
+            want = (float(index.familiarity.pixel_distance(pixel_statistics(x))[0]),
+                    float(index.familiarity.embedding_distance(embedding[None])[0]))
+            hwc = x[0].permute(1, 2, 0).contiguous()
+            got = page.evaluate("""async ([file, spec, dim, data, w, c, e]) => {
+                const check = window.__familiarity.familiarity(await window.__familiarity.load(file), spec, dim);
+                const image = {data: new Uint8ClampedArray(data), width: w, height: w, channels: c};
+                return [check.pixelDistance(image), check.embeddingDistance(new Float32Array(e))]; }""",
+                [f"data/{name}/hybrid1.familiarity.f64", _spec(site, name), int(embedding.shape[0]),
+                 hwc.ravel().tolist(), int(x.shape[-1]), int(x.shape[1]), embedding.tolist()])
+            assert np.allclose(got, want, rtol=1e-4, atol=1e-6), (title, label, got, want)
+            verdicts.append(bool(index.familiarity.unlike(x, embedding[None])[0]))
+    assert any(verdicts) and not all(verdicts)  # the queries include both kinds
+    page.get_by_role("tab", name="Upload").click()
+    photo = Image.fromarray(demo.index("CIFAR-10", "Hybrid-1").images[3]).resize((96, 96), Image.BICUBIC)
+    photo.save(tmp_path / "photo.png")
+    page.locator("#upload").set_input_files(str(tmp_path / "photo.png"))
+    wait_query(page, "your upload photo.png")
+    x = demo.index("MNIST", "Hybrid-1").embedder.to_uint8(prepare_query(photo, "mnist")[0])
+    flagged = bool(demo.index("MNIST", "Hybrid-1").familiarity.unlike(
+        x, demo.index("MNIST", "Hybrid-1").embedder.embed_uint8(x)))
+    assert flagged and "unlike MNIST" in page.inner_text("#results .unlike")
+    shot(page, "unlike-mnist")
+    page.close()
+
+
+def _spec(site, name: str) -> dict:
+    import json
+
+    entry = json.loads((site[1] / "site.json").read_text())
+    (d,) = [d for d in entry["datasets"] if d["name"] == name]
+    return d["models"][0]["familiarity"]

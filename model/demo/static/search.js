@@ -5,6 +5,7 @@
 // may still be loading: an upload then a top-k change searches the upload with the new k), is
 // searched, and is drawn unless a later action came meanwhile (the `turn` counter); a click on a
 // grid, result or map of a dataset the page has left is dropped.
+import { familiarity } from "./familiarity.js";
 import { drawingQuery, prepareQuery, resize } from "./prepare.js";
 
 const MAX_K = 48, MIN_SIDE = 8, KEEP_SIDE = 1024, MAX_PIXELS = 25_000_000, THUMB = 84;
@@ -27,6 +28,7 @@ function load(url, how) {
   return cache.get(url);
 }
 const floats = (url) => load(url, async (r) => new Float32Array(await r.arrayBuffer()));
+const doubles = (url) => load(url, async (r) => new Float64Array(await r.arrayBuffer()));
 const loaded = new Set(); // the ONNX sessions ready to run
 const session = (url) => load(url, async (r) => {
   const s = await ort.InferenceSession.create(new Uint8Array(await r.arrayBuffer()), { executionProviders: ["wasm"] });
@@ -117,16 +119,23 @@ async function search(s) {
              notes: [`drawings are searched on ${where} only: pick one of them, an example or an upload`] };
   }
   const label = s.query.kind === "example" ? d.labels[s.query.index] : null;
-  const rows = [];
+  const rows = [], notes = [...ready.notes];
   for (const m of shownModels(s)) {
     const embeddings = await floats(m.embeddings);
     const q = s.query.kind === "example" ? embeddings.subarray(s.query.index * m.dim, (s.query.index + 1) * m.dim)
                                          : await embed(m, ready.image);
     const hits = topK(embeddings, m.dim, q, s.k, s.query.kind === "example" ? s.query.index : -1);
     const precision = label === null ? null : hits.filter((h) => d.labels[h.index] === label).length / hits.length;
+    if (!rows.length && s.query.kind !== "example" && d.n >= m.familiarity.min_gallery) { // judged by the first model
+      const check = familiarity(await doubles(m.familiarity.file), m.familiarity, m.dim);
+      if (check.unlike(ready.image, q)) {
+        notes.unshift(`unlike ${d.title}: this image is further from the ${d.title} gallery than 99.5% of its own ` +
+                      "images are; the results may mean little");
+      }
+    }
     rows.push({ model: m, hits, precision });
   }
-  return { ...s, rows, seen: ready.image, label, notes: ready.notes, ms: performance.now() - t0 };
+  return { ...s, rows, seen: ready.image, label, notes, ms: performance.now() - t0 };
 }
 
 // ------------------------------------------------------------------------------ drawing the page
@@ -171,7 +180,9 @@ function renderResults(s, d) {
     : q.kind === "upload" ? `your upload ${escape(q.name)} (label unknown)` : "your drawing (label unknown)";
   let html = `<div class="query-line"><canvas width="${d.size}" height="${d.size}"></canvas>` +
              `<span>Query: ${what}, as the model sees it · ${d.title}</span></div>`;
-  if (s.notes?.length) html += `<p class="notes">${s.notes.map(escape).join("; ")}</p>`;
+  const unlike = (s.notes || []).filter((n) => n.startsWith("unlike ")), rest = (s.notes || []).filter((n) => !unlike.includes(n));
+  for (const n of unlike) html += `<p class="unlike">⚠ <b>${escape(n.split(":")[0])}</b>:${escape(n.slice(n.indexOf(":") + 1))}</p>`;
+  if (rest.length) html += `<p class="notes">${rest.map(escape).join("; ")}</p>`;
   if (s.error) html += `<p class="error-line refused">⚠ ${escape(s.error.text)}. The results below are still those of ${what.replace(/<[^>]+>/g, "")}.</p>`;
   for (const row of s.rows) {
     const p = row.precision === null ? "" : `<span class="precision">precision@${row.hits.length} = ${row.precision.toFixed(3)}</span>`;
@@ -442,3 +453,4 @@ async function main() {
 
 main().catch((e) => { $("#status").textContent = `⚠ the page could not start: ${e.message || e}`; });
 window.__prepare = { prepareQuery, drawingQuery };
+window.__familiarity = { familiarity, load: doubles };
