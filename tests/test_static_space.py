@@ -142,7 +142,7 @@ def _queries() -> list[tuple[str, Image.Image]]:
     return out
 
 
-def test_the_page_prepares_uploads_as_the_server_does(site, browser) -> None:
+def test_the_page_prepares_uploads_and_drawings_as_the_server_does(site, browser) -> None:
     from model.demo.queries import prepare_query
     from model.embedder import load_embedder
 
@@ -163,6 +163,17 @@ def test_the_page_prepares_uploads_as_the_server_does(site, browser) -> None:
                                                int((got != want).sum()))
             checked += 1
     assert checked == 3 * len(_queries())
+    from model.demo.queries import sketch_to_image
+
+    for i, stroke in enumerate([(140, 40, 140, 240), (60, 60, 220, 200), (100, 50, 180, 50, 120, 230)]):
+        canvas = Image.new("RGBA", (280, 280), "white")
+        ImageDraw.Draw(canvas).line(stroke, fill="black", width=18 - 4 * i, joint="curve")
+        rgba = np.asarray(canvas)
+        for style in ("mnist", "fashion_mnist"):
+            want = np.asarray(sketch_to_image({"composite": rgba}, style))
+            got = page.evaluate("([data, style]) => Array.from(window.__prepare.drawingQuery("
+                                "new Uint8ClampedArray(data), 280, 280, style).data)", [rgba.ravel().tolist(), style])
+            assert np.array_equal(np.asarray(got, np.uint8).reshape(want.shape), want), (i, style)
     page.close()
 
 
