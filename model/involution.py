@@ -60,27 +60,30 @@ class Involution(nn.Module):
         pad = (self.kernel_size - 1) // 2
         return (size + 2 * pad - self.kernel_size) // self.stride + 1
 
-    def kernel(self, x: torch.Tensor) -> torch.Tensor:
-        """The generated kernels, (B, G, K*K, H_out, W_out): one K x K kernel per pixel and group.
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """The kernel generator's hidden features ReLU(BN(W0 * X)), (B, r, H_out, W_out)."""
+        return self.act(self.bn(_channel_mix(self.pool(x.contiguous()), self.reduce)))
 
-        The two 1x1 convolutions are written as broadcast multiply-sums over channels: with the
-        paper's widths (1 or 3 channels in, 1 hidden) oneDNN's 1x1 convolutions and their
-        backward cost more than the rest of the layer."""
-        b = x.shape[0]
-        hidden = _channel_mix(self.pool(x.contiguous()), self.reduce)
-        k = _channel_mix(self.act(self.bn(hidden)), self.span)  # (B, K*K*G, Ho, Wo)
-        return k.view(b, self.groups, self.kernel_size * self.kernel_size, *k.shape[-2:])
+    def kernel(self, x: torch.Tensor) -> torch.Tensor:
+        """The generated kernels, (B, G, K*K, H_out, W_out): one K x K kernel per pixel and group
+        (for the feature-map view; forward never builds this tensor)."""
+        k = _channel_mix(self.hidden(x), self.span)  # (B, K*K*G, Ho, Wo)
+        return k.view(x.shape[0], self.groups, self.kernel_size * self.kernel_size, *k.shape[-2:])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         channels_last = _is_channels_last(x)
         x = x.contiguous()  # the multiply-adds broadcast over channels, fastest with each channel's plane whole
-        kernel = self.kernel(x)  # (B, G, K*K, Ho, Wo)
+        hidden = self.hidden(x)  # (B, r, Ho, Wo)
+        k2, r = self.kernel_size * self.kernel_size, hidden.shape[1]
+        span_w = self.span.weight.view(self.groups, k2, r)
+        span_b = self.span.bias.view(self.groups, k2)
         xg = x.view(b, self.groups, c // self.groups, h, w)
-        if torch.is_grad_enabled() and (xg.requires_grad or kernel.requires_grad):
-            out = _WeightedTaps.apply(xg, kernel, self.kernel_size, self.stride)
+        args = (xg, hidden, span_w, span_b, self.kernel_size, self.stride)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in args[:4]):
+            out = _Involve.apply(*args)
         else:
-            out = weighted_taps(xg, kernel, self.kernel_size, self.stride)
+            out = involve(*args)
         out = out.reshape(b, c, *out.shape[-2:])
         # keep the caller's layout: the convolutions after it run channels_last
         return out.contiguous(memory_format=torch.channels_last) if channels_last else out
@@ -97,7 +100,9 @@ def _is_channels_last(x: torch.Tensor) -> bool:
 
 
 def _channel_mix(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    """A 1x1 convolution as a broadcast multiply-sum over input channels (the same function)."""
+    """A 1x1 convolution as a broadcast multiply-sum over input channels (the same function):
+    with the paper's widths (1 or 3 channels in, 1 hidden) oneDNN's 1x1 convolutions and their
+    backward cost more than the rest of the layer."""
     weight, bias = conv.weight.flatten(1), conv.bias.view(1, -1, 1, 1)  # (O, I), (1, O, 1, 1)
     if weight.shape[1] == 1:  # one input channel: an outer product
         return x * weight.view(1, -1, 1, 1) + bias
@@ -112,53 +117,88 @@ def _taps(xp: torch.Tensor, k: int, stride: int, h_out: int, w_out: int) -> list
     return [xp[..., i:i + span_h:stride, j:j + span_w:stride] for i in range(k) for j in range(k)]
 
 
-def weighted_taps(x: torch.Tensor, kernel: torch.Tensor, k: int, stride: int) -> torch.Tensor:
-    """out[b, g, c] = sum_t kernel[b, g, t] * tap_t(x)[b, g, c]: involution's weighting of each
-    K x K window by its pixel's kernel, as K*K shifted multiply-adds on the zero-padded input
-    instead of unfold (im2col), which PyTorch runs on one thread and whose backward (col2im)
-    dominated the layer. x: (B, G, C/G, H, W); kernel: (B, G, K*K, Ho, Wo). Ordinary tensor ops
-    (pad, strided slices, multiply-add), so the layer exports to ONNX."""
+def _single(span_w: torch.Tensor) -> bool:
+    """One group and one hidden feature (every paper model): each tap's kernel is an axpy."""
+    return span_w.shape[0] == 1 and span_w.shape[2] == 1
+
+
+def _tap_kernel(hidden: torch.Tensor, span_w: torch.Tensor, span_b: torch.Tensor, t: int) -> torch.Tensor:
+    """Tap t of every pixel's kernel, (B, G, 1, Ho, Wo): W1's rows for t applied to the hidden
+    features (the second 1x1 convolution, one output channel per group at a time)."""
+    if _single(span_w):
+        return torch.addcmul(span_b[0, t], hidden, span_w[0, t, 0]).unsqueeze(1)
+    return (torch.einsum("bjhw,gj->bghw", hidden, span_w[:, t]) + span_b[:, t].view(1, -1, 1, 1)).unsqueeze(2)
+
+
+def involve(x: torch.Tensor, hidden: torch.Tensor, span_w: torch.Tensor, span_b: torch.Tensor, k: int,
+            stride: int) -> torch.Tensor:
+    """out[b, g, c] = sum_t kernel[b, g, t] * tap_t(x)[b, g, c], kernel = W1 * hidden + b1:
+    involution's weighting of each K x K window by its pixel's generated kernel.
+
+    x: (B, G, C/G, H, W); hidden: (B, r, Ho, Wo); span_w: (G, K*K, r); span_b: (G, K*K).
+    Each tap's kernel is made as it is used, so the (B, G*K*K, Ho, Wo) kernel tensor, nine
+    times the input's size, is never written, and the windows are K*K shifted multiply-adds on
+    the zero-padded input instead of unfold (im2col), which PyTorch runs on one thread and whose
+    backward (col2im) dominated the layer. Ordinary tensor ops (pad, strided slices, multiply-
+    add), so the layer exports to ONNX."""
     pad = (k - 1) // 2
-    h_out, w_out = kernel.shape[-2:]
-    taps = _taps(F.pad(x, (pad, pad, pad, pad)), k, stride, h_out, w_out)
-    weights = kernel.unsqueeze(3).unbind(2)  # K*K of (B, G, 1, Ho, Wo)
-    out = taps[0] * weights[0]
-    for tap, weight in zip(taps[1:], weights[1:], strict=True):
-        out.addcmul_(tap, weight)
+    return _involve_padded(F.pad(x, (pad, pad, pad, pad)), hidden, span_w, span_b, k, stride)
+
+
+def _involve_padded(xp: torch.Tensor, hidden: torch.Tensor, span_w: torch.Tensor, span_b: torch.Tensor, k: int,
+                    stride: int) -> torch.Tensor:
+    h_out, w_out = hidden.shape[-2:]
+    taps = _taps(xp, k, stride, h_out, w_out)
+    out = taps[0] * _tap_kernel(hidden, span_w, span_b, 0)
+    for t in range(1, k * k):
+        out.addcmul_(taps[t], _tap_kernel(hidden, span_w, span_b, t))
     return out
 
 
-class _WeightedTaps(torch.autograd.Function):
-    """weighted_taps with a hand-written backward. Autograd's own backward of K*K strided slices
-    fills a zero tensor of the whole input per tap and per kernel column; this one accumulates
-    the input's gradient into one padded buffer and writes each tap's kernel gradient straight
-    into its place (no stack of K*K columns to copy)."""
+class _Involve(torch.autograd.Function):
+    """involve with a hand-written backward that, like the forward, goes tap by tap: each tap's
+    kernel gradient (the sum over its group's channels of grad * tap) is made once, in a buffer
+    the size of one kernel plane, and folded straight into W1's, b1's and the hidden features'
+    gradients; the input's gradient is accumulated into one padded buffer, and skipped when the
+    input needs none (the raw image in front of Hybrid-1). Autograd's own backward would write
+    the nine-fold kernel tensor's gradient and a zero input-sized tensor per tap."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, kernel: torch.Tensor, k: int, stride: int) -> torch.Tensor:
-        ctx.save_for_backward(x, kernel)
+    def forward(ctx, x: torch.Tensor, hidden: torch.Tensor, span_w: torch.Tensor, span_b: torch.Tensor, k: int,
+                stride: int) -> torch.Tensor:
+        pad = (k - 1) // 2
+        xp = F.pad(x, (pad, pad, pad, pad))  # kept for the backward, which reads the same taps
+        ctx.save_for_backward(xp, hidden, span_w, span_b)
         ctx.k, ctx.stride = k, stride
-        return weighted_taps(x, kernel, k, stride)
+        return _involve_padded(xp, hidden, span_w, span_b, k, stride)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
-        x, kernel = ctx.saved_tensors
-        k, stride, (h, w) = ctx.k, ctx.stride, x.shape[-2:]
-        pad, (h_out, w_out) = (k - 1) // 2, kernel.shape[-2:]
-        xp = F.pad(x, (pad, pad, pad, pad))
-        grad = grad.contiguous()
-        grad_x = grad_kernel = None
-        if ctx.needs_input_grad[1]:  # sum over the group's channels of grad * tap, written in place
-            grad_kernel = kernel.new_empty(kernel.shape)
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        xp, hidden, span_w, span_b = ctx.saved_tensors
+        k, stride = ctx.k, ctx.stride
+        pad, (h_out, w_out) = (k - 1) // 2, hidden.shape[-2:]
+        h, w = xp.shape[-2] - 2 * pad, xp.shape[-1] - 2 * pad
+        grad = grad.to(xp.dtype).contiguous()
+        grad_x = grad_hidden = grad_w = grad_b = None
+        if any(ctx.needs_input_grad[1:4]):
+            single = _single(span_w)
+            grad_hidden, grad_w, grad_b = torch.zeros_like(hidden), torch.empty_like(span_w), torch.empty_like(span_b)
+            tap_grad = grad.new_empty(grad.shape[:2] + grad.shape[3:])  # (B, G, Ho, Wo)
             for t, tap in enumerate(_taps(xp, k, stride, h_out, w_out)):
-                column = grad_kernel[:, :, t]
-                torch.mul(grad[:, :, 0], tap[:, :, 0], out=column)
+                torch.mul(grad[:, :, 0], tap[:, :, 0], out=tap_grad)
                 for ch in range(1, grad.shape[2]):
-                    column.addcmul_(grad[:, :, ch], tap[:, :, ch])
+                    tap_grad.addcmul_(grad[:, :, ch], tap[:, :, ch])
+                if single:
+                    grad_w[0, t, 0] = torch.vdot(tap_grad.flatten(), hidden.flatten())
+                    grad_b[0, t] = tap_grad.sum()
+                    grad_hidden.addcmul_(tap_grad, span_w[0, t, 0])
+                else:
+                    grad_w[:, t] = torch.einsum("bghw,bjhw->gj", tap_grad, hidden)
+                    grad_b[:, t] = tap_grad.sum((0, 2, 3))
+                    grad_hidden += torch.einsum("bghw,gj->bjhw", tap_grad, span_w[:, t])
         if ctx.needs_input_grad[0]:  # each tap's share, added back where the tap came from
             grad_xp = torch.zeros_like(xp)
-            for tap, weight in zip(_taps(grad_xp, k, stride, h_out, w_out), kernel.unsqueeze(3).unbind(2),
-                                   strict=True):
-                tap.addcmul_(grad, weight)
+            for t, tap in enumerate(_taps(grad_xp, k, stride, h_out, w_out)):
+                tap.addcmul_(grad, _tap_kernel(hidden, span_w, span_b, t))
             grad_x = grad_xp[..., pad:pad + h, pad:pad + w]
-        return grad_x, grad_kernel, None, None
+        return grad_x, grad_hidden, grad_w, grad_b, None, None

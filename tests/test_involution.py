@@ -90,31 +90,39 @@ def unfold_involution(inv: Involution, x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize(("channels", "stride", "groups", "reduction"), [(1, 1, 1, 4), (3, 1, 1, 4), (4, 2, 2, 2),
                                                                         (3, 2, 1, 1), (6, 1, 3, 2)])
 @pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("input_grad", [True, False])
 def test_gradients_match_the_unfold_form(channels: int, stride: int, groups: int, reduction: int,
-                                         channels_last: bool) -> None:
-    """The hand-written backward (model/involution.py _WeightedTaps) against autograd through
-    unfold, in float64, for the input and every parameter; the output keeps the input's layout."""
+                                         channels_last: bool, input_grad: bool) -> None:
+    """The hand-written backward (model/involution.py _Involve) against autograd through unfold,
+    in float64, for every parameter and, when it needs one, the input (the raw image in front of
+    Hybrid-1 needs none); the output keeps the input's layout."""
     torch.manual_seed(0)
     inv = Involution(channels, stride=stride, groups=groups, reduction_ratio=reduction).double()
     x = torch.randn(3, channels, 9, 8, dtype=torch.float64)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    x.requires_grad_(True)
+    x.requires_grad_(input_grad)
     fast, ref = inv(x), unfold_involution(inv, x)
     torch.testing.assert_close(fast, ref, rtol=1e-12, atol=1e-12)
     weight = torch.randn_like(ref)
-    grads = torch.autograd.grad((fast * weight).sum(), [x, *inv.parameters()])
-    expected = torch.autograd.grad((ref * weight).sum(), [x, *inv.parameters()])
+    wrt = [x, *inv.parameters()] if input_grad else list(inv.parameters())
+    grads = torch.autograd.grad((fast * weight).sum(), wrt)
+    expected = torch.autograd.grad((ref * weight).sum(), wrt)
     for got, want in zip(grads, expected, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
     if channels_last:
         assert fast.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_gradcheck_of_the_weighted_taps() -> None:
-    from model.involution import _WeightedTaps
+@pytest.mark.parametrize(("groups", "hidden"), [(1, 1), (2, 3)])
+def test_gradcheck_of_the_involve_function(groups: int, hidden: int) -> None:
+    """_Involve's backward by finite differences: the paper's case (one group, one hidden feature)
+    and the general one (einsum over groups and hidden features), strided."""
+    from model.involution import _Involve
 
     torch.manual_seed(0)
-    x = torch.randn(2, 2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
-    kernel = torch.randn(2, 2, 9, 3, 3, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, b: _WeightedTaps.apply(a, b, 3, 2), (x, kernel))
+    x = torch.randn(2, groups, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    h = torch.randn(2, hidden, 3, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(groups, 9, hidden, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(groups, 9, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *a: _Involve.apply(*a, 3, 2), (x, h, w, b))
