@@ -29,11 +29,9 @@ if ZERO_GPU:
 import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 
-from model.data import dataset_title  # noqa: E402
 from model.demo import MAX_FILE_BYTES, Action, Demo, apply, initial_state, prepare_upload, render  # noqa: E402
 from model.demo.own_gallery import MAX_IMAGES  # noqa: E402
 from model.demo.page import ERRORS, MAX_K, Page, PageState, clamp_k  # noqa: E402
-from model.demo.service import dataset_name  # noqa: E402
 from model.index import build_bundle  # noqa: E402
 from model.record import summarize  # noqa: E402
 
@@ -73,14 +71,18 @@ def top_k_slider(value: int) -> gr.Slider:
 
 def search_api(dataset: str, image: str, k: float):
     """/search: (dataset, image file, k) -> (gallery, table: gallery index, label, similarity) with
-    the dataset's Hybrid-1 (or first served) model; any served dataset, by title or name; the
-    file is prepared as an upload on the page is."""
+    the dataset's Hybrid-1 (or first served) model; any served dataset, by its title ("CIFAR-10"),
+    its name ("cifar10", "shapes") or the name of a checkpoint folder serving it
+    ("cifar10-hybrid1"); anything else is refused in one line. The file is prepared as an upload
+    on the page is."""
     try:
-        title = dataset_title(dataset_name(dataset))
-        models = demo_state.models(title)
+        demo_state.refresh()
+        served = demo_state.dataset(str(dataset or ""))
+        models = demo_state.models(served.title) if served else []
         if not models:
-            raise gr.Error(f"no checkpoint serves {dataset!r}: use one of {', '.join(demo_state.datasets())}",
-                           print_exception=False)
+            raise gr.Error(f"no checkpoint serves {dataset!r}: use one of {', '.join(demo_state.datasets())} "
+                           "(a title, a name or a checkpoint folder's name)", print_exception=False)
+        title = served.title
         img, _ = prepare_upload(image, title)
         result = demo_state.search_api(title, models[0], img, clamp_k(k, 8)[0])
         return result.gallery, result.table
@@ -354,9 +356,11 @@ def build() -> gr.Blocks:
             ui |= search_tab(page) | maps_tab() | about_tab()
         wire(ui)
         # hidden components for the /search API endpoint
+        # the dataset as text: a title, a name or a checkpoint folder's name (search_api resolves it)
+        api_dataset = gr.Textbox(visible=False)
         api_image, api_button = gr.File(type="filepath", visible=False), gr.Button(visible=False)
         api_gallery, api_table = gr.Gallery(format="png", visible=False), gr.Dataframe(visible=False)
-        api_button.click(search_api, [ui["dataset"], api_image, ui["k"]], [api_gallery, api_table],
+        api_button.click(search_api, [api_dataset, api_image, ui["k"]], [api_gallery, api_table],
                          api_name="search")
     return app
 

@@ -13,6 +13,12 @@ test), curves.png and the demo's search bundle (index.npz, index.json).
 
 Without a recipe file, flags build a one-stage recipe:
 `python train.py --dataset mnist --model hybrid1 --loss ms --epochs 20`.
+
+Your own images: `python train.py --dataset FOLDER --out assets/NAME`, FOLDER holding <class>/
+subfolders (split here into train, validation and test, recorded in OUT/split.json) or train/
+and test/ ones. The loss, batch size, epochs and image size are chosen from the folder's size
+(recipe.folder_defaults); any flag overrides them. `--init CHECKPOINT` starts from a trained
+checkpoint's weights.
 """
 
 from __future__ import annotations
@@ -30,11 +36,11 @@ from safetensors.torch import load_file
 from model.checkpoint import CheckpointError, save_checkpoint
 from model.data import KNOWN, DataError, canonical_name, load_dataset
 from model.embedder import load_embedder
-from model.evaluation import choose_views, embedder_for, evaluate, view_embeddings
+from model.evaluation import choose_views, embedder_for, embedding_check, evaluate, view_embeddings
 from model.files import atomic_save_tensors, atomic_write_bytes, atomic_write_json
 from model.losses import LossError, check_class_sizes, check_teacher, make_loss
 from model.networks import build_model, keras_param_count
-from model.recipe import Recipe, RecipeError, from_dict, load_recipe, quick
+from model.recipe import Recipe, RecipeError, folder_defaults, from_dict, load_recipe, quick
 from model.run_folder import (
     WORK,
     FolderError,
@@ -86,7 +92,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="stop at the first epoch end after this many minutes; --resume continues")
     p.add_argument("--no-index", action="store_true", help="skip building the demo's search bundle at the end")
     one = p.add_argument_group("one-stage form, without a recipe file")
-    one.add_argument("--dataset", help="mnist, fashion_mnist, cifar10, or a folder with train/ and test/ subfolders")
+    one.add_argument("--dataset", help="mnist, fashion_mnist, cifar10, or an image folder: <class>/ subfolders "
+                                       "(split into train, validation and test here) or train/ and test/ ones")
     one.add_argument("--model")
     one.add_argument("--loss", help="ce, normsoftmax or ms (model/losses.py)")
     one.add_argument("--epochs", type=int, help="default: the paper's (20; 25 for CIFAR-10)")
@@ -95,6 +102,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                        ("init-from", str), ("distill-weight", float), ("distill-temperature", float),
                        ("seed", int), ("max-train-samples", int), ("image-size", int)):
         one.add_argument(f"--{flag}", type=kind)
+    one.add_argument("--init", dest="init_from", metavar="CHECKPOINT",
+                     help="start from a trained checkpoint's weights (the same model), e.g. assets/cifar10-hybrid1; an "
+                          "image folder starts from the shipped CIFAR-10 one unless --init none")
     one.add_argument("--pretrained", action="store_true", default=None)
     one.add_argument("--distill-from", nargs="+", metavar="FOLDER")
     one.add_argument("--flip-average", action="store_true", help="search with the mirror image averaged in")
@@ -104,6 +114,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_recipe(args: argparse.Namespace) -> Recipe:
     """The recipe file with --set applied, or the one-stage recipe the flags describe; --quick last."""
+    if args.init_from is not None and args.init_from.lower() in ("none", ""):
+        args.init_from = ""  # --init none: from scratch
     given = {k: getattr(args, k) for k in FLAGS if getattr(args, k) is not None}
     if args.max_train_samples is not None and args.max_train_samples < 1:
         raise RecipeError(f"--max-train-samples must be at least 1 (got {args.max_train_samples}); drop it to train "
@@ -119,20 +131,64 @@ def build_recipe(args: argparse.Namespace) -> Recipe:
             raise RecipeError("give a recipe file (recipes/*.toml) or --dataset (mnist, fashion_mnist, cifar10, "
                               "or an image folder)")
         name = canonical_name(args.dataset)
+        folder = name not in KNOWN and Path(args.dataset).is_dir()
+        if folder:  # chosen from the folder's size; the flags given win
+            model = given.get("model", "hybrid1")
+            start = "" if given.get("init_from") is not None else photo_checkpoint(model)
+            defaults, args.defaults_note = describe_folder(args.dataset, start)
+            for key, value in defaults.items():
+                given.setdefault(key, value)
         given.setdefault("epochs", KNOWN[name].epochs if name in KNOWN else 20)
-        given["dataset"] = name if name in KNOWN else args.dataset
+        given["dataset"] = name if name in KNOWN else str(Path(args.dataset).resolve()) if folder else args.dataset
         base = one_stage_recipe(**given).to_dict()
-        base["search"]["views"] = [{"flip": bool(args.flip_average), "shift": args.shift_average}]
-        for s in base["stages"]:  # trained for the epochs the flags say: no epoch choice unless --set asks
-            s["choose_epoch"] = False
+        if folder:  # a validation split every choice is made on: the best epoch and the search views
+            base["validation"]["size"] = 0.2
+        else:
+            for s in base["stages"]:  # trained for the epochs the flags say: no epoch choice unless --set asks
+                s["choose_epoch"] = False
+        if folder and not (args.flip_average or args.shift_average):
+            base["search"]["views"] = [{"flip": False, "shift": 0}, {"flip": True, "shift": 0},
+                                       {"flip": True, "shift": 1}]
+        else:
+            base["search"]["views"] = [{"flip": bool(args.flip_average), "shift": args.shift_average}]
         recipe = load_recipe(None, args.set, base=base)
     return quick(recipe) if args.quick else recipe
+
+
+def photo_checkpoint(model: str) -> str:
+    """The shipped CIFAR-10 checkpoint of `model` (a photo model at 32 px), which an image folder's
+    run starts from by default; "" where there is none."""
+    folder = Path(__file__).resolve().parent / "assets" / f"cifar10-{model}"
+    return str(folder) if (folder / "model.safetensors").is_file() and (folder / "config.json").is_file() else ""
+
+
+def describe_folder(path: str, init_from: str = "") -> tuple[dict[str, Any], str]:
+    """The one-stage defaults for an image folder (recipe.folder_defaults) from a scan of it (file
+    names and image headers only), and the line that says what they are; a folder that cannot be
+    trained on is refused here, before anything is decoded."""
+    from model import image_folder as fo
+
+    try:
+        scanned = fo.scan(path)
+    except fo.FolderError as e:
+        raise DataError(str(e)) from None
+    files = scanned.files["all"] if scanned.layout == "classes" else scanned.files["train"]
+    counts = [sum(1 for _, label in files if label == c) for c in range(len(scanned.classes))]
+    train = [round(n * (1 - fo.TEST_FRACTION)) for n in counts] if scanned.layout == "classes" else counts
+    return folder_defaults(sum(train), len(scanned.classes), min(train), fo.typical_side(scanned.root, files),
+                           init_from)
+
+
+def dataset_identity(dataset: str) -> str:
+    """A dataset argument as a run records it: a known name canonically, a folder by its resolved path."""
+    name = canonical_name(dataset)
+    return name if name in KNOWN or not Path(dataset).is_dir() else str(Path(dataset).resolve())
 
 
 def resolved(recipe: Recipe, data_augment: str) -> Recipe:
     """"auto" made explicit, the dataset named canonically: what recipe.toml records."""
     r = from_dict(recipe.to_dict())
-    r.dataset = canonical_name(r.dataset) if canonical_name(r.dataset) in KNOWN else r.dataset
+    r.dataset = dataset_identity(r.dataset)
     for stage in r.stages:
         stage.augment = data_augment if stage.augment == "auto" else stage.augment
     return r.check()
@@ -198,7 +254,7 @@ def resume_contradictions(args: argparse.Namespace, saved: Recipe, data_augment:
     if args.recipe:
         return contradictions(resolved(build_recipe(args), data_augment), saved)
     wrong = flag_contradictions(args, saved)
-    if args.dataset and canonical_name(args.dataset) != canonical_name(saved.dataset):
+    if args.dataset and dataset_identity(args.dataset) != dataset_identity(saved.dataset):
         wrong.append(f"--dataset {args.dataset} (the run has {saved.dataset})")
     if args.flip_average or args.shift_average:
         asked = (bool(args.flip_average), args.shift_average)
@@ -304,14 +360,30 @@ def write_checkpoint(out: Path, recipe: Recipe, model: torch.nn.Module, config: 
     once, by the served embedder loaded back from the written files."""
     views = choices["search_views"]["chosen"]
     config = {**config, "flip_average": views["flip"], "shift_average": views["shift"]}
+    split = data.split_record()
+    if split is not None:  # an image folder: its own gallery, named by what it holds, and its split
+        from model.image_folder import SPLIT_JSON, dataset_key, gallery_file
+        from model.index import default_gallery_dir, write_gallery
+
+        key = dataset_key(Path(split["root"]), data.class_names, [f for f, _ in data.files["test"]],
+                          data.test_x.cpu().numpy(), data.test_y.cpu().numpy())
+        config = {**config, "dataset_path": split["root"], "gallery": gallery_file(data.name, key)}
+        gallery = default_gallery_dir(out) / config["gallery"]
+        if build_index and not gallery.is_file():
+            write_gallery(gallery, data.test_x, data.test_y, data.class_names)
+        atomic_write_json(out / SPLIT_JSON, split)
     save_checkpoint(out, model, config)
     atomic_write_bytes(out / "recipe.toml", recipe.dumps().encode())
     history = [row for s in summaries for row in s["epochs"]]
     ends = [sum(len(s["epochs"]) for s in summaries[: i + 1]) for i in range(len(summaries) - 1)]
     split = "val" if data.val_y is not None else "test"
     plot_training_curves(history, out / "curves.png", f"{recipe.model} / {data.name}", split, ends)
-    test = evaluate(load_embedder(out, device), data.test_x, data.test_y)
+    served = load_embedder(out, device)
+    test = evaluate(served, data.test_x, data.test_y)
     test = {"ms_loss": test.pop("ms_loss"), **test}
+    check_x, check_y = (data.val_x, data.val_y) if data.val_y is not None else (data.test_x, data.test_y)
+    check = embedding_check(torch.from_numpy(served.embed_uint8(check_x)), check_y.cpu(),
+                            "validation" if data.val_y is not None else "test")
     if build_index:
         from model.index import build_bundle
 
@@ -335,7 +407,7 @@ def write_checkpoint(out: Path, recipe: Recipe, model: torch.nn.Module, config: 
                             "epochs": [{k: r[k] for k in ("epoch", "train_loss", "seconds", "images_per_s")}
                                        for r in s["epochs"]]} for s in summaries]}
     metrics = {"recipe": recipe.to_dict(), "training": training, "validation": validation,
-               "test": {"images": test.pop("images"), "views": test.pop("views"), **test}}
+               "test": {"images": test.pop("images"), "views": test.pop("views"), **test}, "check": check}
     atomic_write_json(out / "metrics.json", metrics)
     return metrics
 
@@ -356,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             recipe = build_recipe(args)
             out = Path(args.out or f"runs/{recipe.name}")
+        if note := getattr(args, "defaults_note", ""):
+            print(note)
         data = load_dataset(recipe.dataset, args.data_dir, image_size=recipe.image_size)
         data = data.hold_out_validation(recipe.validation.size, recipe.validation.seed)
         data = data.train_subset(recipe.max_train_samples or None).test_subset(recipe.max_test_samples)
@@ -397,6 +471,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"done: {out} | test P@1 {t['precision_at_1']:.4f} | R-precision {t['r_precision']:.4f} | "
               f"MAP@R {t['mean_average_precision_at_r']:.4f} | {t['views']} | "
               f"{metrics['training']['keras_param_count']:,} params")
+        if metrics["check"]["verdict"] != "ok":
+            print(f"warning: {metrics['check']['advice']} (metrics.json: check)", file=sys.stderr)
     except (DataError, TrainingError, CheckpointError, RecipeError, FolderError, LossError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -6,7 +6,8 @@ with per-sample PIL transforms: that is what keeps a 116k-parameter model fast.
 
 Sources, in order: `<data_dir>/<name>.npz` (keys x_train, y_train, x_test, y_test; the
 offline copies in shared/datasets), then torchvision's download into `data_dir`.  Any
-other `dataset` argument is a folder in ImageFolder layout with train/ and test/.
+other `dataset` argument is an image folder: <class>/ subfolders, or train/ and test/ ones
+(image_folder.py).
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ KNOWN: dict[str, DatasetInfo] = {
 }
 ALIASES = {"fashionmnist": "fashion_mnist", "fashion-mnist": "fashion_mnist", "cifar-10": "cifar10", "cifar": "cifar10"}
 DEFAULT_DATA_DIR = Path(os.environ.get("INVOLUTION_DATA_DIR", "data"))
+SPLIT_SEED = 0  # a plain image folder's train/test split: fixed, so every run and seed is tested alike
 
 
 @dataclass
@@ -84,6 +86,10 @@ class ImageData:
     source: str  # where the pixels came from, recorded in metrics.json
     val_x: torch.Tensor | None = None
     val_y: torch.Tensor | None = None
+    # an image folder's files, per split ("train", "val", "test"), in the order of the tensors'
+    # images, as (path relative to the folder, label); None for the named datasets
+    files: dict[str, list[tuple[str, int]]] | None = None
+    folder: dict | None = None  # an image folder: its resolved path, layout, split seed, skipped files
 
     @property
     def channels(self) -> int:
@@ -105,7 +111,18 @@ class ImageData:
             return self
         g = torch.Generator().manual_seed(0)
         keep = torch.randperm(len(self.train_y), generator=g)[:n].sort().values
-        return dataclasses.replace(self, train_x=self.train_x[keep], train_y=self.train_y[keep])
+        return dataclasses.replace(self, train_x=self.train_x[keep], train_y=self.train_y[keep],
+                                   files=self._files_with("train", keep))
+
+    def _files_with(self, split: str, keep: torch.Tensor, **more: torch.Tensor) -> dict | None:
+        """self.files with `split` cut to the positions `keep` (and each of `more` made from its positions)."""
+        if self.files is None:
+            return None
+        source = self.files[split]
+        out = {**self.files, split: [source[i] for i in keep.tolist()]}
+        for name, idx in more.items():
+            out[name] = [source[i] for i in idx.tolist()]
+        return out
 
     def hold_out_validation(self, size: float, seed: int) -> ImageData:
         """A copy whose training set gives up a class-stratified validation split of `size` images
@@ -133,7 +150,8 @@ class ImageData:
         keep = torch.ones(n, dtype=torch.bool)
         keep[val_idx] = False
         return dataclasses.replace(self, train_x=self.train_x[keep], train_y=self.train_y[keep],
-                                   val_x=self.train_x[val_idx], val_y=self.train_y[val_idx])
+                                   val_x=self.train_x[val_idx], val_y=self.train_y[val_idx],
+                                   files=self._files_with("train", keep.nonzero().flatten(), val=val_idx))
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(images, labels) of "train", "val" or "test"."""
@@ -146,7 +164,17 @@ class ImageData:
         if not n or n >= len(self.test_y):
             return self
         keep = torch.randperm(len(self.test_y), generator=torch.Generator().manual_seed(0))[:n].sort().values
-        return dataclasses.replace(self, test_x=self.test_x[keep], test_y=self.test_y[keep])
+        return dataclasses.replace(self, test_x=self.test_x[keep], test_y=self.test_y[keep],
+                                   files=self._files_with("test", keep))
+
+    def split_record(self) -> dict | None:
+        """An image folder's split as train.py records it beside the checkpoint (split.json): the
+        folder, its layout and classes, and each split's (relative path, label) pairs; None for the
+        named datasets, whose splits are fixed."""
+        if self.files is None or self.folder is None:
+            return None
+        return {**self.folder, "classes": self.class_names,
+                **{split: [list(f) for f in self.files.get(split, [])] for split in ("train", "val", "test")}}
 
     def to(self, device: torch.device | str) -> ImageData:
         for field in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y"):
@@ -248,32 +276,77 @@ def pil_to_mode(image: Image.Image, mode: str) -> Image.Image:
     return image.convert(mode)
 
 
-def _load_image_folder(root: Path, image_size: int) -> ImageData:
-    """Decode an ImageFolder tree once into RGB uint8 tensors of image_size x image_size."""
-    for split in ("train", "test"):
-        if not (root / split).is_dir():
-            raise DataError(
-                f"{root} has no {split}/ folder: an image folder dataset needs train/<class>/* and test/<class>/*"
-            )
-    splits = {}
-    for split in ("train", "test"):
+def _load_image_folder(root: Path, image_size: int, log=print) -> ImageData:
+    """An image folder (image_folder.py: plain <class>/ or train/ + test/), decoded once into RGB
+    uint8 tensors of image_size x image_size; a plain folder is split into train and test here
+    (validation is held out of train later, as for every dataset). Unreadable files are named
+    and skipped."""
+    from . import image_folder as fo
+
+    try:
+        scanned = fo.scan(root)
+    except fo.FolderError as e:
+        raise DataError(str(e)) from None
+    root = scanned.root
+    if scanned.layout == "classes":
+        train, test = fo.split_plain(scanned.files["all"], len(scanned.classes), seed=SPLIT_SEED)
+        splits = {"train": train, "test": test}
+    else:
+        splits = dict(scanned.files)
+    log(f"{root}: {scanned.count():,} images in {len(scanned.classes)} classes "
+        f"({'split here into train and test' if scanned.layout == 'classes' else 'train/ and test/'}), "
+        f"decoding at {image_size} px ...")
+    decoded, skipped = {}, []
+    for split, files in splits.items():
+        x, y, kept, bad = fo.decode(root, files, image_size)
+        decoded[split] = (x, y, [(f, int(label)) for f, label in zip(kept, y.tolist(), strict=True)])
+        skipped += bad
+    if skipped:
+        shown = "; ".join(skipped[:5]) + (f"; and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        log(f"skipped {len(skipped)} unreadable file(s): {shown}")
+    if scanned.not_images:
+        log(f"ignored {len(scanned.not_images)} file(s) that are not images by their extension, e.g. "
+            f"{scanned.not_images[0]}")
+    kept_scan = fo.FolderScan(root, scanned.layout, scanned.classes,
+                              {"all": decoded["train"][2] + decoded["test"][2]} if scanned.layout == "classes"
+                              else {s: decoded[s][2] for s in ("train", "test")})
+    if skipped:  # what is left must still split
         try:
-            folder = torchvision.datasets.ImageFolder(str(root / split))
-        except (FileNotFoundError, RuntimeError) as e:
-            raise DataError(f"{root / split}: {e}") from None
-        xs = []
-        for path, _ in folder.samples:
-            try:
-                with Image.open(path) as im:
-                    xs.append(np.asarray(pil_to_mode(im, "RGB").resize((image_size, image_size), Image.BILINEAR)))
-            except OSError as e:
-                raise DataError(f"cannot read image {path}: {e}; remove or replace it") from None
-        splits[split] = (np.stack(xs), np.array(folder.targets), folder.classes)
-    if splits["train"][2] != splits["test"][2]:
-        raise DataError(f"{root}: train/ and test/ must hold the same class folders")
-    (xtr, ytr, classes), (xte, yte, _) = splits["train"], splits["test"]
+            fo.check_sizes(kept_scan)
+        except fo.FolderError as e:
+            raise DataError(f"after skipping unreadable files, {e}") from None
+    (xtr, ytr, ftr), (xte, yte, fte) = decoded["train"], decoded["test"]
+    folder = {"root": str(root), "layout": scanned.layout, "split_seed": SPLIT_SEED,
+              "test_fraction": fo.TEST_FRACTION if scanned.layout == "classes" else None,
+              "image_size": image_size, "skipped": skipped, "not_images": len(scanned.not_images)}
     return ImageData(root.name, _nhwc_to_nchw(xtr), torch.from_numpy(ytr).long(), _nhwc_to_nchw(xte),
-                     torch.from_numpy(yte).long(), list(classes), "crop-flip", f"image folder {root}")
+                     torch.from_numpy(yte).long(), list(scanned.classes), "crop-flip", f"image folder {root}",
+                     files={"train": ftr, "test": fte}, folder=folder)
+
+
+def load_recorded_split(record: dict, image_size: int) -> ImageData:
+    """The images a checkpoint's split.json names, decoded as training decoded them: the same
+    train, validation and test images, whatever the folder holds now (a file gone is refused)."""
+    from . import image_folder as fo
+
+    root = Path(record["root"])
+    if not root.is_dir():
+        raise DataError(f"the folder this checkpoint was trained on, {root}, is not there: its split.json names "
+                        "files in it")
+    arrays = {}
+    for split in ("train", "val", "test"):
+        files = [(str(f), int(label)) for f, label in record.get(split, [])]
+        x, y, kept, bad = fo.decode(root, files, image_size)
+        if bad:
+            raise DataError(f"{len(bad)} file(s) of the recorded {split} split cannot be read any more, e.g. "
+                            f"{bad[0]}: restore them, or retrain")
+        arrays[split] = (_nhwc_to_nchw(x) if len(x) else torch.zeros((0, 3, image_size, image_size), dtype=torch.uint8),
+                         torch.from_numpy(y).long(), files)
+    (xtr, ytr, ftr), (xv, yv, fv), (xte, yte, fte) = arrays["train"], arrays["val"], arrays["test"]
+    return ImageData(root.name, xtr, ytr, xte, yte, list(record["classes"]), "crop-flip", f"image folder {root}",
+                     val_x=xv if len(yv) else None, val_y=yv if len(yv) else None,
+                     files={"train": ftr, "val": fv, "test": fte},
+                     folder={k: v for k, v in record.items() if k not in ("train", "val", "test", "classes")})
 
 
 def load_dataset(
@@ -281,8 +354,9 @@ def load_dataset(
     data_dir: str | Path | None = None,
     max_train_samples: int | None = None,
     image_size: int = 32,
+    log=print,
 ) -> ImageData:
-    """Load MNIST, FashionMNIST, CIFAR-10 (by name) or an ImageFolder tree (by path).
+    """Load MNIST, FashionMNIST, CIFAR-10 (by name) or an image folder (by path: image_folder.py).
 
     `image_size` applies to image folders only; the named datasets keep their native size.
     `max_train_samples` keeps a random subset (fixed seed) of the training set.
@@ -307,11 +381,11 @@ def load_dataset(
                          _nhwc_to_nchw(xte), torch.from_numpy(np.asarray(yte)).long(),
                          list(info.class_names), info.augment, source)
     elif Path(dataset).is_dir():
-        data = _load_image_folder(Path(dataset), image_size)
+        data = _load_image_folder(Path(dataset), image_size, log)
     else:
         raise DataError(
             f"unknown dataset {dataset!r}: use mnist, fashion_mnist, cifar10, "
-            "or a folder with train/ and test/ subfolders"
+            "or an image folder (<class>/ subfolders, or train/ and test/ ones)"
         )
     if max_train_samples is not None and max_train_samples < 1:
         raise DataError(f"--max-train-samples must be at least 1 (got {max_train_samples}); drop it to train on all")

@@ -99,6 +99,50 @@ def evaluate(embedder: Embedder, x: torch.Tensor, y: torch.Tensor, with_loss: bo
     return {**out, **retrieval_metrics(emb, y.cpu(), embedder.device)}
 
 
+# the health check of a trained embedding (train.py runs it on the validation split)
+NEAR_CHANCE_LIFT = 0.2  # P@1 less than this share of the way from chance to 1 is "near chance"
+COLLAPSED_COSINE = 0.9  # images this similar on average (a mean pairwise cosine) leave no order to search
+
+
+def chance_precision_at_1(labels: torch.Tensor) -> float:
+    """P@1 of a random ranking: the chance that another image of the split has the query's class."""
+    counts = torch.bincount(labels.cpu().long()).double()
+    n = float(counts.sum())
+    return float((counts * (counts - 1)).sum() / (n * (n - 1))) if n > 1 else 0.0
+
+
+def mean_pairwise_cosine(emb: torch.Tensor) -> float:
+    """The mean cosine similarity over all pairs of distinct images (from the sum of unit vectors)."""
+    v = F.normalize(emb.double(), dim=1)
+    n = len(v)
+    return float((v.sum(0).pow(2).sum() - n) / (n * (n - 1))) if n > 1 else 0.0
+
+
+def embedding_check(emb: torch.Tensor, labels: torch.Tensor, split: str = "validation") -> dict[str, Any]:
+    """Is a trained embedding worth serving? Its P@1 on `split` against chance, and its spread (the
+    mean pairwise cosine: near 1 when every image maps to about one direction, so every search
+    returns near-equal similarities). Returns the figures, a verdict ("ok", "near chance",
+    "collapsed") and, unless ok, one line that says what to change."""
+    p1 = retrieval_metrics(emb, labels)["precision_at_1"]
+    chance = chance_precision_at_1(labels)
+    cosine = mean_pairwise_cosine(emb)
+    out = {"split": split, "images": int(len(labels)), "precision_at_1": p1, "chance_precision_at_1": chance,
+           "mean_pairwise_cosine": cosine, "near_chance_below": chance + NEAR_CHANCE_LIFT * (1 - chance),
+           "collapsed_above": COLLAPSED_COSINE}
+    if cosine >= COLLAPSED_COSINE:
+        verdict, line = "collapsed", (
+            f"the embedding collapsed: {split} images sit at a mean cosine similarity of {cosine:.3f} to each other, "
+            "so every result looks alike. Train longer (--epochs), with --loss normsoftmax (the image folder "
+            "default) or a lower --lr")
+    elif p1 < out["near_chance_below"]:
+        verdict, line = "near chance", (
+            f"the model is near chance: {split} P@1 {p1:.3f} where a random ranking scores {chance:.3f}. Train "
+            "longer (--epochs), drop --loss/--batch-size to use the image folder defaults, or add images per class")
+    else:
+        verdict, line = "ok", ""
+    return {**out, "verdict": verdict, "advice": line}
+
+
 def choose_views(model: torch.nn.Module, config: dict[str, Any], x: torch.Tensor, y: torch.Tensor,
                  candidates: Sequence[tuple[bool, int]], metric: str, device: torch.device | str = "cpu"
                  ) -> dict[str, Any]:
@@ -117,9 +161,10 @@ def evaluate_checkpoint(path: str | Path, split: str, data_dir: str | Path | Non
     load_embedder serves it. Needs the recipe.toml train.py writes beside the weights (it says
     which images were held out); a checkpoint without one can only be measured on the test set."""
     from .checkpoint import CheckpointError
-    from .data import load_dataset
+    from .data import load_dataset, load_recorded_split
     from .embedder import load_embedder
     from .hub import resolve_checkpoint
+    from .image_folder import SPLIT_JSON
     from .recipe import Recipe, Validation, load_recipe
 
     path = Path(resolve_checkpoint(path))
@@ -133,9 +178,15 @@ def evaluate_checkpoint(path: str | Path, split: str, data_dir: str | Path | Non
         raise CheckpointError(f"{path} has no recipe.toml, so its validation split is unknown: measure --split test")
     else:
         recipe = Recipe(dataset=embedder.config.get("dataset", ""), validation=Validation(size=0))
-    data = load_dataset(recipe.dataset, data_dir, image_size=embedder.image_size[0])
-    data = data.hold_out_validation(recipe.validation.size, recipe.validation.seed).test_subset(
-        recipe.max_test_samples)
+    split_json = path / SPLIT_JSON
+    if split_json.is_file():  # an image folder's checkpoint: the very files it was split into
+        data = load_recorded_split(json.loads(split_json.read_text()), embedder.image_size[0])
+        if split == "val" and data.val_y is None:
+            raise CheckpointError(f"{split_json} records no validation images: measure --split test")
+    else:
+        data = load_dataset(recipe.dataset, data_dir, image_size=embedder.image_size[0])
+        data = data.hold_out_validation(recipe.validation.size, recipe.validation.seed).test_subset(
+            recipe.max_test_samples)
     x, y = data.split(split)
     return {"checkpoint": str(path), "split": split, **evaluate(embedder, x, y)}
 

@@ -125,10 +125,9 @@ def parity(checkpoint: str | Path, path: str | Path, images: np.ndarray, k: int 
 def gallery_images(checkpoint: str | Path) -> np.ndarray:
     """The checkpoint's demo gallery (sampled from the test split) as uint8 (N, H, W, C)."""
     from .checkpoint import read_config
-    from .index import default_gallery_dir, read_npz  # the search bundle owns where the gallery lives
+    from .index import default_gallery_dir, gallery_name, read_npz  # the bundle owns where the gallery lives
 
-    dataset = Path(read_config(checkpoint)["dataset"]).name
-    images = read_npz(default_gallery_dir(Path(checkpoint)) / f"{dataset}.npz")["images"]
+    images = read_npz(default_gallery_dir(Path(checkpoint)) / gallery_name(read_config(checkpoint)))["images"]
     return images if images.ndim == 4 else images[..., None]
 
 

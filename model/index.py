@@ -79,16 +79,32 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         raise BundleError(f"{path} is not a readable .npz ({e}); rebuild it with `python -m model.index`") from None
 
 
+def gallery_name(config: dict[str, Any]) -> str:
+    """The gallery file a checkpoint searches, in the gallery folder: the one its config.json names
+    (an image folder's, keyed by what the folder holds: image_folder.gallery_file), else
+    `<dataset>.npz` (the named datasets', shared by every model of one)."""
+    named = config.get("gallery")
+    if isinstance(named, str) and named and Path(named).name == named:
+        return named
+    return f"{Path(str(config.get('dataset', ''))).name}.npz"
+
+
+def write_gallery(path: Path, test_x: torch.Tensor, test_y: torch.Tensor, class_names: list[str],
+                  size: int = GALLERY_SIZE) -> Path:
+    """A class-stratified sample of at most `size` test images, written as the gallery (NHWC uint8)."""
+    labels = test_y.cpu().numpy()
+    keep = stratified_indices(labels, min(size, len(labels)))
+    images = test_x[keep].permute(0, 2, 3, 1).cpu().numpy()
+    write_npz(path, images=images, labels=labels[keep].astype(np.int64), test_index=keep.astype(np.int64),
+              class_names=np.array(class_names))
+    return path
+
+
 def build_gallery(dataset: str, data_dir: str | Path | None, path: Path, size: int = GALLERY_SIZE,
                   image_size: int = 32) -> Path:
     """Sample the gallery from the test set and write it (NHWC uint8)."""
     data = load_dataset(dataset, data_dir, image_size=image_size)
-    labels = data.test_y.numpy()
-    keep = stratified_indices(labels, min(size, len(labels)))
-    images = data.test_x[keep].permute(0, 2, 3, 1).numpy()
-    write_npz(path, images=images, labels=labels[keep].astype(np.int64), test_index=keep.astype(np.int64),
-              class_names=np.array(data.class_names))
-    return path
+    return write_gallery(path, data.test_x, data.test_y, data.class_names, size)
 
 
 def fit_umap(embeddings: np.ndarray, seed: int = 0, n_neighbors: int = 15) -> np.ndarray:
@@ -135,10 +151,11 @@ def build_bundle(checkpoint: str | Path, data_dir: str | Path | None = None, dat
     checkpoint = Path(checkpoint)
     bundle_dir = Path(bundle_dir or checkpoint)
     embedder = load_embedder(checkpoint, device)
-    dataset = dataset or embedder.config.get("dataset")
+    dataset = dataset or embedder.config.get("dataset_path") or embedder.config.get("dataset")
     if not dataset:
         raise BundleError(f"{checkpoint}/config.json names no dataset: pass --dataset")
-    gallery_path = Path(gallery_dir or default_gallery_dir(checkpoint)) / f"{Path(dataset).name}.npz"
+    name = gallery_name(embedder.config) if embedder.config.get("dataset") else f"{Path(dataset).name}.npz"
+    gallery_path = Path(gallery_dir or default_gallery_dir(checkpoint)) / name
     if not gallery_path.is_file():
         log(f"sampling a {GALLERY_SIZE}-image gallery from the {dataset} test set -> {gallery_path}")
         build_gallery(dataset, data_dir, gallery_path, image_size=image_size)
@@ -228,7 +245,7 @@ def load_index(checkpoint: str | Path, gallery_dir: str | Path | None = None, re
     checkpoint = Path(checkpoint)
     embedder = load_embedder(checkpoint)
     dataset = embedder.config.get("dataset", "")
-    gallery_path = Path(gallery_dir or default_gallery_dir(checkpoint)) / f"{dataset}.npz"
+    gallery_path = Path(gallery_dir or default_gallery_dir(checkpoint)) / gallery_name(embedder.config)
     if not gallery_path.is_file():
         raise BundleError(f"no gallery for {dataset} at {gallery_path}: build it with "
                           f"`python -m model.index --checkpoint {checkpoint} --data-dir DIR`")

@@ -51,13 +51,13 @@ def test_image_folder(tmp_path) -> None:
     for split in ("train", "test"):
         for cls in ("cats", "dogs"):
             (tmp_path / split / cls).mkdir(parents=True)
-            for i in range(3):
+            for i in range(4):
                 arr = rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)
                 Image.fromarray(arr).save(tmp_path / split / cls / f"{i}.png")
     data = load_dataset(str(tmp_path), image_size=24)
-    assert data.train_x.shape == (6, 3, 24, 24) and data.class_names == ["cats", "dogs"]
+    assert data.train_x.shape == (8, 3, 24, 24) and data.class_names == ["cats", "dogs"]
     (tmp_path / "only_train" / "train" / "cats").mkdir(parents=True)
-    with pytest.raises(DataError, match="no test/ folder"):
+    with pytest.raises(DataError, match="has no class folders"):  # train/ alone is no layout
         load_dataset(str(tmp_path / "only_train"))
 
 

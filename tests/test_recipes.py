@@ -152,7 +152,10 @@ def two_stage_run(tmp_path_factory):
 def test_choices_are_made_on_validation_and_recorded(two_stage_run) -> None:
     out = two_stage_run / "out"
     metrics = json.loads((out / "metrics.json").read_text())
-    assert list(metrics) == ["recipe", "training", "validation", "test"]
+    assert list(metrics) == ["recipe", "training", "validation", "test", "check"]
+    check = metrics["check"]  # the served embedding's health on the validation split
+    assert check["split"] == "validation" and check["images"] == 100 and check["verdict"] in ("ok", "near chance")
+    assert 0.09 < check["chance_precision_at_1"] < 0.11 and check["mean_pairwise_cosine"] < check["collapsed_above"]
     v = metrics["validation"]
     assert v["split"]["images"] == 100 and metrics["training"]["train_images"] == 500
     for stage in v["stages"]:

@@ -12,7 +12,10 @@ results on screen always belong to the query and dataset on screen:
   cannot serve) returns the state it got, with the last good query and its results, plus the
   error, which `render` shows next to the control that got it and in the status line;
 - a click on a thumbnail, a result or a map point carries the gallery it was drawn from, and a
-  click from a gallery no longer on screen is ignored rather than searched in another one.
+  click from a gallery no longer on screen is ignored rather than searched in another one;
+- the page follows the disk: each action first looks at the assets folder again
+  (Demo.refresh), so a checkpoint added is listed, one replaced searches the query again, and
+  one removed takes the page to a dataset still served, saying so.
 
 app.py runs every action through one queue in arrival order (one concurrency group), each on
 the state the previous one left, and draws only what `render` returns.
@@ -45,7 +48,7 @@ from .html import (
 )
 from .own_gallery import GalleryError, read_own_images
 from .queries import ink_to_image, prepare_query, sketch_ink
-from .service import Demo, OwnGallery, QueryError, dataset_name, feature_maps, keep_small, open_upload
+from .service import Demo, OwnGallery, QueryError, feature_maps, keep_small, open_upload
 
 N_EXAMPLES = 24
 MAX_K = 48
@@ -98,13 +101,15 @@ class PageState:
     error: tuple[str, str] | None = None  # (action kind, message) of the last action, when it was refused
     message: str = ""  # a line about the last action that is not an error (k clamped)
     clicks: int = 0  # the sequence number of the latest click applied (see Action.seq)
+    served: tuple[tuple[str, str], ...] = ()  # (dataset, model) titles the page lists, as the demo served them
+    revision: str = ""  # the dataset's checkpoints as last searched (Demo.revision): a change searches again
 
     @property
     def gallery_key(self) -> str:
         """Names the gallery the examples, results and map show: a click carries it back."""
         if self.target == "own" and self.own is not None:
             return f"own:{self.own.token}"
-        return f"gallery:{dataset_name(self.dataset)}"
+        return f"gallery:{self.dataset}"
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,7 @@ class Page:
 
 def initial_state(demo: Demo, dataset: str | None = None, model: str | None = None) -> PageState:
     """The page as it opens: the first served dataset and model, its first example searched."""
+    demo.refresh()
     datasets = demo.datasets()
     if not datasets:
         return PageState(dataset="", model="", error=("dataset", "no checkpoints to serve: train one with train.py "
@@ -148,7 +154,7 @@ def initial_state(demo: Demo, dataset: str | None = None, model: str | None = No
     dataset = dataset if dataset in datasets else datasets[0]
     models = demo.models(dataset)
     model = model if model in models else models[0]
-    state = PageState(dataset=dataset, model=model)
+    state = PageState(dataset=dataset, model=model, served=tuple(demo.available()), revision=demo.revision(dataset))
     try:
         picks = default_examples(demo, dataset, model)
         return _search(dataclasses.replace(state, examples=picks), Query("example", picks[0]), demo)
@@ -164,11 +170,51 @@ def apply(state: PageState, action: Action, demo: Demo, progress=None) -> PageSt
     own_files (file paths: the visitor's gallery); tab (the feature maps opened: bool);
     pixel ((row, column) of the feature maps). A refused action returns `state` with its error; a
     click numbered before the latest click applied is dropped (the later one already answered)."""
+    followed = follow_disk(state, demo)
+    note = followed.message if followed is not state else ""  # what changed on disk, said after the action
+    state = followed
     if action.seq is not None:
         if action.seq <= state.clicks:
             return state
-        return dataclasses.replace(_apply(state, action, demo, progress), clicks=action.seq)
-    return _apply(state, action, demo, progress)
+        new = dataclasses.replace(_apply(state, action, demo, progress), clicks=action.seq)
+    else:
+        new = _apply(state, action, demo, progress)
+    return dataclasses.replace(new, message=note) if note and not new.message else new
+
+
+def follow_disk(state: PageState, demo: Demo) -> PageState:
+    """The state under what the assets folder serves now (Demo.refresh): the lists updated; the
+    query searched again where the dataset's checkpoints changed; another dataset, with a line
+    saying why, where the page's dataset is served no more."""
+    demo.refresh()
+    served = tuple(demo.available())
+    if not state.dataset or (served == state.served and demo.revision(state.dataset) == state.revision):
+        return state if served == state.served else dataclasses.replace(state, served=served)
+    datasets = demo.datasets()
+    if state.dataset not in datasets:
+        gone = f"{state.dataset} is no longer served (its checkpoint was removed)"
+        if not datasets:
+            return PageState(dataset="", model="", served=served, error=("dataset", f"{gone}; no checkpoints to "
+                                                                                   "serve: train one with train.py"))
+        new = initial_state(demo)
+        return dataclasses.replace(new, message=f"{gone}: showing {new.dataset}")
+    models = demo.models(state.dataset)
+    model = state.model if state.model in models else models[0]
+    moved = dataclasses.replace(state, model=model, served=served, revision=demo.revision(state.dataset))
+    try:
+        picks = default_examples(demo, state.dataset, model)
+        moved = dataclasses.replace(moved, examples=picks)
+        query = state.query
+        if query is None:
+            return moved
+        if query.kind == "example":  # the gallery may differ: its first example, as after a dataset switch
+            query = Query("example", picks[0])
+        elif query.kind == "own":
+            moved, query = dataclasses.replace(moved, target="gallery"), Query("example", picks[0])
+        return dataclasses.replace(_search(moved, query, demo),
+                                   message=f"the {state.dataset} checkpoints changed on disk: searched again")
+    except ERRORS as e:
+        return dataclasses.replace(moved, rows=(), error=("dataset", f"{model} on {state.dataset}: {e}"))
 
 
 def _apply(state: PageState, action: Action, demo: Demo, progress=None) -> PageState:
@@ -246,7 +292,7 @@ def _click(state: PageState, action: Action, demo: Demo) -> PageState:
     """A thumbnail, result or map point: searched in the gallery it was drawn from, which must be
     the one on screen (a click that left an earlier page is dropped, not searched elsewhere)."""
     if action.kind == "example":
-        expected = f"gallery:{dataset_name(state.dataset)}"
+        expected = f"gallery:{state.dataset}"
     elif action.kind == "own":
         expected = f"own:{state.own.token}" if state.own is not None else None
     else:
@@ -270,7 +316,7 @@ def _switch_dataset(state: PageState, dataset: str, demo: Demo) -> PageState:
         picks = default_examples(demo, dataset, model)
     except ERRORS as e:
         raise type(e)(f"{model} on {dataset}: {e}") from None
-    moved = dataclasses.replace(state, dataset=dataset, model=model, examples=picks)
+    moved = dataclasses.replace(state, dataset=dataset, model=model, examples=picks, revision=demo.revision(dataset))
     query = state.query
     if query is None or query.kind == "example":
         query = Query("example", picks[0])
@@ -391,8 +437,9 @@ def render(state: PageState, demo: Demo) -> Page:
         kind, message = state.error
         errors[ERROR_LINES.get(kind, "settings")] = f"⚠ {message}"
         status.insert(0, f"⚠ {message}")
-    datasets = demo.datasets()
-    models = demo.models(state.dataset) if state.dataset else []
+    served = state.served or tuple(demo.available())
+    datasets = list(dict.fromkeys(d for d, _ in served))
+    models = [m for d, m in served if d == state.dataset]
     page = Page(datasets=datasets, dataset=state.dataset, models=models, model=state.model, k=state.k,
                 compare=state.compare, drawable=bool(state.dataset) and drawable(demo, state.dataset),
                 examples="", results="", status=" · ".join(status), map=None, highlight={}, feature_maps=None,
@@ -410,7 +457,7 @@ def render(state: PageState, demo: Demo) -> Page:
         page.results = empty_results(f"{state.model} on {state.dataset}: {e}")
         return page
     page.examples = examples_html([(i, thumbs[i], index.class_names[index.labels[i]]) for i in state.examples],
-                                  gallery=f"gallery:{dataset_name(state.dataset)}")
+                                  gallery=f"gallery:{state.dataset}")
     page.results = _results(state, demo, index, thumbs)
     page.map, page.highlight = _map(state, demo, index, thumbs)
     if state.maps_open:
@@ -463,7 +510,7 @@ def _map(state: PageState, demo: Demo, index: SearchIndex, thumbs: list[str]) ->
         method = state.own.map_method[(state.dataset, state.model)]
         make = lambda: map_value(own_index, state.own.thumbs, title, method, gallery=state.gallery_key)
     else:
-        key = f"gallery:{state.dataset}:{state.model}"
+        key = f"gallery:{state.dataset}:{state.model}:{state.revision}"
         title = f"{state.dataset} gallery ({len(index)} test images), embedded by {state.model}"
         make = lambda: map_value(index, thumbs, title, "UMAP", gallery=state.gallery_key)
     src = file_url(demo.static_json(key, make))

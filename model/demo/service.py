@@ -1,11 +1,20 @@
 """The checkpoints the demo serves and what it does with them, without the UI: find them,
 load their search indexes, read uploads, search, render thumbnails and the feature maps.
 
-Every checkpoint folder in the assets folder (`INVOLUTION_ASSETS`, default assets/) is served,
-named by its config.json: the dataset list, the model list and the compare choices come from
-there and from data.KNOWN (a dataset's title, class names and query style), never from literals,
-so a checkpoint trained on an ImageFolder (`train.py --dataset PATH/shapes --out assets/shapes-hybrid1`)
-is listed as "shapes" and searched in the gallery train.py sampled for it."""
+Every complete checkpoint folder in the assets folder (`INVOLUTION_ASSETS`, default assets/) is
+served, named by its config.json: the dataset list, the model list and the compare choices come
+from there and from data.KNOWN (a dataset's title, class names and query style), never from
+literals, so a checkpoint trained on an image folder (`train.py --dataset PATH/shapes --out
+assets/shapes-hybrid1`) is listed as "shapes" and searched in the gallery train.py sampled for it.
+
+A dataset is known by what its gallery holds (index.gallery_name: an image folder's gallery file
+is named by its folder's path and content), never by a folder's name alone: two folders both
+called "images" are two datasets, listed as "images (projectA)" and "images (projectB)", and a
+folder called "mnist" is never served MNIST's gallery. The demo follows the disk: `refresh()`
+(each page action calls it) serves a checkpoint folder added, reloads one replaced and drops one
+removed; a folder still being written (no config.json or weights yet, or a run's work/ in it) is
+never served, and while `train.py --overwrite` retrains a folder, the old one it set aside
+(NAME.replaced) serves in its place."""
 
 from __future__ import annotations
 
@@ -27,9 +36,19 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..checkpoint import CheckpointError, load_model, read_config
-from ..data import KNOWN, dataset_title, normalize, query_style
+from ..data import KNOWN, canonical_name, normalize, query_style
 from ..hub import CHECKPOINT_FILES, download_checkpoint
-from ..index import INDEX_JSON, INDEX_NPZ, BundleError, Hit, SearchIndex, build_bundle, fit_umap, load_index
+from ..index import (
+    INDEX_JSON,
+    INDEX_NPZ,
+    BundleError,
+    Hit,
+    SearchIndex,
+    build_bundle,
+    fit_umap,
+    gallery_name,
+    load_index,
+)
 from ..networks import TITLES, model_title
 from .own_gallery import OwnImages
 from .queries import prepare_query
@@ -167,24 +186,53 @@ class FeatureMaps:
     conv: dict[str, np.ndarray] = field(default_factory=dict)  # model -> (C, H, W) first-conv maps
 
 
+@dataclass(frozen=True)
+class ServedDataset:
+    """A dataset as the demo serves it."""
+
+    title: str  # as the page lists it: unique among the served datasets
+    name: str  # data.KNOWN's name, or an image folder's name
+    key: str  # what the gallery holds: a known name, or an image folder's gallery file stem
+    style: str  # how a query is brought to its form (queries.STYLES)
+
+
+def _fingerprint(folder: Path) -> tuple | None:
+    """What says a checkpoint folder changed (its config, weights and figures), or None when it is
+    not a complete checkpoint: config.json or the weights missing, or a run's work/ in it."""
+    if (folder / "work").exists():
+        return None
+    stats = []
+    for name in ("config.json", "model.safetensors", "metrics.json"):
+        try:
+            st = (folder / name).stat()
+            stats.append((name, st.st_mtime_ns, st.st_size, st.st_ino))
+        except OSError:
+            if name != "metrics.json":
+                return None
+    return tuple(stats)
+
+
 @dataclass
 class Demo:
-    """The shipped checkpoints and their search bundles, loaded on first use."""
+    """The checkpoints in the assets folder and their search bundles, loaded on first use and
+    followed on disk (refresh)."""
 
     assets: Path = ASSETS
     log: object = print
     build: Callable[..., Path] = build_bundle  # how a stale search bundle is rebuilt (see load_index)
     hub_models: Sequence[str] = field(
         default_factory=lambda: os.environ.get(HUB_MODELS_ENV, "").replace(",", " ").split())
-    _indexes: dict[tuple[str, str], SearchIndex] = field(default_factory=dict)
+    _indexes: dict[Path, SearchIndex] = field(default_factory=dict)  # checkpoint folder -> its index
     _thumbs: Path = field(default_factory=lambda: _temporary_folder("involution-thumbs-"))
     _from_hub: dict[str, Path] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _served: dict[tuple[str, str], Path] | None = None  # found once: see served()
+    _served: dict[tuple[str, str], Path] | None = None  # found by refresh(): see served()
+    _datasets: dict[str, ServedDataset] = field(default_factory=dict)  # title -> the dataset
+    _seen: dict[Path, tuple] = field(default_factory=dict)  # checkpoint folder -> its _fingerprint when served
     _gallery_thumbs: dict[str, list[str]] = field(default_factory=dict)  # dataset -> its thumbnail files
     _json_files: dict[str, str] = field(default_factory=dict)  # static_json: key -> file
-    # (dataset, model) -> None when it loads, else (the error class to raise, the reason)
-    _problems: dict[tuple[str, str], tuple[type[Exception], str] | None] = field(default_factory=dict)
+    # checkpoint folder -> None when it loads, else (the error class to raise, the reason)
+    _problems: dict[Path, tuple[type[Exception], str] | None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for reference in self.hub_models:
@@ -203,7 +251,7 @@ class Demo:
         config = read_config(cached)
         dataset = config.get("dataset", "")
         name = f"{dataset}-{config['model']}"
-        if not (self.assets / "gallery" / f"{dataset}.npz").is_file():
+        if not (self.assets / "gallery" / gallery_name(config)).is_file():
             raise BundleError(f"it is a {dataset!r} checkpoint and the demo has no gallery for it")
         folder = _temporary_folder("involution-hub-") / name
         folder.mkdir()
@@ -211,41 +259,113 @@ class Demo:
             shutil.copyfile(file, folder / file.name)  # the cache's links resolved to plain files
         return name, folder
 
-    def served(self) -> dict[tuple[str, str], Path]:
-        """(dataset title, model title) -> checkpoint folder, for every checkpoint folder in the
-        assets folder (named by its config.json, or by its folder name `<dataset>-<model>` when that
-        cannot be read, so a damaged one is listed and named as unavailable) and every model
-        repository of INVOLUTION_MODELS in place of the folder of the same name. Known datasets
-        come first in data.KNOWN's order, then the others by name; Hybrid-1 and CNN-3a first."""
-        if self._served is not None:
-            return self._served
-        found: dict[tuple[str, str], Path] = {}
-        # a folder with a dot in its name is a leftover (name.replaced, .tmp), never served
-        folders = sorted(p for p in self.assets.iterdir() if "." not in p.name and (p / "config.json").is_file()
-                         ) if self.assets.is_dir() else []
+    def refresh(self) -> bool:
+        """Look at the assets folder again: serve the checkpoint folders added, reload those whose
+        config, weights or figures changed, drop those removed or being rewritten. Returns whether
+        anything changed. Cheap (a few stat calls per folder): every page action calls it."""
+        candidates: dict[Path, tuple] = {}
+        folders = sorted(p for p in self.assets.iterdir() if p.is_dir()) if self.assets.is_dir() else []
+        names = {p.name for p in folders}
         for folder in folders:
+            # a dot marks a leftover (.tmp) or the folder an --overwrite set aside (NAME.replaced), which
+            # serves only while the run replacing it has not completed its new NAME
+            base, dot, rest = folder.name.partition(".")
+            if dot and not (rest == "replaced" and (base not in names or _fingerprint(folder.with_name(base)) is None)):
+                continue
+            if (fp := _fingerprint(folder)) is not None:
+                candidates[folder] = fp
+        for folder in self._from_hub.values():
+            candidates[folder] = ("hub",)
+        if self._served is not None and candidates == self._seen:
+            return False
+        for folder in set(self._seen) | set(candidates):
+            if self._seen.get(folder) != candidates.get(folder):  # changed or gone: load anew when asked
+                self._indexes.pop(folder, None)
+                self._problems.pop(folder, None)
+        self._seen = candidates
+        self._served, self._datasets = self._name(candidates)
+        return True
+
+    def _name(self, folders: dict[Path, tuple]) -> tuple[dict[tuple[str, str], Path], dict[str, ServedDataset]]:
+        """(dataset title, model title) -> folder, and title -> dataset, for the complete checkpoint
+        folders (named by config.json, or by the folder name `<dataset>-<model>` when that cannot be
+        read, so a damaged one is listed and named as unavailable) and the models of
+        INVOLUTION_MODELS in place of a folder of the same dataset and model. Known datasets first in
+        data.KNOWN's order, then the others by title; Hybrid-1 and CNN-3a first."""
+        found: dict[tuple[str, str], Path] = {}
+        info: dict[str, dict] = {}  # dataset key -> name, dataset path, checkpoint folder names
+        hub = set(self._from_hub.values())
+        for folder in sorted(folders, key=lambda f: (f in hub, f.name)):
             try:
                 config = read_config(folder)
-                key = (str(config["dataset"]), str(config["model"]))
+                name, model = str(config["dataset"]), str(config["model"])
+                # an image folder's gallery is its own, whatever the folder is called ("mnist" included)
+                key = Path(gallery_name(config)).stem if config.get("gallery") else name
+                path = str(config.get("dataset_path", ""))
             except (CheckpointError, KeyError, TypeError):
-                dataset, _, model = folder.name.rpartition("-")
-                key = (dataset or folder.name, model)
-            if key not in found or folder.name == f"{key[0]}-{key[1]}":
-                found[key] = folder
-        for folder in self._from_hub.values():
-            config = read_config(folder)
-            found[(str(config["dataset"]), str(config["model"]))] = folder
+                name, _, model = folder.name.removesuffix(".replaced").rpartition("-")
+                name = name or folder.name
+                key, path = name, ""
+            here = info.setdefault(key, {"name": name, "path": path, "folders": []})
+            here["folders"].append(folder.name)
+            own_name = folder.name.removesuffix(".replaced") == f"{name}-{model}"
+            if (key, model) not in found or folder in hub or own_name:
+                found[(key, model)] = folder
+        titles = _titles(info)
+        datasets = {titles[k]: ServedDataset(titles[k], v["name"], k, query_style(k)) for k, v in info.items()}
         known, models = list(KNOWN), [*COMPARED, *TITLES]
-        order = lambda key: (known.index(key[0]) if key[0] in known else len(known), key[0],
-                             models.index(key[1]) if key[1] in models else len(models), key[1])
-        self._served = {(dataset_title(d), model_title(m)): found[(d, m)] for d, m in sorted(found, key=order)}
+        order = lambda km: (known.index(km[0]) if km[0] in known else len(known), titles[km[0]],
+                            models.index(km[1]) if km[1] in models else len(models), km[1])
+        served = {(titles[k], model_title(m)): found[(k, m)] for k, m in sorted(found, key=order)}
+        return served, datasets
+
+    def served(self) -> dict[tuple[str, str], Path]:
+        """(dataset title, model title) -> checkpoint folder, as the last refresh() found them."""
+        if self._served is None:
+            self.refresh()
         return self._served
+
+    def dataset(self, dataset: str) -> ServedDataset | None:
+        """A served dataset named by its title, its name (a known dataset's, or a folder's where
+        only one folder has it), its gallery key, or the name of a checkpoint folder serving it;
+        None for anything else."""
+        self.served()
+        if dataset in self._datasets:
+            return self._datasets[dataset]
+        text = str(dataset).strip()
+        for d in self._datasets.values():
+            if text in (d.key, d.title) or canonical_name(text) == d.key:
+                return d
+        named = [d for d in self._datasets.values() if d.name == text]
+        if len(named) == 1:
+            return named[0]
+        folder = self.assets / text
+        for (title, _), f in self._served.items():
+            if f in (folder, folder.with_name(f"{text}.replaced")):
+                return self._datasets[title]
+        return None
+
+    def title(self, dataset: str) -> str:
+        """A served dataset's title from any name dataset() takes; else `dataset`, unchanged."""
+        d = self.dataset(dataset)
+        return d.title if d else dataset
+
+    def dataset_key(self, dataset: str) -> str:
+        """What names a dataset's gallery, safe in a file name: thumbnails are cached under it."""
+        d = self.dataset(dataset)
+        return d.key if d else dataset_name(dataset)
+
+    def revision(self, dataset: str) -> str:
+        """Changes whenever a checkpoint serving `dataset` is added, replaced or removed."""
+        title = self.title(dataset)
+        parts = sorted((str(f), self._seen.get(f)) for (d, _), f in self.served().items() if d == title)
+        return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
     def checkpoint(self, dataset: str, model: str) -> Path:
         """The folder serving a dataset and model (titles or names); where none does, the folder
         it would be in."""
-        d, m = dataset_name(dataset), model_name(model)
-        return self.served().get((dataset_title(d), model_title(m)), self.assets / f"{d}-{m}")
+        title, m = self.title(dataset), model_name(model)
+        return self.served().get((title, model_title(m)), self.assets / f"{dataset_name(dataset)}-{m}")
 
     def available(self) -> list[tuple[str, str]]:
         return list(self.served())
@@ -265,18 +385,18 @@ class Demo:
             return [model]
         return [model, *(m for m in pair if m != model and m in self.models(dataset) and not self.problem(dataset, m))]
 
-    @staticmethod
-    def query_style(dataset: str) -> str:
-        return query_style(dataset_name(dataset))
+    def query_style(self, dataset: str) -> str:
+        d = self.dataset(dataset)
+        return d.style if d else query_style(dataset_name(dataset))
 
     def problem(self, dataset: str, model: str) -> str | None:
         """Why a listed checkpoint cannot serve, in one line (its weights or config do not load,
         or its bundle could not be rebuilt), or None; found once, so a broken one costs nothing
         on later requests."""
-        key = (dataset, model)
+        key = self.checkpoint(dataset, model)
         if key not in self._problems:
             try:
-                load_model(self.checkpoint(dataset, model))
+                load_model(key)
                 self._problems[key] = None
             except CheckpointError as e:
                 self._problems[key] = (CheckpointError, str(e))
@@ -285,9 +405,8 @@ class Demo:
     def index(self, dataset: str, model: str) -> SearchIndex:
         """The checkpoint's search index, loaded (and its bundle rebuilt, if need be) once; a checkpoint
         that cannot serve raises the same one-line error on every request without trying again."""
-        key = (dataset, model)
+        folder = key = self.checkpoint(dataset, model)
         if key not in self._indexes:
-            folder = self.checkpoint(dataset, model)
             if not (folder / "config.json").is_file():
                 raise BundleError(f"no {model} weights for {dataset} in {folder}: train them with train.py")
             if known := self._problems.get(key):
@@ -325,7 +444,7 @@ class Demo:
         """Every gallery image of a dataset as a native-size PNG file (the page upscales them with
         `image-rendering: pixelated`), rendered once per dataset: the examples, the results and the
         map's hover all point at these files, so a search sends names, not pixels."""
-        name = dataset_name(dataset)
+        name = self.dataset_key(dataset)
         if name not in self._gallery_thumbs:
             index = self.index(dataset, model)
             folder = self._thumbs / "gallery" / name
@@ -395,12 +514,38 @@ class Demo:
         """Gallery image i as an upscaled PNG file, rendered on first use: Gradio serves a file
         as it is, so a search encodes no images (PNG encoding took a fifth of the server's
         time per search under load)."""
-        path = self._thumbs / f"{dataset_name(dataset)}-{model_name(model)}-{i}.png"
+        path = self._thumbs / f"{self.dataset_key(dataset)}-{model_name(model)}-{self.revision(dataset)}-{i}.png"
         if not path.exists():
             tmp = path.with_name(f"{path.stem}.{threading.get_ident()}.tmp")
             thumbnail(self.index(dataset, model).images[i]).save(tmp, format="PNG")
             os.replace(tmp, path)  # concurrent searches may render the same image: last one wins, whole
         return str(path)
+
+
+def _titles(info: dict[str, dict]) -> dict[str, str]:
+    """dataset key -> the title the page lists it by: a known dataset's title; an image folder's
+    name where it is unique and no known dataset's name or title, else the name with the folder
+    it lies in ("images (projectA)"), else with the start of its key."""
+    reserved = {n.lower() for n in KNOWN} | {i.title.lower() for i in KNOWN.values()}
+    titles = {k: KNOWN[k].title for k in info if k in KNOWN}
+    folders = [k for k in info if k not in KNOWN]
+    counts: dict[str, int] = {}
+    for k in folders:
+        counts[info[k]["name"]] = counts.get(info[k]["name"], 0) + 1
+    for k in folders:
+        name = info[k]["name"]
+        if counts[name] == 1 and name.lower() not in reserved:
+            titles[k] = name
+            continue
+        parent = Path(info[k]["path"]).parent.name if info[k]["path"] else info[k]["folders"][0]
+        titles[k] = f"{name} ({parent})"
+    taken: dict[str, int] = {}
+    for t in titles.values():
+        taken[t] = taken.get(t, 0) + 1
+    for k in folders:  # the same name in folders of the same name: told apart by their content
+        if taken[titles[k]] > 1:
+            titles[k] = f"{titles[k][:-1]}, {k.rsplit('-', 1)[-1][:6]})" if titles[k].endswith(")") else k
+    return titles
 
 
 def _temporary_folder(prefix: str) -> Path:

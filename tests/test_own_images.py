@@ -1,0 +1,139 @@
+"""Own images end to end: `train.py --dataset FOLDER --out assets/NAME` alone trains a folder as
+it comes, records its split, names its gallery by what it holds and flags a useless model; the
+demo serves two folders of one name apart, never serves a folder's model MNIST's gallery, and
+follows the assets folder while it runs (added, replaced, removed, half-written)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import load_script
+
+import train
+from model.demo import Action, Demo, apply, initial_state, render
+from model.evaluation import evaluate_checkpoint
+
+pytestmark = pytest.mark.slow  # trains several small checkpoints
+
+sample = load_script("sample_folders")
+
+
+def quick_train(folder: Path, out: Path, *extra: str) -> int:
+    return train.main(["--dataset", str(folder), "--out", str(out), "--quick", *extra])
+
+
+@pytest.fixture(scope="module")
+def two_images_folders(tmp_path_factory):
+    """Two folders both named "images" (shapes in one, colours in the other) and one named
+    "mnist", each trained with the default command (--quick) into one assets folder."""
+    tmp = tmp_path_factory.mktemp("own")
+    a = sample.make_folder(tmp / "projectA" / "images", "shapes", per_class=12, seed=1)
+    b = sample.make_folder(tmp / "projectB" / "images", "colours", per_class=12, seed=2, layout="train-test",
+                           test_per_class=4)
+    m = sample.make_folder(tmp / "elsewhere" / "mnist", "textures", per_class=10, seed=3)
+    assets = tmp / "assets"
+    shutil.copytree(Path(train.__file__).parent / "assets" / "gallery", assets / "gallery")
+    shutil.copytree(Path(train.__file__).parent / "assets" / "mnist-hybrid1", assets / "mnist-hybrid1")
+    assert quick_train(a, assets / "a-hybrid1") == 0
+    assert quick_train(b, assets / "b-hybrid1") == 0
+    assert quick_train(m, assets / "mine-hybrid1") == 0
+    return tmp, assets
+
+
+def test_a_folder_trains_with_its_split_gallery_and_check_recorded(two_images_folders) -> None:
+    tmp, assets = two_images_folders
+    out = assets / "a-hybrid1"
+    config = json.loads((out / "config.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    split = json.loads((out / "split.json").read_text())
+    root = tmp / "projectA" / "images"
+    assert config["dataset"] == "images" and config["dataset_path"] == str(root.resolve())
+    assert config["gallery"].startswith("images-") and (assets / "gallery" / config["gallery"]).is_file()
+    assert split["layout"] == "classes" and split["classes"] == sorted(sample.KINDS["shapes"])
+    assert split["skipped"][0].startswith("circle/broken.jpg")  # the truncated JPEG, named and skipped
+    files = [f for s in ("train", "val", "test") for f, _ in split[s]]
+    assert len(files) == len(set(files)) == 4 * 12  # every readable image once, nested ones included
+    assert metrics["recipe"]["stages"][0]["loss"] == "normsoftmax" and metrics["recipe"]["image_size"] == 32
+    assert metrics["recipe"]["init_from"].endswith("cifar10-hybrid1")  # the default start
+    assert metrics["check"]["split"] == "validation" and metrics["check"]["verdict"] in ("ok", "near chance",
+                                                                                        "collapsed")
+    # the recorded split measures the same test images again
+    again = evaluate_checkpoint(out, "test")
+    assert again["images"] == metrics["test"]["images"]
+    assert again["precision_at_1"] == pytest.approx(metrics["test"]["precision_at_1"])
+
+
+def test_two_folders_of_one_name_are_two_datasets_and_mnist_stays_mnist(two_images_folders) -> None:
+    tmp, assets = two_images_folders
+    galleries = {json.loads((assets / f / "config.json").read_text())["gallery"]
+                 for f in ("a-hybrid1", "b-hybrid1", "mine-hybrid1")}
+    assert len(galleries) == 3 and "mnist.npz" not in galleries
+    demo = Demo(assets=assets)
+    assert demo.datasets() == ["MNIST", "images (projectA)", "images (projectB)", "mnist (elsewhere)"]
+    for title, classes in (("images (projectA)", sample.KINDS["shapes"]), ("images (projectB)", sample.KINDS["colours"]),
+                           ("mnist (elsewhere)", sample.KINDS["textures"])):
+        index = demo.index(title, "Hybrid-1")
+        assert sorted(index.class_names) == sorted(classes) and index.images.shape[-1] == 3
+    assert len(demo.index("MNIST", "Hybrid-1")) == 2000  # the shipped gallery, untouched
+    # names resolve to one dataset each; an ambiguous or unknown one to none
+    assert demo.dataset("b-hybrid1").title == "images (projectB)" and demo.dataset("mnist").title == "MNIST"
+    assert demo.dataset("images") is None and demo.dataset("nothing") is None
+    assert demo.dataset(demo.dataset("images (projectA)").key).title == "images (projectA)"
+
+
+def test_the_demo_follows_the_assets_folder(two_images_folders, tmp_path) -> None:
+    tmp, shared = two_images_folders
+    assets = tmp_path / "assets"
+    shutil.copytree(shared / "gallery", assets / "gallery")
+    shutil.copytree(shared / "a-hybrid1", assets / "a-hybrid1")
+    demo = Demo(assets=assets)
+    state = initial_state(demo)
+    assert state.dataset == "images" and render(state, demo).datasets == ["images"]
+
+    # added while the page is open: listed on the next action
+    shutil.copytree(shared / "b-hybrid1", assets / "b-hybrid1")
+    state = apply(state, Action("k", 5), demo)
+    assert render(state, demo).datasets == ["images (projectA)", "images (projectB)"]
+    assert state.dataset == "images (projectA)" and state.error is None and len(state.rows[0].hits) == 5
+
+    # a half-written folder (weights and config, its run's work/ still there) is never served
+    partial = assets / "c-hybrid1"
+    shutil.copytree(shared / "mine-hybrid1", partial)
+    (partial / "work").mkdir()
+    state = apply(state, Action("k", 6), demo)
+    assert "mnist (elsewhere)" not in render(state, demo).datasets and "mnist" not in render(state, demo).datasets
+
+    # replaced (as --overwrite leaves it): the query is searched again with the new weights
+    before = demo.index(state.dataset, state.model)
+    shutil.rmtree(partial)
+    shutil.move(assets / "a-hybrid1", assets / "a-hybrid1.replaced")
+    shutil.copytree(assets / "a-hybrid1.replaced", assets / "a-hybrid1")
+    (assets / "a-hybrid1" / "work").mkdir()  # still being written: the set-aside folder serves
+    state = apply(state, Action("k", 7), demo)
+    assert state.dataset == "images (projectA)" and state.error is None
+    assert demo.checkpoint(state.dataset, state.model).name == "a-hybrid1.replaced"
+    shutil.rmtree(assets / "a-hybrid1" / "work")
+    shutil.rmtree(assets / "a-hybrid1.replaced")
+    state = apply(state, Action("k", 8), demo)
+    assert demo.checkpoint(state.dataset, state.model).name == "a-hybrid1"
+    assert demo.index(state.dataset, state.model) is not before and len(state.rows[0].hits) == 8
+
+    # removed: the page moves to a dataset still served and says why
+    shutil.rmtree(assets / "a-hybrid1")
+    state = apply(state, Action("k", 4), demo)
+    assert state.dataset == "images" and "images (projectA) is no longer served" in state.message
+    assert render(state, demo).datasets == ["images"] and len(state.rows[0].hits) == 4  # k applied there
+
+
+def test_a_collapsed_model_is_flagged(tmp_path, capsys) -> None:
+    folder = sample.make_folder(tmp_path / "shapes", "shapes", per_class=10, seed=4)
+    # one epoch from scratch at a learning rate that wrecks it: the check must say so
+    code = train.main(["--dataset", str(folder), "--out", str(tmp_path / "out"), "--epochs", "1", "--init", "none",
+                       "--lr", "3", "--no-index"])
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert code == 0 and metrics["check"]["verdict"] in ("near chance", "collapsed")
+    err = capsys.readouterr().err
+    assert f"warning: {metrics['check']['advice']}" in err
