@@ -13,6 +13,7 @@ other `dataset` argument is an image folder: <class>/ subfolders, or train/ and 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import zipfile
 import zlib
@@ -401,16 +402,29 @@ def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.T
 CROP_FLIP: dict[str, tuple[int, bool]] = {
     "flip": (0, True), "shift": (2, False), "shift-flip": (2, True), "crop-flip": (4, True),
 }
-AUGMENTATIONS = ("none", *CROP_FLIP)
+# augmentation mode -> (the smallest crop side, as a share of the image's; the largest rotation in
+# degrees): a random crop of that size or larger, anywhere, rotated a little, mirrored half the
+# time, resized back to the image size (image folders' default: objects of any size and place)
+ZOOM: dict[str, tuple[float, float]] = {"zoom-flip": (0.6, 10.0)}
+AUGMENTATIONS = ("none", *CROP_FLIP, *ZOOM)
 
 
 def augment(x: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Tensor:
     """none; flip: horizontal flip only (the test images' own framing, for a last stage);
     shift: random translation by up to 2 px (digits, where flips change the class);
     shift-flip: the same and a horizontal flip (clothes, where a mirror image keeps its class);
-    crop-flip: random 4-px-padded crop and horizontal flip (the CIFAR-10 standard)."""
+    crop-flip: random 4-px-padded crop and horizontal flip (the CIFAR-10 standard);
+    zoom-flip: a random square crop of 60-100% of the side, anywhere, turned by up to 10 degrees,
+    mirrored half the time and resized back (image folders: objects of any size and place)."""
     offsets = draw_offsets(mode, len(x), generator)
-    return x if offsets is None else crop_flip(x, *(t.to(x.device) for t in offsets), pad=CROP_FLIP[mode][0])
+    return x if offsets is None else apply_draws(x, mode, tuple(t.to(x.device) for t in offsets))
+
+
+def apply_draws(x: torch.Tensor, mode: str, draws: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """A (B, C, H, W) uint8 batch augmented with draw_offsets' draws for it (on x's device)."""
+    if mode in ZOOM:
+        return zoom_flip(x, *draws)
+    return crop_flip(x, *draws, pad=CROP_FLIP[mode][0])
 
 
 def draw_offsets(mode: str, n: int, generator: torch.Generator) -> tuple[torch.Tensor, ...] | None:
@@ -420,10 +434,29 @@ def draw_offsets(mode: str, n: int, generator: torch.Generator) -> tuple[torch.T
     uninterrupted one would; the trainer draws a whole epoch at once and moves it to the
     GPU in one copy, keeping per-step host-device synchronisations out of the loop.
     """
+    if mode in ZOOM:
+        smallest, degrees = ZOOM[mode]
+        side = smallest + (1 - smallest) * torch.rand(n, generator=generator)
+        angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(degrees)
+        tx, ty = ((torch.rand(n, generator=generator) * 2 - 1) * (1 - side) for _ in range(2))
+        return side, angle, tx, ty, torch.rand(n, generator=generator) < 0.5
     if mode not in CROP_FLIP:
         return None
     pad, flip = CROP_FLIP[mode]
     return _draw_crop_flip(n, pad, flip, generator)
+
+
+def zoom_flip(x: torch.Tensor, side: torch.Tensor, angle: torch.Tensor, tx: torch.Tensor, ty: torch.Tensor,
+              flip: torch.Tensor) -> torch.Tensor:
+    """Each image of a (B, C, H, W) uint8 batch: the square of `side` (a share of the image's side)
+    centred at (tx, ty) (in [-1, 1] image coordinates), turned by `angle` radians and mirrored where
+    `flip`, resampled bilinearly to the full size (edges mirrored), in one grid_sample."""
+    cos, sin = torch.cos(angle) * side, torch.sin(angle) * side
+    mirror = 1.0 - 2.0 * flip.to(cos.dtype)
+    theta = torch.stack([torch.stack([cos * mirror, -sin, tx], 1), torch.stack([sin * mirror, cos, ty], 1)], 1)
+    grid = F.affine_grid(theta.to(x.device, torch.float32), list(x.shape), align_corners=False)
+    out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4, flip: bool = True) -> torch.Tensor:

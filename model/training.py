@@ -33,7 +33,7 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 
 from .checkpoint import WEIGHTS_NAME, load_model, save_checkpoint
-from .data import CROP_FLIP, ImageData, crop_flip, draw_offsets, normalize
+from .data import ImageData, apply_draws, draw_offsets, normalize
 from .evaluation import embedder_for, ms_loss, retrieval_metrics, view_embeddings
 from .files import atomic_save_tensors, atomic_write_json
 from .losses import (
@@ -238,7 +238,7 @@ class Trainer:
         idx = order[batch]
         x = self.data.train_x[idx]
         if offsets is not None:
-            x = crop_flip(x, *(t[batch] for t in offsets), pad=CROP_FLIP[self.augment][0])
+            x = apply_draws(x, self.augment, tuple(t[batch] for t in offsets))
         x = normalize(x, self.mean, self.std).contiguous(memory_format=torch.channels_last)
         targets = None if self.teacher_targets is None else self.teacher_targets[idx]
         return x, self.data.train_y[idx], targets, len(idx)

@@ -187,7 +187,8 @@ def static_checkpoints(root: Path = ROOT) -> list[tuple[str, str, str, str]]:
     out = []
     for (title, model), folder in demo.served().items():
         config = json.loads((folder / "config.json").read_text())
-        out.append((Path(config["dataset"]).name, title, config["model"], model))
+        # a known dataset's name, or an image folder's gallery key: two folders of one name stay apart
+        out.append((demo.dataset_key(title), title, config["model"], model))
     if not out:
         raise PublishError(f"no checkpoints in {root / 'assets'}: train one with train.py")
     return out

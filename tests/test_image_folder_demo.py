@@ -4,6 +4,7 @@ answers for it as for a shipped one."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ def make_shapes(root: Path, n_train: int = 40, n_test: int = 12, seed: int = 0) 
     return root
 
 
-def test_an_image_folder_checkpoint_is_served_and_searched(tmp_path, monkeypatch) -> None:
+def test_an_image_folder_checkpoint_is_served_and_searched(tmp_path, monkeypatch, capfd) -> None:
     from gradio_client import Client, handle_file
 
     import app
@@ -50,7 +51,9 @@ def test_an_image_folder_checkpoint_is_served_and_searched(tmp_path, monkeypatch
     assets = tmp_path / "assets"
     assert train.main(["--dataset", str(shapes), "--model", "hybrid1", "--loss", "ce", "--epochs", "1",
                        "--set", "validation.size=15", "--out", str(assets / "shapes-hybrid1")]) == 0
-    assert (assets / "gallery" / "shapes.npz").is_file()  # sampled from the folder's test split
+    config = json.loads((assets / "shapes-hybrid1" / "config.json").read_text())
+    assert config["gallery"].startswith("shapes-")  # named by the folder's path and content
+    assert (assets / "gallery" / config["gallery"]).is_file()  # sampled from the folder's test split
 
     demo = Demo(assets=assets)
     assert demo.datasets() == ["shapes"] and demo.models("shapes") == ["Hybrid-1"]
@@ -73,7 +76,12 @@ def test_an_image_folder_checkpoint_is_served_and_searched(tmp_path, monkeypatch
                                         api_name="/search")
         assert len(gallery) == 4 and len(table["data"]) == 4
         assert all(row[1] in SHAPES for row in table["data"])  # labelled by the folder's class names
-        with pytest.raises(Exception, match="MNIST is not in the list of choices: \\['shapes'\\]"):  # one line
+        for name in ("shapes-hybrid1", " shapes "):  # a checkpoint folder's name serves too
+            gallery, table = client.predict(name, handle_file(str(shapes / "test" / "circle" / "5.png")), 3,
+                                            api_name="/search")
+            assert len(table["data"]) == 3
+        with pytest.raises(Exception, match="no checkpoint serves 'MNIST': use one of shapes"):  # one line
             client.predict("MNIST", handle_file(str(shapes / "test" / "circle" / "5.png")), 4, api_name="/search")
+        assert "Traceback" not in "".join(capfd.readouterr())  # refused in one line, nothing in the log
     finally:
         blocks.close()

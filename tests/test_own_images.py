@@ -73,8 +73,9 @@ def test_two_folders_of_one_name_are_two_datasets_and_mnist_stays_mnist(two_imag
     assert len(galleries) == 3 and "mnist.npz" not in galleries
     demo = Demo(assets=assets)
     assert demo.datasets() == ["MNIST", "images (projectA)", "images (projectB)", "mnist (elsewhere)"]
-    for title, classes in (("images (projectA)", sample.KINDS["shapes"]), ("images (projectB)", sample.KINDS["colours"]),
-                           ("mnist (elsewhere)", sample.KINDS["textures"])):
+    for title, kind in (("images (projectA)", "shapes"), ("images (projectB)", "colours"),
+                        ("mnist (elsewhere)", "textures")):
+        classes = sample.KINDS[kind]
         index = demo.index(title, "Hybrid-1")
         assert sorted(index.class_names) == sorted(classes) and index.images.shape[-1] == 3
     assert len(demo.index("MNIST", "Hybrid-1")) == 2000  # the shipped gallery, untouched
@@ -137,3 +138,41 @@ def test_a_collapsed_model_is_flagged(tmp_path, capsys) -> None:
     assert code == 0 and metrics["check"]["verdict"] in ("near chance", "collapsed")
     err = capsys.readouterr().err
     assert f"warning: {metrics['check']['advice']}" in err
+
+
+def test_a_checkpoint_added_while_the_page_is_open_is_listed_and_searched(two_images_folders, tmp_path) -> None:
+    """In Chromium: the page opens on MNIST; a folder's checkpoint copied into the assets folder is
+    in the dataset list after the next click, and picking it searches its own gallery."""
+    from conftest import ROOT, free_port
+    from playwright.sync_api import sync_playwright
+    from test_browser import ARGS, CHROMIUM, RESULT, choose, open_page, shot, wait_query
+
+    import app
+
+    tmp, shared = two_images_folders
+    assets = tmp_path / "assets"
+    shutil.copytree(shared / "gallery", assets / "gallery")
+    shutil.copytree(shared / "mnist-hybrid1", assets / "mnist-hybrid1")
+    saved, app.demo_state = app.demo_state, Demo(assets=assets)
+    blocks = app.build()
+    blocks.queue(max_size=16).launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                                     quiet=True, **app.LAUNCH)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = open_page((blocks.local_url, browser))
+            shutil.copytree(shared / "a-hybrid1", assets / "a-hybrid1")
+            example = page.locator("#examples [data-pick]").nth(3)
+            picked = example.get_attribute("data-pick")
+            example.click()
+            wait_query(page, f"gallery example #{picked}")
+            choose(page, "dataset", "images")
+            wait_query(page, "· images")
+            captions = page.locator(f"{RESULT} .caption").all_inner_texts()
+            assert captions and all(c.split(" · ")[0] in sample.KINDS["shapes"] for c in captions), captions
+            (ROOT / "test-artifacts").mkdir(exist_ok=True)
+            shot(page, "own-images-added-while-open")
+            browser.close()
+    finally:
+        blocks.close()
+        app.demo_state = saved
