@@ -175,3 +175,18 @@ def test_above_the_exact_limit_an_ivf_index_reaches_its_recall(tmp_path, monkeyp
     assert about["kind"] == "ivf-flat" and about["recall_at_10"] >= col.TARGET_RECALL and about["nprobe"] >= 1
     c = col.open_collection(tmp_path / "c")
     assert c.search_vector(c.vectors([5])[0], 1)[0].path == c.paths[5]
+
+
+@pytest.mark.slow
+def test_a_ray_build_equals_the_local_one(built, tmp_path) -> None:
+    pytest.importorskip("ray.data")
+    folder, local_out, _ = built
+    out = tmp_path / "ray"
+    run = cli("build", str(folder), "--checkpoint", CKPT, "--out", str(out), "--ray")
+    assert run.returncode == 0, run.stderr[-2000:]
+    local, ray = col.open_collection(local_out), col.open_collection(out)
+    assert ray.paths == local.paths and ray.record["skipped"] == local.record["skipped"]
+    np.testing.assert_allclose(ray.vectors(), local.vectors(), atol=1e-5)
+    for i in range(0, len(local), 5):
+        v = local.vectors([i])[0]
+        assert [h.path for h in ray.search_vector(v, 10)] == [h.path for h in local.search_vector(v, 10)]
