@@ -433,7 +433,7 @@ def build_index(out: Path, parts: np.ndarray, rows: np.ndarray, log=print) -> tu
     start = time.perf_counter()
     if not about["exact"]:
         rng = np.random.default_rng(0)
-        train_ids = np.sort(rng.choice(n, min(n, 64 * about["nlist"]), replace=False))
+        train_ids = np.sort(rng.choice(n, min(n, 40 * about["nlist"]), replace=False))  # faiss asks 39 a list
         sample = np.concatenate(list(_embeddings(out, parts[train_ids], rows[train_ids])))
         index.train(sample)
     for block in _embeddings(out, parts, rows):
@@ -441,6 +441,17 @@ def build_index(out: Path, parts: np.ndarray, rows: np.ndarray, log=print) -> tu
     about["build_index_s"] = round(time.perf_counter() - start, 2)
     about["recall_at_10"] = 1.0 if about["exact"] else tune_recall(index, out, parts, rows, about, log)
     return index, about
+
+
+def search_one(index: faiss.Index, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """One query, on one thread: faiss's OpenMP threads only wait on each other for a single
+    query (over 100,000 vectors on 2 busy cores, p50 4.4 ms on one thread, 22.6 ms on two)."""
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        return index.search(np.ascontiguousarray(vector.reshape(1, -1), dtype=np.float32), k)
+    finally:
+        faiss.omp_set_num_threads(threads)
 
 
 def exact_top_k(queries: np.ndarray, blocks: Iterator[np.ndarray], k: int) -> np.ndarray:
@@ -545,7 +556,7 @@ class Collection:
 
     def search_vector(self, vector: np.ndarray, k: int = 10) -> list[Hit]:
         k = max(1, min(int(k), len(self)))
-        sims, ids = self.index.search(np.ascontiguousarray(vector.reshape(1, -1), dtype=np.float32), k)
+        sims, ids = search_one(self.index, vector, k)
         return [Hit(self.paths[i], float(s), self.labels[i], int(i)) for s, i in zip(sims[0], ids[0], strict=True)
                 if i >= 0]
 

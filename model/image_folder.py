@@ -172,7 +172,8 @@ def _open(path: Path, size: int) -> np.ndarray:
     w, h = im.size
     s = min(w, h)
     box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
-    return np.asarray(im.resize((size, size), Image.BILINEAR, box=box, reducing_gap=3.0), dtype=np.uint8)
+    # cropped, then resized as the Embedder resizes a query: the pixels a search for this file gets
+    return np.asarray(im.crop(box).resize((size, size), Image.BILINEAR), dtype=np.uint8)
 
 
 def decode(root: Path, files: list[tuple[str, int]], size: int, workers: int | None = None

@@ -352,17 +352,21 @@ def folder_defaults(n_images: int, n_classes: int, smallest_class: int, typical_
     - image size: 32 px, whatever the images' size: at 64 px this network (two poolings, then
       global pooling) sees less of each object, and the CIFAR-10 start was learnt at 32 px;
       64 px scored lower on validation with and without it. `--image-size` changes it.
-    - augmentation: random crops and horizontal flips, as for photos; validation: a fifth of
-      the training images, class-stratified.
+    - regularisation: a small folder is learnt by heart within 20 epochs (training loss 0.03,
+      validation P@1 stuck): zoom-flip augmentation (random zoomed, turned, mirrored squares),
+      weight decay 5e-4 and a softer temperature of 0.1 lifted validation P@1 on the sample
+      textures from 0.71 to 0.84 and kept shapes (1.0) and colours (0.92, one image fewer).
+    - validation: a fifth of the training images, class-stratified.
     """
     train = max(1, round(n_images * 0.8))
     batch = 1 << max(4, min(8, (max(train // 6, 1)).bit_length() - 1))
     steps = max(1, math.ceil(train / batch))
     epochs = max(10, min(200, math.ceil(1600 / steps)))
-    fields = {"loss": "normsoftmax", "batch_size": batch, "epochs": epochs, "lr": 1e-3, "schedule": "cosine",
-              "augment": "crop-flip", "image_size": 32, "init_from": init_from}
+    fields = {"loss": "normsoftmax", "temperature": 0.1, "weight_decay": 5e-4, "batch_size": batch, "epochs": epochs,
+              "lr": 1e-3, "schedule": "cosine", "augment": "zoom-flip", "image_size": 32, "init_from": init_from}
     start = f"started from {init_from}" if init_from else "trained from scratch"
     why = (f"defaults for {n_images:,} training images in {n_classes} classes (smallest {smallest_class}, images "
-           f"about {typical_side} px): normsoftmax loss, {start}, batch {batch}, {epochs} epochs (~{steps * epochs} "
-           "steps, the best validation epoch kept), 32 px, crop-flip augmentation, a fifth held out for validation")
+           f"about {typical_side} px): normsoftmax loss (temperature 0.1, weight decay 5e-4), {start}, batch {batch}, "
+           f"{epochs} epochs (~{steps * epochs} steps, the best validation epoch kept), 32 px, zoom-flip augmentation, "
+           "a fifth held out for validation")
     return fields, why

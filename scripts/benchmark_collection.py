@@ -137,7 +137,7 @@ def size_figures(n: int) -> dict:
     index, about = col.choose_index(n, x.shape[1])
     start = time.perf_counter()
     if not about["exact"]:
-        sample = x[np.random.default_rng(0).choice(n, min(n, 64 * about["nlist"]), replace=False)]
+        sample = x[np.random.default_rng(0).choice(n, min(n, 40 * about["nlist"]), replace=False)]
         index.train(sample)
     index.add(x)
     build_s = time.perf_counter() - start
@@ -157,7 +157,7 @@ def size_figures(n: int) -> dict:
         times = []
         for q in queries[:300]:
             t = time.perf_counter()
-            ix.search(q[None], 10)
+            col.search_one(ix, q, 10)  # as Collection.search_vector runs it
             times.append((time.perf_counter() - t) * 1000)
         return times
 

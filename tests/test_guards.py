@@ -192,8 +192,10 @@ def test_a_class_too_small_for_ms_batches_is_named(tmp_path, capsys) -> None:
 
 
 def test_an_image_folder_trains_on_the_pixels_a_query_gets(tmp_path) -> None:
-    """Transparent, palette and greyscale images in an ImageFolder are converted as the Embedder
-    converts a query: the same pixels at training and at search time."""
+    """Transparent, palette and greyscale images in an image folder are converted as a photo query
+    is (queries.centre_square, then the Embedder): the same pixels at training and at search time."""
+    from model.demo.queries import centre_square
+
     rng = np.random.default_rng(0)
     root = tmp_path / "folder"
     files = []
@@ -214,4 +216,4 @@ def test_an_image_folder_trains_on_the_pixels_a_query_gets(tmp_path) -> None:
     train_files = sorted(p for p in files if "/train/" in p.as_posix())
     for i, path in enumerate(train_files):
         with Image.open(path) as im:
-            assert np.array_equal(embedder.to_uint8([im])[0].numpy(), data.train_x[i].numpy()), path
+            assert np.array_equal(embedder.to_uint8([centre_square(im, [])])[0].numpy(), data.train_x[i].numpy()), path

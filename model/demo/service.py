@@ -278,12 +278,13 @@ class Demo:
             candidates[folder] = ("hub",)
         if self._served is not None and candidates == self._seen:
             return False
-        for folder in set(self._seen) | set(candidates):
-            if self._seen.get(folder) != candidates.get(folder):  # changed or gone: load anew when asked
-                self._indexes.pop(folder, None)
-                self._problems.pop(folder, None)
-        self._seen = candidates
-        self._served, self._datasets = self._name(candidates)
+        with self._lock:  # page actions run in several threads: one of them renames
+            for folder in set(self._seen) | set(candidates):
+                if self._seen.get(folder) != candidates.get(folder):  # changed or gone: load anew when asked
+                    self._indexes.pop(folder, None)
+                    self._problems.pop(folder, None)
+            self._served, self._datasets = self._name(candidates)
+            self._seen = candidates
         return True
 
     def _name(self, folders: dict[Path, tuple]) -> tuple[dict[tuple[str, str], Path], dict[str, ServedDataset]]:
@@ -406,22 +407,23 @@ class Demo:
         """The checkpoint's search index, loaded (and its bundle rebuilt, if need be) once; a checkpoint
         that cannot serve raises the same one-line error on every request without trying again."""
         folder = key = self.checkpoint(dataset, model)
-        if key not in self._indexes:
+        found = self._indexes.get(key)  # read once: a refresh() in another thread may drop it meanwhile
+        if found is None:
             if not (folder / "config.json").is_file():
                 raise BundleError(f"no {model} weights for {dataset} in {folder}: train them with train.py")
             if known := self._problems.get(key):
                 error, reason = known
                 raise error(f"{model} on {dataset} is unavailable: {reason}")
             try:
-                self._indexes[key] = load_index(folder, gallery_dir=self.assets / "gallery", log=self.log,
-                                                build=self.build)
+                found = self._indexes[key] = load_index(folder, gallery_dir=self.assets / "gallery", log=self.log,
+                                                        build=self.build)
             except CheckpointError as e:
                 self._problems[key] = (CheckpointError, str(e))
                 raise CheckpointError(f"{model} on {dataset} is unavailable: {e}") from None
             except (BundleError, OSError) as e:
                 self._problems[key] = (BundleError, str(e) if isinstance(e, BundleError) else f"its search bundle: {e}")
                 raise BundleError(f"{model} on {dataset} is unavailable: {self._problems[key][1]}") from None
-        return self._indexes[key]
+        return found
 
     def search(self, dataset: str, model: str, image: Image.Image | np.ndarray, k: int,
                query_label: int | None = None, exclude: int | None = None) -> SearchResult:
