@@ -67,6 +67,24 @@ def run_one(kind: str, layout: str, seed: int, per_class: int, work: Path, extra
     return row
 
 
+def markdown(record: dict) -> str:
+    """The record as a table, written beside the JSON (the JSON is the source)."""
+    extra = " ".join(record["train_args"]) or "(none: the defaults)"
+    lines = ["# Own images: `train.py --dataset FOLDER --out DIR` on sample folders", "",
+             f"Written by `{record['command'].strip()}` (extra train.py arguments: {extra}); "
+             f"{record['cpu']}, {record['cores']} cores, {record['jobs']} runs at once, {record['threads_per_run']} "
+             "thread(s) each, so each time is an upper bound for a run alone. Folders: "
+             "`scripts/sample_folders.py`, 4 classes x 60 images (mixed sizes 40-200 px, PNG/JPEG/WebP/BMP, some "
+             "greyscale or transparent, a broken JPEG and a text file), a fifth of each class tested. "
+             f"Target: {record['target']}.", "",
+             "| folder / layout | runs at target | test P@1 per seed | seconds per seed |", "|---|---|---|---|"]
+    for name, s in record["summary"].items():
+        p1 = ", ".join("failed" if v is None else f"{v:.3f}" for v in s["test_precision_at_1"])
+        seconds = ", ".join(f"{v:.0f}" for v in s["seconds"])
+        lines.append(f"| {name} | {s['met_target']}/{s['runs']} | {p1} | {seconds} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
@@ -96,12 +114,13 @@ def main(argv: list[str] | None = None) -> int:
             summary[f"{k}/{layout}"] = {"runs": len(mine), "met_target": len(good),
                                         "test_precision_at_1": [r.get("test_precision_at_1") for r in mine],
                                         "seconds": [r["seconds"] for r in mine]}
-    record = {"command": "python scripts/bench_own_images.py " + " ".join(sys.argv[1:] if argv is None else []),
+    record = {"command": "python scripts/bench_own_images.py " + " ".join(sys.argv[1:]),
               "train_args": extra, "cpu": cpu_model(), "cores": os.cpu_count(), "jobs": args.jobs,
               "threads_per_run": threads, "target": "test P@1 >= 0.90 within 300 s, in at least 4 of 5 seeds",
               "summary": summary, "runs": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
+    Path(args.out).with_suffix(".md").write_text(markdown(record))
     for name, s in summary.items():
         print(f"{name}: {s['met_target']}/{s['runs']} met the target; test P@1 {s['test_precision_at_1']}; "
               f"seconds {s['seconds']}")
