@@ -44,7 +44,6 @@ import os
 import shutil
 import sys
 import time
-import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -53,11 +52,11 @@ from typing import Any
 
 import faiss
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, CheckpointError
 from .files import atomic_write_bytes, atomic_write_json
-from .image_folder import image_extensions
+from .image_folder import UNREADABLE, centre_box, image_extensions, open_rgb
 
 FORMAT = 1
 PART_ROWS = 1024  # images per part: what a SIGKILL can cost
@@ -66,9 +65,8 @@ THUMB = 48  # thumbnail side, px (a centre crop, JPEG quality 85: about 1.5 KB)
 EXACT_UP_TO = 200_000  # exact search up to this many images (scripts/benchmark_collection.py)
 TARGET_RECALL = 0.95  # recall@10 an approximate index must reach on the build-time sample
 RECALL_SAMPLE = 1000  # queries in that sample
-MAX_PIXELS = 100_000_000
 DUPLICATE_SIMILARITY = 0.95  # duplicates: candidates at this cosine or more ...
-DUPLICATE_HAMMING = 8  # ... confirmed when their whole-image difference hashes differ in at most this many bits
+DUPLICATE_HAMMING = 12  # ... confirmed when their whole-image difference hashes differ in at most this many bits
 COMPACT_BELOW = 0.5  # a part whose live share falls below this is rewritten with its live rows
 
 
@@ -135,29 +133,15 @@ def decode_file(path: Path, size: tuple[int, int], channels: int, style: str) ->
     """One image file as the checkpoint sees it (photo style: a centre crop to a square, resized;
     digits and garments: brought to the dataset's form as an upload is), its thumbnail and hash.
     JPEGs are decoded at a reduced scale where the sizes needed allow (Pillow's draft mode)."""
-    from .data import pil_to_mode
     from .demo.queries import prepare_query
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(path) as im:
-            if im.size[0] * im.size[1] > MAX_PIXELS:
-                raise Image.DecompressionBombError(f"{im.size[0]}x{im.size[1]} pixels")
-            if getattr(im, "n_frames", 1) > 1:
-                im.seek(0)
-            w, h = im.size
-            need = max(THUMB, *size) * (1 if style == "photo" else 4)  # digits are cropped to their ink first
-            short = max(min(w, h), 1)
-            im.draft(im.mode, (-(-need * w // short), -(-need * h // short)))
-            image = pil_to_mode(im, "RGB")
+    image = open_rgb(path, max(THUMB, *size) * (1 if style == "photo" else 4))  # digits: cropped to their ink first
     hashed = dhash(image)
-    w, h = image.size
-    s = min(w, h)
-    box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
+    box = centre_box(*image.size)
     thumb = io.BytesIO()
     image.resize((THUMB, THUMB), Image.BILINEAR, box=box, reducing_gap=3.0).save(thumb, "JPEG", quality=85)
     if style == "photo":
-        seen = image.resize((size[1], size[0]), Image.BILINEAR, box=box, reducing_gap=3.0)
+        seen = image.crop(box).resize((size[1], size[0]), Image.BILINEAR)  # as image_folder trains on it
     else:
         seen = prepare_query(image, style)[0].resize((size[1], size[0]), Image.BILINEAR)
     arr = np.asarray(seen.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
@@ -217,8 +201,7 @@ def _decode_all(files: list[tuple[str, int, int]], folder: Path, size: tuple[int
     def one(f: tuple[str, int, int]) -> Decoded | str:
         try:
             return decode_file(folder / f[0], size, channels, style)
-        except (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError,
-                Image.DecompressionBombWarning) as e:
+        except UNREADABLE as e:
             return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'}"
 
     batches = [files[i:i + BATCH] for i in range(0, len(files), BATCH)]
@@ -549,8 +532,7 @@ class Collection:
             d = decode_file(Path(path), embedder.image_size, embedder.channels, self._style)
         except FileNotFoundError:
             raise CollectionError(f"{path}: no such file") from None
-        except (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError,
-                Image.DecompressionBombWarning) as e:
+        except UNREADABLE as e:
             raise CollectionError(f"{path} is not an image Pillow can read ({type(e).__name__}: {e})") from None
         return embedder.embed(d.model_input[None])[0]
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .collection import BATCH, PART_ROWS, CollectionError, Decoded, _part_numbers, decode_file, write_part
+from .image_folder import UNREADABLE
 
 
 class EmbedBatch:
@@ -36,16 +37,13 @@ class EmbedBatch:
         self.embedder, self.style = _embedder_and_style(Path(checkpoint))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from PIL import Image, UnidentifiedImageError
-
         decoded, errors = [], []
         for p in batch["path"].tolist():
             try:
                 decoded.append(decode_file(self.folder / p, self.embedder.image_size, self.embedder.channels,
                                            self.style))
                 errors.append("")
-            except (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError,
-                    Image.DecompressionBombWarning) as e:
+            except UNREADABLE as e:
                 decoded.append(None)
                 errors.append(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'}")
         good = [d for d in decoded if isinstance(d, Decoded)]

@@ -151,9 +151,16 @@ def split_plain(files: list[tuple[str, int]], n_classes: int, seed: int = 0,
     return train, test
 
 
-def _open(path: Path, size: int) -> np.ndarray:
-    """One file -> (size, size, 3) uint8: decoded at a reduced scale where the format allows it,
-    EXIF-rotated, transparency on white, centre-cropped to a square, resized (antialiased)."""
+# what Pillow raises for a file it cannot decode (or that is too large to decode safely)
+UNREADABLE = (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError,
+              Image.DecompressionBombWarning)
+
+
+def open_rgb(path: Path, side: int) -> Image.Image:
+    """A file's first frame as an RGB image (EXIF-rotated, transparency on white, 16-bit
+    rescaled: data.pil_to_mode), decoded at the smallest scale Pillow's draft mode allows that
+    keeps its shorter side at least `side` px (JPEG: 1/2, 1/4 or 1/8; other formats decode
+    whole). Raises one of UNREADABLE for a file it cannot use."""
     from .data import pil_to_mode
 
     with warnings.catch_warnings():
@@ -165,15 +172,21 @@ def _open(path: Path, size: int) -> np.ndarray:
                 im.seek(0)
             w, h = im.size
             m = max(min(w, h), 1)
-            # draft decodes at the smallest scale that keeps both sides at least this large, so the
-            # shorter side still holds `size` (JPEG: 1/2, 1/4 or 1/8 scale; other formats ignore it)
-            im.draft(im.mode, (-(-size * w // m), -(-size * h // m)))
-            im = pil_to_mode(im, "RGB")  # EXIF rotation, transparency on white, 16-bit rescaled
-    w, h = im.size
+            im.draft(im.mode, (-(-side * w // m), -(-side * h // m)))
+            return pil_to_mode(im, "RGB")
+
+
+def centre_box(w: int, h: int) -> tuple[int, int, int, int]:
+    """The centred square of a w x h image, as queries.centre_square crops it."""
     s = min(w, h)
-    box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
-    # cropped, then resized as the Embedder resizes a query: the pixels a search for this file gets
-    return np.asarray(im.crop(box).resize((size, size), Image.BILINEAR), dtype=np.uint8)
+    return (w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s
+
+
+def _open(path: Path, size: int) -> np.ndarray:
+    """One file -> (size, size, 3) uint8: a centre crop to a square, then resized as the Embedder
+    resizes a query (bilinear): the pixels a search for this file gets."""
+    im = open_rgb(path, size)
+    return np.asarray(im.crop(centre_box(*im.size)).resize((size, size), Image.BILINEAR), dtype=np.uint8)
 
 
 def decode(root: Path, files: list[tuple[str, int]], size: int, workers: int | None = None
@@ -184,8 +197,7 @@ def decode(root: Path, files: list[tuple[str, int]], size: int, workers: int | N
     def one(item: tuple[str, int]) -> np.ndarray | str:
         try:
             return _open(root / item[0], size)
-        except (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError,
-                Image.DecompressionBombWarning) as e:
+        except UNREADABLE as e:
             return f"{item[0]}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'}"
 
     workers = workers or min(8, os.cpu_count() or 1)

@@ -129,8 +129,8 @@ def clustered(n: int, dim: int = 256, clusters: int = 1000, seed: int = 0) -> np
 
 
 def size_figures(n: int) -> dict:
-    x = clustered(n)
-    queries = clustered(1000, seed=1)
+    both = clustered(n + 1000)  # queries from the same clusters as the collection, not in it
+    x, queries = both[:n], both[n:]
     flat = faiss.IndexFlatIP(x.shape[1])
     flat.add(x)
     truth = flat.search(queries, 10)[1]
@@ -201,6 +201,8 @@ def duplicate_figures(tmp: Path, checkpoint: str) -> dict:
     return {"images": 2000, "planted": 100,
             "default": {"threshold": col.DUPLICATE_SIMILARITY, "hamming": col.DUPLICATE_HAMMING,
                         **score(list(c.duplicates()))},
+            "grid": {f"threshold {t}, hamming {h}": score(list(c.duplicates(t, h)))
+                     for t in (0.85, 0.9, 0.95) for h in (6, 8, 12, 16)},
             "embedding_alone_0.98": score(list(c.duplicates(0.98, hamming=64))),
             "embedding_alone_0.95": score(list(c.duplicates(0.95, hamming=64)))}
 
