@@ -132,7 +132,7 @@ def check_sizes(scanned: FolderScan, unreadable: int = 0) -> None:
             name, n = small[0]
             where = scanned.root / (name if scanned.layout == "classes" else f"{split}/{name}")
             more = f" (and {len(small) - 1} more such classes)" if len(small) > 1 else ""
-            raise FolderError(f"class {name!r} has {n} readable image(s){more}; each class needs at least {minimum} "
+            raise FolderError(f"class {name!r} has {n} image(s){more}; each class needs at least {minimum} "
                               f"{why}: add images to {where} or remove that folder")
 
 

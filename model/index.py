@@ -27,6 +27,7 @@ import io
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,7 +116,9 @@ def fit_umap(embeddings: np.ndarray, seed: int = 0, n_neighbors: int = 15) -> np
     threads = torch.get_num_threads()
     try:
         reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=0.1, metric="cosine", random_state=seed)
-        return reducer.fit_transform(embeddings).astype(np.float32)
+        with warnings.catch_warnings():  # seeded, UMAP runs on one thread and says so each time: it is meant
+            warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
+            return reducer.fit_transform(embeddings).astype(np.float32)
     finally:
         torch.set_num_threads(threads)
 

@@ -366,7 +366,7 @@ def folder_defaults(n_images: int, n_classes: int, smallest_class: int, typical_
     fields = {"loss": "normsoftmax", "temperature": 0.1, "weight_decay": 5e-4, "batch_size": batch, "epochs": epochs,
               "lr": 1e-3, "schedule": "cosine", "augment": "zoom-flip", "image_size": 32, "init_from": init_from}
     start = f"started from {init_from}" if init_from else "trained from scratch"
-    why = (f"defaults for {n_images:,} training images in {n_classes} classes (smallest {smallest_class}, images "
+    why = (f"defaults for about {n_images:,} training images in {n_classes} classes (smallest {smallest_class}, images "
            f"about {typical_side} px): normsoftmax loss (temperature 0.1, weight decay 5e-4), {start}, batch {batch}, "
            f"{epochs} epochs (~{steps * epochs} steps, the best validation epoch kept), 32 px, zoom-flip augmentation, "
            "a fifth held out for validation")

@@ -83,7 +83,7 @@ def test_a_train_test_folder_keeps_its_test_split(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("make, match", [
-    (lambda r: tiny_folder(r, per_class=5), r"class 'blue' has 5 readable image\(s\) \(and 1 more such classes\); "
+    (lambda r: tiny_folder(r, per_class=5), r"class 'blue' has 5 image\(s\) \(and 1 more such classes\); "
                                             r"each class needs at least 6 .* add images to .*blue or remove"),
     (lambda r: tiny_folder(r, classes=("red",)), "one class folder"),
     (lambda r: r.mkdir(), "has no class folders"),
@@ -101,7 +101,7 @@ def test_skipping_broken_files_can_leave_a_class_too_small(tmp_path) -> None:
     root = tiny_folder(tmp_path / "f", per_class=6)
     for i in range(2):
         (root / "red" / f"bad{i}.png").write_bytes(b"not a png")
-    with pytest.raises(DataError, match="after skipping unreadable files, class 'red' has 5 readable"):
+    with pytest.raises(DataError, match="after skipping unreadable files, class 'red' has 5 image"):
         # 8 files by name, 2 unreadable: the 6 left still split; remove one more and they do not
         (root / "red" / "red1.jpg").unlink()
         load_dataset(str(root), log=lambda _: None)
