@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import re
 import shutil
 import threading
 import time
@@ -374,3 +375,28 @@ def _spec(site, name: str) -> dict:
     entry = json.loads((site[1] / "site.json").read_text())
     (d,) = [d for d in entry["datasets"] if d["name"] == name]
     return d["models"][0]["familiarity"]
+
+
+def test_small_galleries_get_their_examples_and_thumbnails() -> None:
+    """An image folder's gallery can hold a few dozen images: the example picks end with distinct
+    indices (a float LCG once hung the page on 32) and a one-row sprite sheet is addressed (a
+    0/0 position once voided the rule, showing the first image everywhere). Run under node."""
+    import json as _json
+    import subprocess
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is missing")
+    src = (ROOT / "model" / "demo" / "static" / "search.js").read_text()
+    pick = re.search(r"function examplesFor[\s\S]*?\n}\n", src).group(0)
+    thumb = re.search(r"function thumb[\s\S]*?\n}\n", src).group(0)
+    script = pick + thumb + """
+const out = {};
+for (const n of [2, 9, 32, 2000]) out[n] = examplesFor({n}, 1);
+out.thumb = thumb({n: 32, columns: 50, gallery: "g.png"}, 7);
+console.log(JSON.stringify(out));"""
+    got = _json.loads(subprocess.run([node, "-e", script], capture_output=True, text=True, timeout=30,
+                                     check=True).stdout)
+    for n, want in (("2", 2), ("9", 9), ("32", 24), ("2000", 24)):
+        assert len(got[n]) == len(set(got[n])) == want and all(0 <= i < int(n) for i in got[n])
+    assert "NaN" not in got["thumb"] and "background-position:" in got["thumb"]

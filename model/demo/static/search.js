@@ -144,7 +144,8 @@ function thumb(d, index) {
   const col = index % d.columns, row = Math.floor(index / d.columns), cols = d.columns;
   const rows = Math.ceil(d.n / cols);
   return `<span class="thumb" style="background-image:url('${d.gallery}');background-size:${cols * 100}% ${rows * 100}%;` +
-         `background-position:${(col / (cols - 1)) * 100}% ${(row / (rows - 1)) * 100}%"></span>`;
+         // a one-row sheet (a gallery of at most `columns` images): 0 / 0 would void the whole rule
+         `background-position:${(col / (cols - 1)) * 100}% ${rows > 1 ? (row / (rows - 1)) * 100 : 0}%"></span>`;
 }
 
 function render(s) {
@@ -301,13 +302,17 @@ async function act(next, { scroll = false } = {}) {
 }
 
 function examplesFor(d, seed) {
-  const picks = [], n = d.n;
-  let x = seed % n;
-  while (picks.length < Math.min(24, n)) {
-    x = (x * 1103515245 + 12345) % 2147483648;
-    const i = x % n;
-    if (!picks.includes(i)) picks.push(i);
+  // A seeded 32-bit LCG, exact in integers (Math.imul: a float product loses its low bits and,
+  // on a gallery of 32 images, never found 24 distinct ones: the page hung), read by its high
+  // bits; whatever it leaves out is filled in order, so this always ends.
+  const picks = [], seen = new Set(), n = d.n, want = Math.min(24, n);
+  let x = seed >>> 0;
+  for (let tries = 0; picks.length < want && tries < 64 * n + 64; tries++) {
+    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+    const i = (x >>> 8) % n;
+    if (!seen.has(i)) { seen.add(i); picks.push(i); }
   }
+  for (let i = 0; picks.length < want; i++) if (!seen.has(i)) { seen.add(i); picks.push(i); }
   return picks;
 }
 
