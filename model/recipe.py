@@ -342,7 +342,7 @@ def folder_defaults(n_images: int, n_classes: int, smallest_class: int, typical_
     - loss: normalised softmax (a cosine classifier, temperature 0.05). It learns from every
       image in every batch and needs no class-balanced batches: the Multi-Similarity loss's
       default batch of 256 needs 64 images a class, and MS on a 4-class folder of 60 images a
-      class stayed near chance.
+      class reached test P@1 0.46 in 20 epochs (as reported in issue 35).
     - start: the shipped CIFAR-10 checkpoint of the same model (photos, 32 px) where there is
       one: over 5 seeds of 60 images a class, mean test P@1 0.946 against 0.921 from scratch on
       the sample shapes, 0.898 against 0.872 on colours, 0.683 against 0.429 on textures.
