@@ -80,7 +80,9 @@ class Involution(nn.Module):
         span_b = self.span.bias.view(self.groups, k2)
         xg = x.view(b, self.groups, c // self.groups, h, w)
         args = (xg, hidden, span_w, span_b, self.kernel_size, self.stride)
-        if torch.is_grad_enabled() and any(t.requires_grad for t in args[:4]):
+        if not _single(span_w):  # channel groups: the kernel tensor is only K*K*G/C times the input's size
+            out = _involve_grouped(xg, _channel_mix(hidden, self.span), self.kernel_size, self.stride)
+        elif torch.is_grad_enabled() and any(t.requires_grad for t in args[:4]):
             out = _Involve.apply(*args)
         else:
             out = involve(*args)
@@ -108,7 +110,9 @@ def _channel_mix(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
         return x * weight.view(1, -1, 1, 1) + bias
     if weight.shape[0] == 1:  # one output channel: a weighted sum
         return (x * weight.view(1, -1, 1, 1)).sum(1, keepdim=True) + bias
-    return (x.unsqueeze(1) * weight.view(1, *weight.shape, 1, 1)).sum(2) + bias
+    if weight.shape[1] <= 3:  # a few inputs: a broadcast multiply-sum, cheaper than oneDNN's call
+        return (x.unsqueeze(1) * weight.view(1, *weight.shape, 1, 1)).sum(2) + bias
+    return F.conv2d(x, conv.weight, conv.bias)
 
 
 def _taps(xp: torch.Tensor, k: int, stride: int, h_out: int, w_out: int) -> list[torch.Tensor]:
@@ -143,6 +147,55 @@ def involve(x: torch.Tensor, hidden: torch.Tensor, span_w: torch.Tensor, span_b:
     add), so the layer exports to ONNX."""
     pad = (k - 1) // 2
     return _involve_padded(F.pad(x, (pad, pad, pad, pad)), hidden, span_w, span_b, k, stride)
+
+
+def _involve_grouped(x: torch.Tensor, kernel: torch.Tensor, k: int, stride: int) -> torch.Tensor:
+    """involve for networks with channel groups, where the kernels, made in one 1x1 convolution,
+    (B, G*K*K, Ho, Wo), are a small tensor: x (B, G, C/G, H, W) -> (B, G, C/G, Ho, Wo)."""
+    kernel = kernel.view(x.shape[0], x.shape[1], k * k, *kernel.shape[-2:])
+    if torch.is_grad_enabled() and (x.requires_grad or kernel.requires_grad):
+        return _InvolveGrouped.apply(x, kernel, k, stride)
+    pad = (k - 1) // 2
+    return _weigh_taps(F.pad(x, (pad, pad, pad, pad)), kernel, k, stride)
+
+
+def _weigh_taps(xp: torch.Tensor, kernel: torch.Tensor, k: int, stride: int) -> torch.Tensor:
+    taps = _taps(xp, k, stride, *kernel.shape[-2:])
+    out = taps[0] * kernel[:, :, 0:1]
+    for t in range(1, k * k):
+        out.addcmul_(taps[t], kernel[:, :, t:t + 1])
+    return out
+
+
+class _InvolveGrouped(torch.autograd.Function):
+    """_involve_grouped's backward tap by tap, into one padded input gradient (autograd's own
+    writes and zero-fills a padded-size tensor per tap, which cost more than the rest of the step)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, kernel: torch.Tensor, k: int, stride: int) -> torch.Tensor:
+        pad = (k - 1) // 2
+        xp = F.pad(x, (pad, pad, pad, pad))
+        ctx.save_for_backward(xp, kernel)
+        ctx.k, ctx.stride = k, stride
+        return _weigh_taps(xp, kernel, k, stride)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        xp, kernel = ctx.saved_tensors
+        k, stride = ctx.k, ctx.stride
+        pad, (h_out, w_out) = (k - 1) // 2, kernel.shape[-2:]
+        grad = grad.to(xp.dtype).contiguous()
+        grad_x = grad_kernel = None
+        if ctx.needs_input_grad[1]:
+            grad_kernel = torch.empty_like(kernel)
+            for t, tap in enumerate(_taps(xp, k, stride, h_out, w_out)):
+                torch.sum(grad * tap, dim=2, out=grad_kernel[:, :, t])
+        if ctx.needs_input_grad[0]:
+            grad_xp = torch.zeros_like(xp)
+            for t, tap in enumerate(_taps(grad_xp, k, stride, h_out, w_out)):
+                tap.addcmul_(grad, kernel[:, :, t:t + 1])
+            grad_x = grad_xp[..., pad:xp.shape[-2] - pad, pad:xp.shape[-1] - pad]
+        return grad_x, grad_kernel, None, None
 
 
 def _involve_padded(xp: torch.Tensor, hidden: torch.Tensor, span_w: torch.Tensor, span_b: torch.Tensor, k: int,

@@ -12,6 +12,12 @@ every Table 1 parameter count:
     innN     N x involution - GAP - dense256
     hybridN  N x involution, then cnn3a
     hybrid1-4conv  involution, then conv16 - pool - conv32 - pool - conv64 - conv128 (section 3's prose)
+
+and this project's compact residual network (not the paper's), in two variants that differ only
+in the spatial mixer inside each residual block:
+
+    compact-inv   conv24 - pool - conv48 - 2 x [mixer - 1x1] - conv96/2 - 2 x [mixer - 1x1] - GAP - dense256
+    compact-conv  the same with a grouped 3x3 convolution in place of involution
 """
 
 from __future__ import annotations
@@ -85,6 +91,72 @@ class EmbeddingNet(nn.Module):
         return self.embed(self.pool(x).flatten(1))
 
 
+class MixerBlock(nn.Module):
+    """Residual block x + BN(W * act(BN(mixer(x)))): a spatial mixer, then a 1x1 channel mix.
+
+    The mixer is involution with channel groups (a K x K kernel generated per pixel, shared by
+    the channels of its group) or a grouped 3 x 3 convolution (one kernel per position-independent
+    group), the only difference between compact-inv and compact-conv."""
+
+    def __init__(self, channels: int, mixer: str, groups: int) -> None:
+        super().__init__()
+        if mixer == "involution":
+            self.mixer = Involution(channels, kernel_size=3, stride=1, groups=groups)
+        else:
+            self.mixer = nn.Conv2d(channels, channels, 3, padding=1, groups=groups)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.act = nn.GELU()
+        self.mix = nn.Conv2d(channels, channels, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.bn2(self.mix(self.act(self.bn1(self.mixer(x)))))
+
+
+def _conv_bn(c_in: int, c_out: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.GELU())
+
+
+class CompactNet(nn.Module):
+    """This project's compact retrieval network: three stages at full, half and quarter size
+    joined by strided 3x3 convolutions, residual mixer blocks in each, GAP and a linear
+    256-d embedding."""
+
+    def __init__(self, in_channels: int, embedding_dim: int, mixer: str,
+                 widths: tuple[int, ...], depths: tuple[int, ...], group_width: int, conv_groups_per: int,
+                 stem: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [_conv_bn(in_channels, stem, 1), nn.MaxPool2d(2), _conv_bn(stem, widths[0], 1)]
+        for i, (width, depth) in enumerate(zip(widths, depths, strict=True)):
+            if i:
+                layers.append(_conv_bn(widths[i - 1], width, 2))
+            for _ in range(depth):
+                inv_groups = width // group_width
+                groups = inv_groups if mixer == "involution" else inv_groups * conv_groups_per
+                layers.append(MixerBlock(width, mixer, groups))
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.embed = nn.Linear(widths[-1], embedding_dim)
+        self.embedding_dim = embedding_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed(self.pool(self.features(x)).flatten(1))
+
+
+COMPACT = {"stem": 24, "widths": (48, 96), "depths": (2, 2), "group_width": 8, "conv_groups_per": 2}
+
+
+def _compact(mixer: str) -> Callable[..., nn.Module]:
+    def build(in_channels: int, embedding_dim: int, activation: str, pretrained: bool) -> nn.Module:
+        if pretrained:
+            raise ValueError("pretrained weights exist only for the torchvision baselines")
+        if activation != "gelu":
+            raise ValueError("the compact networks use GELU only")
+        return CompactNet(in_channels, embedding_dim, mixer, **COMPACT)
+
+    return build
+
+
 def _paper(n_inv: int, widths: tuple[int, ...], n_pooled: int = 2) -> Callable[..., nn.Module]:
     def build(in_channels: int, embedding_dim: int, activation: str, pretrained: bool) -> nn.Module:
         if pretrained:
@@ -139,12 +211,14 @@ REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "hybrid3": _paper(3, CNN3A),
     "hybrid1-4conv": _paper(1, (16, 32, 64, 128)),
 }
+REGISTRY.update({"compact-inv": _compact("involution"), "compact-conv": _compact("conv")})
 TORCHVISION_MODELS = ("mobilenet_v2", "efficientnet_b0", "resnet50", "vgg16")  # the only ones with pretrained weights
 REGISTRY.update({name: _torchvision(name) for name in TORCHVISION_MODELS})
 PAPER_MODELS = ("cnn3a", "cnn3b", "inn2", "inn3", "inn4", "hybrid1", "hybrid2", "hybrid3")
 # How the paper, the demo and the model cards name the paper's models (others go by their registry name).
 TITLES = {"cnn3a": "CNN-3a", "cnn3b": "CNN-3b", "inn2": "INN-2", "inn3": "INN-3", "inn4": "INN-4",
-          "hybrid1": "Hybrid-1", "hybrid2": "Hybrid-2", "hybrid3": "Hybrid-3"}
+          "hybrid1": "Hybrid-1", "hybrid2": "Hybrid-2", "hybrid3": "Hybrid-3",
+          "compact-inv": "Compact-Inv", "compact-conv": "Compact-Conv"}
 
 
 def model_title(name: str) -> str:

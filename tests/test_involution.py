@@ -88,7 +88,8 @@ def unfold_involution(inv: Involution, x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(("channels", "stride", "groups", "reduction"), [(1, 1, 1, 4), (3, 1, 1, 4), (4, 2, 2, 2),
-                                                                        (3, 2, 1, 1), (6, 1, 3, 2)])
+                                                                        (3, 2, 1, 1), (6, 1, 3, 2), (16, 1, 2, 4),
+                                                                        (16, 2, 2, 4)])
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("input_grad", [True, False])
 def test_gradients_match_the_unfold_form(channels: int, stride: int, groups: int, reduction: int,

@@ -50,3 +50,20 @@ def test_unknown_names_are_rejected() -> None:
 def test_hybrid1_weights_under_half_a_megabyte() -> None:
     model = build_model("hybrid1", 3)
     assert sum(p.numel() * p.element_size() for p in model.state_dict().values()) < 500_000
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_compact_variants_fit_the_paper_budget_and_match_in_size(channels: int) -> None:
+    """Issue 38: at most 130,000 parameters and 520 KB of weights, the two variants within 2%
+    of each other, differing only in their spatial mixer."""
+    inv, conv = build_model("compact-inv", channels), build_model("compact-conv", channels)
+    counts = [keras_param_count(m) for m in (inv, conv)]
+    assert max(counts) <= 130_000 and abs(counts[0] - counts[1]) / max(counts) <= 0.02, counts
+    for m in (inv, conv):
+        assert sum(p.numel() * p.element_size() for p in m.state_dict().values()) <= 520_000
+    kinds = lambda m: [type(b.mixer).__name__ for b in m.modules() if hasattr(b, "mixer")]
+    assert set(kinds(inv)) == {"Involution"} and set(kinds(conv)) == {"Conv2d"} and len(kinds(inv)) == 4
+    strip = lambda m: [type(x).__name__ for x in m.modules() if not hasattr(x, "mixer")
+                       and type(x).__name__ not in ("Involution", "Conv2d", "BatchNorm2d", "ReLU", "AvgPool2d",
+                                                    "Identity")]
+    assert strip(inv) == strip(conv)

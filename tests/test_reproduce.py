@@ -120,7 +120,9 @@ def test_claims_sweep_trains_class_split_cells_and_writes_verdicts(data_dir, tmp
     only when every cell has its 3 seeds; the paired interval and the rule's three outcomes."""
     reproduce = load_script("reproduce")
     plan = reproduce.claims_plan()
-    assert len(plan) == 36 + 18 and plan[0].name == "mnist-hybrid1-ms-gelu-s0-classes0-4"
+    assert len(plan) == 36 + 18 + 12 and plan[0].name == "mnist-hybrid1-ms-gelu-s0-classes0-4"
+    mixer = [c for c in plan if c.model in reproduce.MIXER_MODELS]  # the third claim: its own protocol
+    assert {(c.dataset, c.loss) for c in mixer} == {("fashion_mnist", "ce"), ("cifar10", "ce")}
     data = load_dataset("mnist", data_dir)
     split, (seen_x, seen_y) = reproduce.class_split(data, [0, 1, 2, 3, 4])
     assert set(split.train_y.tolist()) == {0, 1, 2, 3, 4} and set(split.test_y.tolist()) == {5, 6, 7, 8, 9}
@@ -133,8 +135,12 @@ def test_claims_sweep_trains_class_split_cells_and_writes_verdicts(data_dir, tmp
     seen = json.loads((cell / "seen_classes.json").read_text())
     assert seen["classes"] == [0, 1, 2, 3, 4] and 0 <= seen["mean_average_precision_at_r"] <= 1
     claims = json.loads((tmp_path / "claims.json").read_text())
-    assert [c["id"] for c in claims["claims"]] == ["one-involution-layer-helps", "unseen-classes"]
+    assert [c["id"] for c in claims["claims"]] == ["one-involution-layer-helps", "unseen-classes",
+                                                   "involution-as-spatial-mixer"]
     assert all(c["verdict"] == "not measured yet" and "paired by seed" in c["rule"] for c in claims["claims"])
+    third = claims["claims"][2]
+    assert third["models"] == ["compact-inv", "compact-conv"] and third["protocol"]["epochs"]["cifar10"] == 15
+    assert [c["dataset"] for c in third["cells"]] == ["fashion_mnist", "cifar10"]
     run = claims["claims"][1]["cells"][0]["a"]["runs"][0]
     assert run["seed"] == 0 and run["precision"] == "fp32" and run["seen"]["map_at_r"] == pytest.approx(
         seen["mean_average_precision_at_r"])
