@@ -133,19 +133,26 @@ def decode_file(path: Path, size: tuple[int, int], channels: int, style: str) ->
     """One image file as the checkpoint sees it (photo style: a centre crop to a square, resized;
     digits and garments: brought to the dataset's form as an upload is), its thumbnail and hash.
     JPEGs are decoded at a reduced scale where the sizes needed allow (Pillow's draft mode)."""
-    from .demo.queries import prepare_query
-
     image = open_rgb(path, max(THUMB, *size) * (1 if style == "photo" else 4))  # digits: cropped to their ink first
     hashed = dhash(image)
     box = centre_box(*image.size)
     thumb = io.BytesIO()
     image.resize((THUMB, THUMB), Image.BILINEAR, box=box, reducing_gap=3.0).save(thumb, "JPEG", quality=85)
+    return Decoded(model_input(image, size, channels, style), thumb.getvalue(), hashed)
+
+
+def model_input(image: Image.Image, size: tuple[int, int], channels: int, style: str) -> np.ndarray:
+    """An image as the checkpoint sees it, (H, W, C) uint8: photo style, a centre crop to a square,
+    resized (as image_folder trains on it); digits and garments, brought to the dataset's form as
+    an upload is."""
+    from .demo.queries import prepare_query
+
     if style == "photo":
-        seen = image.crop(box).resize((size[1], size[0]), Image.BILINEAR)  # as image_folder trains on it
+        seen = image.crop(centre_box(*image.size)).resize((size[1], size[0]), Image.BILINEAR)
     else:
         seen = prepare_query(image, style)[0].resize((size[1], size[0]), Image.BILINEAR)
     arr = np.asarray(seen.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
-    return Decoded(arr[:, :, None] if arr.ndim == 2 else arr, thumb.getvalue(), hashed)
+    return arr[:, :, None] if arr.ndim == 2 else arr
 
 
 # ------------------------------------------------------------------------------- parts

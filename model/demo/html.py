@@ -87,16 +87,20 @@ def map_value(index: SearchIndex, thumbs: Sequence[str], title: str, method: str
     """The embedding map's points and legend, for the page's canvas: [x, y, class] per point,
     coordinates rounded (the page needs pixels, not 7 digits); a click picks a point in `gallery`."""
     xy = np.asarray(index.xy, dtype=np.float64)
-    lo, hi = xy.min(0), xy.max(0)
+    lo, hi = (xy.min(0), xy.max(0)) if len(xy) else (np.zeros(2), np.ones(2))
     span = np.where(hi - lo > 0, hi - lo, 1.0)
     unit = np.round((xy - lo) / span, 4)
-    labels = np.asarray(index.labels)
+    ids = getattr(index, "map_ids", None)  # a collection maps a sample: point i is gallery image ids[i]
+    labels = np.asarray(index.labels) if ids is None else np.asarray(index.labels)[ids]
     names = list(index.class_names)
     points = [[float(x), float(y), int(c)] for (x, y), c in zip(unit, labels, strict=True)]
     legend = [[n, CLASS_COLOURS[i % len(CLASS_COLOURS)]] for i, n in enumerate(names)]
-    return {"title": title, "method": method, "gallery": gallery, "points": points, "legend": legend,
-            "names": names, "colours": [c for _, c in legend] or [OWN_COLOUR],
-            "thumbs": [file_url(t) for t in thumbs]}
+    value = {"title": title, "method": method, "gallery": gallery, "points": points, "legend": legend,
+             "names": names, "colours": [c for _, c in legend] or [OWN_COLOUR],
+             "thumbs": [file_url(thumbs[int(i)]) for i in (range(len(points)) if ids is None else ids)]}
+    if ids is not None:
+        value["ids"] = [int(i) for i in ids]
+    return value
 
 
 def map_highlight(hits: Sequence[Hit], query_known: int | None = None) -> dict:

@@ -349,7 +349,8 @@ def query_image(state: PageState, query: Query, demo: Demo) -> tuple[Image.Image
         index = demo.index(state.dataset, state.model)
         if not 0 <= query.index < len(index):
             raise QueryError(f"gallery index must be between 0 and {len(index) - 1}")
-        return index.images[query.index], int(index.labels[query.index]), []
+        label = int(index.labels[query.index])  # -1: an unlabelled collection's image
+        return index.images[query.index], (label if label >= 0 else None), []
     if query.kind in ("upload", "image"):
         image, notes = prepare_query(query.source, style)
         return image, None, [*query.notes, *notes]
@@ -456,7 +457,9 @@ def render(state: PageState, demo: Demo) -> Page:
     except ERRORS as e:
         page.results = empty_results(f"{state.model} on {state.dataset}: {e}")
         return page
-    page.examples = examples_html([(i, thumbs[i], index.class_names[index.labels[i]]) for i in state.examples],
+    caption = (lambda i: index.paths[i]) if hasattr(index, "paths") else (  # a collection's: its files
+        lambda i: index.class_names[index.labels[i]])
+    page.examples = examples_html([(i, thumbs[i], caption(i)) for i in state.examples],
                                   gallery=f"gallery:{state.dataset}")
     page.results = _results(state, demo, index, thumbs)
     page.map, page.highlight = _map(state, demo, index, thumbs)
@@ -492,7 +495,7 @@ def _results(state: PageState, demo: Demo, index: SearchIndex, thumbs: list[str]
     if state.error:
         line += (f'<span class="refused">⚠ {html.escape(state.error[1])}. The results below are still those of '
                  f"{describe(state)}.</span>")
-    captions = state.own.own.names if state.target == "own" else None
+    captions = state.own.own.names if state.target == "own" else getattr(index, "paths", None)
     rows = [results_row(r.model, r.hits, thumbs, names, state.label, r.precision, captions=captions)
             for r in state.rows]
     return results_html(rows, line, gallery=state.gallery_key)
@@ -511,7 +514,8 @@ def _map(state: PageState, demo: Demo, index: SearchIndex, thumbs: list[str]) ->
         make = lambda: map_value(own_index, state.own.thumbs, title, method, gallery=state.gallery_key)
     else:
         key = f"gallery:{state.dataset}:{state.model}:{state.revision}"
-        title = f"{state.dataset} gallery ({len(index)} test images), embedded by {state.model}"
+        title = f"{state.dataset} {getattr(index, 'summary', f'gallery ({len(index)} test images)')}, " \
+                f"embedded by {state.model}"
         make = lambda: map_value(index, thumbs, title, "UMAP", gallery=state.gallery_key)
     src = file_url(demo.static_json(key, make))
     return {"src": src}, map_highlight(hits, exclude) if state.query is not None else {}

@@ -36,6 +36,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..checkpoint import CheckpointError, load_model, read_config
+from ..collection import CollectionError
 from ..data import KNOWN, canonical_name, normalize, query_style
 from ..hub import CHECKPOINT_FILES, download_checkpoint
 from ..index import (
@@ -50,6 +51,7 @@ from ..index import (
     load_index,
 )
 from ..networks import TITLES, model_title
+from .collection_view import CollectionIndex, CollectionThumbs
 from .own_gallery import OwnImages
 from .queries import prepare_query
 
@@ -196,11 +198,22 @@ class ServedDataset:
     style: str  # how a query is brought to its form (queries.STYLES)
 
 
+COLLECTION_JSON = "collection.json"  # a collection folder (model.collection), written last by its build
+
+
+def is_collection(folder: Path) -> bool:
+    return (folder / COLLECTION_JSON).is_file()
+
+
 def _fingerprint(folder: Path) -> tuple | None:
     """What says a checkpoint folder changed (its config, weights and figures), or None when it is
-    not a complete checkpoint: config.json or the weights missing, or a run's work/ in it."""
+    not a complete checkpoint: config.json or the weights missing, or a run's work/ in it. A
+    collection folder changes with its collection.json, which its build replaces last."""
     if (folder / "work").exists():
         return None
+    if is_collection(folder):
+        st = (folder / COLLECTION_JSON).stat()
+        return (("collection", st.st_mtime_ns, st.st_size, st.st_ino),)
     stats = []
     for name in ("config.json", "model.safetensors", "metrics.json"):
         try:
@@ -229,7 +242,7 @@ class Demo:
     _served: dict[tuple[str, str], Path] | None = None  # found by refresh(): see served()
     _datasets: dict[str, ServedDataset] = field(default_factory=dict)  # title -> the dataset
     _seen: dict[Path, tuple] = field(default_factory=dict)  # checkpoint folder -> its _fingerprint when served
-    _gallery_thumbs: dict[str, list[str]] = field(default_factory=dict)  # dataset -> its thumbnail files
+    _gallery_thumbs: dict[str, Sequence[str]] = field(default_factory=dict)  # dataset -> its thumbnail files
     _json_files: dict[str, str] = field(default_factory=dict)  # static_json: key -> file
     # checkpoint folder -> None when it loads, else (the error class to raise, the reason)
     _problems: dict[Path, tuple[type[Exception], str] | None] = field(default_factory=dict)
@@ -297,23 +310,31 @@ class Demo:
         info: dict[str, dict] = {}  # dataset key -> name, dataset path, checkpoint folder names
         hub = set(self._from_hub.values())
         for folder in sorted(folders, key=lambda f: (f in hub, f.name)):
+            style = None
             try:
-                config = read_config(folder)
-                name, model = str(config["dataset"]), str(config["model"])
-                # an image folder's gallery is its own, whatever the folder is called ("mnist" included)
-                key = Path(gallery_name(config)).stem if config.get("gallery") else name
-                path = str(config.get("dataset_path", ""))
-            except (CheckpointError, KeyError, TypeError):
+                if is_collection(folder):  # a collection: listed under its folder's name, its checkpoint's model
+                    record = json.loads((folder / COLLECTION_JSON).read_text())
+                    config = read_config(Path(record["checkpoint"]))
+                    name, model, key = folder.name, str(config["model"]), f"collection-{folder.name}"
+                    path, style = str(record.get("folder", "")), query_style(str(config["dataset"]))
+                else:
+                    config = read_config(folder)
+                    name, model = str(config["dataset"]), str(config["model"])
+                    # an image folder's gallery is its own, whatever the folder is called ("mnist" included)
+                    key = Path(gallery_name(config)).stem if config.get("gallery") else name
+                    path = str(config.get("dataset_path", ""))
+            except (CheckpointError, KeyError, TypeError, OSError, ValueError):
                 name, _, model = folder.name.removesuffix(".replaced").rpartition("-")
                 name = name or folder.name
                 key, path = name, ""
-            here = info.setdefault(key, {"name": name, "path": path, "folders": []})
+            here = info.setdefault(key, {"name": name, "path": path, "folders": [], "style": style})
             here["folders"].append(folder.name)
             own_name = folder.name.removesuffix(".replaced") == f"{name}-{model}"
             if (key, model) not in found or folder in hub or own_name:
                 found[(key, model)] = folder
         titles = _titles(info)
-        datasets = {titles[k]: ServedDataset(titles[k], v["name"], k, query_style(k)) for k, v in info.items()}
+        datasets = {titles[k]: ServedDataset(titles[k], v["name"], k, v["style"] or query_style(k))
+                    for k, v in info.items()}
         known, models = list(KNOWN), [*COMPARED, *TITLES]
         order = lambda km: (known.index(km[0]) if km[0] in known else len(known), titles[km[0]],
                             models.index(km[1]) if km[1] in models else len(models), km[1])
@@ -368,6 +389,16 @@ class Demo:
         title, m = self.title(dataset), model_name(model)
         return self.served().get((title, model_title(m)), self.assets / f"{dataset_name(dataset)}-{m}")
 
+    @staticmethod
+    def weights(folder: Path) -> Path:
+        """The checkpoint folder whose weights serve `folder`: itself, or a collection's checkpoint."""
+        if is_collection(folder):
+            try:
+                return Path(json.loads((folder / COLLECTION_JSON).read_text())["checkpoint"])
+            except (OSError, ValueError, KeyError) as e:
+                raise CheckpointError(f"{folder / COLLECTION_JSON} cannot be read ({e}): build it again") from None
+        return folder
+
     def available(self) -> list[tuple[str, str]]:
         return list(self.served())
 
@@ -397,7 +428,7 @@ class Demo:
         key = self.checkpoint(dataset, model)
         if key not in self._problems:
             try:
-                load_model(key)
+                load_model(self.weights(key))
                 self._problems[key] = None
             except CheckpointError as e:
                 self._problems[key] = (CheckpointError, str(e))
@@ -408,6 +439,14 @@ class Demo:
         that cannot serve raises the same one-line error on every request without trying again."""
         folder = key = self.checkpoint(dataset, model)
         found = self._indexes.get(key)  # read once: a refresh() in another thread may drop it meanwhile
+        if found is None and is_collection(folder):
+            if known := self._problems.get(key):
+                raise known[0](f"{model} on {dataset} is unavailable: {known[1]}")
+            try:
+                found = self._indexes[key] = CollectionIndex.open(folder)
+            except (CollectionError, CheckpointError) as e:
+                self._problems[key] = (BundleError, str(e))
+                raise BundleError(f"{model} on {dataset} is unavailable: {e}") from None
         if found is None:
             if not (folder / "config.json").is_file():
                 raise BundleError(f"no {model} weights for {dataset} in {folder}: train them with train.py")
@@ -436,9 +475,17 @@ class Demo:
         index = self.index(dataset, model)
         query, hits = index.search(image, k)
         names = index.class_names
-        gallery = [(self.thumbnail_file(dataset, model, h.index), f"{names[h.label]} · {h.similarity:.3f}")
+        label = lambda h: names[h.label] if 0 <= h.label < len(names) else ""
+        if isinstance(index, CollectionIndex):  # a collection's results are files: their paths
+            thumbs = self.gallery_thumbs(dataset, model)
+            gallery = [(thumbs[h.index], f"{index.paths[h.index]} · {h.similarity:.3f}") for h in hits]
+            table = pd.DataFrame({"gallery index": [h.index for h in hits],
+                                  "path": [index.paths[h.index] for h in hits], "label": [label(h) for h in hits],
+                                  "similarity": [round(h.similarity, 4) for h in hits]})
+            return SearchResult(query, hits, gallery, table, None)
+        gallery = [(self.thumbnail_file(dataset, model, h.index), f"{label(h)} · {h.similarity:.3f}")
                    for h in hits]
-        table = pd.DataFrame({"gallery index": [h.index for h in hits], "label": [names[h.label] for h in hits],
+        table = pd.DataFrame({"gallery index": [h.index for h in hits], "label": [label(h) for h in hits],
                               "similarity": [round(h.similarity, 4) for h in hits]})
         return SearchResult(query, hits, gallery, table, None)
 
@@ -447,8 +494,14 @@ class Demo:
         `image-rendering: pixelated`), rendered once per dataset: the examples, the results and the
         map's hover all point at these files, so a search sends names, not pixels."""
         name = self.dataset_key(dataset)
+        index = self.index(dataset, model)
+        if isinstance(index, CollectionIndex):  # a million files are not written up front: each on first use
+            name = f"{name}-{self.revision(dataset)}"  # a rebuilt collection's images are others
+            if name not in self._gallery_thumbs:
+                self._gallery_thumbs[name] = CollectionThumbs(index.collection, self._thumbs / "gallery" / name)
+            return self._gallery_thumbs[name]
         if name not in self._gallery_thumbs:
-            index = self.index(dataset, model)
+
             folder = self._thumbs / "gallery" / name
             paths = [str(folder / f"{i}.png") for i in range(len(index))]
             with self._lock:

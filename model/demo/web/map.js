@@ -1,6 +1,9 @@
 // The gallery layer (2,000 points) is drawn once per map into an offscreen canvas, from a plain
 // copy of the value; a search only moves the highlight, which is drawn over a copy of that layer.
-let base = null, shown = null, layer = null, screen = [], size = [0, 0];
+let base = null, shown = null, layer = null, screen = [], size = [0, 0], where = null;
+// a collection's map draws a sample: point i is gallery image base.ids[i]; elsewhere point i is image i
+const idOf = i => (base && base.ids ? base.ids[i] : i);
+const pointOf = id => (base && base.ids ? (where.has(id) ? where.get(id) : -1) : id);
 const dpr = window.devicePixelRatio || 1;
 const colour = c => c >= 0 && base ? base.colours[c % base.colours.length] : '#6b7280';
 function decorate() {
@@ -48,12 +51,12 @@ function overlay() {
   ctx.drawImage(layer, 0, 0);
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   const hl = props.highlight ? JSON.parse(JSON.stringify(props.highlight)) : {};
-  for (const i of (hl.neighbours || [])) {
-    const p = screen[i]; if (!p) continue;
+  for (const id of (hl.neighbours || [])) {
+    const p = screen[pointOf(id)]; if (!p) continue;
     ctx.fillStyle = colour(p[2]); ctx.strokeStyle = '#000'; ctx.lineWidth = 2;
     ctx.beginPath(); ctx.arc(p[0], p[1], 6, 0, 6.283); ctx.fill(); ctx.stroke();
   }
-  const q = screen[hl.query];
+  const q = screen[pointOf(hl.query)];
   if (q) {
     ctx.strokeStyle = '#ff0000'; ctx.lineWidth = 3;
     ctx.beginPath(); ctx.arc(q[0], q[1], 11, 0, 6.283); ctx.stroke();
@@ -73,7 +76,12 @@ function load() {
   if (base && shown === src) { overlay(); return; }  // the same map: only the highlight moves
   const ready = cache.get(src) || fetch(src).then(r => r.json());
   cache.set(src, ready);
-  ready.then(data => { if ((props.value || {}).src === src) { base = data; shown = src; layer = null; overlay(); } });
+  ready.then(data => {
+    if ((props.value || {}).src !== src) return;
+    base = data; shown = src; layer = null;
+    where = new Map((data.ids || []).map((id, i) => [id, i]));
+    overlay();
+  });
 }
 function nearest(e) {
   const r = element.querySelector('canvas').getBoundingClientRect();
@@ -90,7 +98,7 @@ element.addEventListener('mousemove', (e) => {
   if (i < 0) { tip.hidden = true; return; }
   const c = screen[i][2];
   tip.innerHTML = '<img src="' + base.thumbs[i] + '"><span>'
-    + (c >= 0 ? base.names[c] + ' · ' : '') + '#' + i + '</span>';
+    + (c >= 0 ? base.names[c] + ' · ' : '') + '#' + idOf(i) + '</span>';
   tip.style.left = Math.min(x + 12, size[0] - 110) + 'px';
   tip.style.top = (y + 12) + 'px';
   tip.hidden = false;
@@ -100,7 +108,7 @@ element.addEventListener('mouseleave', () => {
 element.addEventListener('click', (e) => {
   if (!e.target.closest('canvas')) return;
   const [i] = nearest(e);
-  if (i >= 0) trigger('pick', {index: i, gallery: base.gallery, seq: window.__pageClicks = (window.__pageClicks || 0) + 1});
+  if (i >= 0) trigger('pick', {index: idOf(i), gallery: base.gallery, seq: window.__pageClicks = (window.__pageClicks || 0) + 1});
 });
 load();
 watch('value', load);
