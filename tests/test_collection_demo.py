@@ -18,8 +18,7 @@ CKPT = str(ROOT / "assets" / "cifar10-hybrid1")
 
 def test_a_collection_is_served_with_paths_and_a_sampled_map(tmp_path, monkeypatch) -> None:
     import app
-    from model.demo import Action, Demo, apply, initial_state, render
-    from model.demo import collection_view
+    from model.demo import Action, Demo, apply, collection_view, initial_state, render
     from model.demo.html import map_value
 
     folder = sample.make_folder(tmp_path / "photos", "shapes", per_class=12, seed=3)
