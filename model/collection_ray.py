@@ -27,14 +27,14 @@ from .image_folder import UNREADABLE
 class EmbedBatch:
     """A Ray Data actor: the embedder loaded once, then batches of files decoded and embedded."""
 
-    def __init__(self, folder: str, checkpoint: str) -> None:
+    def __init__(self, folder: str, checkpoint: str, views: dict | None = None) -> None:
         import torch
 
         from .collection import _embedder_and_style
 
         torch.set_num_threads(1)  # one core an actor: Ray schedules the actors on the cores
         self.folder = Path(folder)
-        self.embedder, self.style = _embedder_and_style(Path(checkpoint))
+        self.embedder, self.style = _embedder_and_style(Path(checkpoint), views)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         decoded, errors = [], []
@@ -62,7 +62,7 @@ class EmbedBatch:
 
 
 def embed_with_ray(todo: list[tuple[str, int, int]], folder: Path, checkpoint: Path, out: Path,
-                   address: str | None, skipped: dict[str, str], log=print) -> None:
+                   address: str | None, skipped: dict[str, str], log=print, views: dict | None = None) -> None:
     """Embed `todo` (path, size, mtime_ns) into new parts of `out` with a Ray Data pipeline."""
     try:
         import ray
@@ -79,7 +79,7 @@ def embed_with_ray(todo: list[tuple[str, int, int]], folder: Path, checkpoint: P
         log(f"Ray: {len(todo):,} images on {cpus} CPU(s) of {'a local instance' if not address else address}")
         items = [{"path": p, "size": s, "mtime_ns": m} for p, s, m in todo]
         ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // BATCH, 4 * cpus)))
-        ds = ds.map_batches(EmbedBatch, fn_constructor_args=(str(folder), str(checkpoint)), batch_size=BATCH,
+        ds = ds.map_batches(EmbedBatch, fn_constructor_args=(str(folder), str(checkpoint), views), batch_size=BATCH,
                             batch_format="numpy", concurrency=max(1, cpus - 1), num_cpus=1)
         number = (_part_numbers(out) or [-1])[-1] + 1
         rows: list = []

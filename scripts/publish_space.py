@@ -186,6 +186,8 @@ def static_checkpoints(root: Path = ROOT) -> list[tuple[str, str, str, str]]:
     demo = Demo(assets=root / "assets")
     out = []
     for (title, model), folder in demo.served().items():
+        if not (folder / "config.json").is_file():  # a collection in the assets: published only when asked
+            continue
         config = json.loads((folder / "config.json").read_text())
         # a known dataset's name, or an image folder's gallery key: two folders of one name stay apart
         out.append((demo.dataset_key(title), title, config["model"], model))
@@ -194,7 +196,7 @@ def static_checkpoints(root: Path = ROOT) -> list[tuple[str, str, str, str]]:
     return out
 
 
-def static_files(root: Path = ROOT) -> list[str]:
+def static_files(root: Path = ROOT, collection: Path | None = None) -> list[str]:
     """Every file of the static Space, relative to its root, sorted (README.md included)."""
     files = {"README.md", "site.json", *(f"ort/{f}" for f in ORT_WEB_FILES)}
     files |= {p.name for p in (root / STATIC_PAGE).iterdir() if p.is_file()}
@@ -202,7 +204,18 @@ def static_files(root: Path = ROOT) -> list[str]:
         files |= {f"data/{dataset}/gallery.png", f"data/{dataset}/{model}.onnx",
                   f"data/{dataset}/{model}.embeddings.f32", f"data/{dataset}/{model}.umap.f32",
                   f"data/{dataset}/{model}.familiarity.f64"}
+    if collection is not None:
+        name = collection_key(collection)
+        model = json.loads((Path(json.loads((collection / "collection.json").read_text())["checkpoint"])
+                            / "config.json").read_text())["model"]
+        files |= {f"data/{name}/gallery.png", *(f"data/{name}/{model}.{ext}" for ext in
+                                                ("onnx", "embeddings.f32", "umap.f32", "familiarity.f64"))}
     return sorted(files)
+
+
+def collection_key(path: Path) -> str:
+    """A collection's folder under the static site's data/."""
+    return f"collection-{re.sub(r'[^A-Za-z0-9_-]+', '-', path.resolve().name)}"
 
 
 def static_readme(models: list[str]) -> str:
@@ -260,19 +273,89 @@ def _parent(folder: Path) -> Path:
     return folder.parent
 
 
-def stage_static(folder: Path, models: list[str], root: Path = ROOT) -> list[str]:
-    """Write the static Space into `folder` (the page, onnxruntime-web, site.json and each
-    dataset's gallery sprite, each checkpoint's ONNX graph, embeddings and UMAP coordinates);
-    returns the files written, relative to `folder`."""
+STATIC_COLLECTION_MAX = 5_000  # a static page downloads every embedding and thumbnail of its gallery on load
+
+
+def _sprite(images, out: Path) -> tuple[int, int, int, int]:
+    """The gallery images (N, H, W[, C]) as one sheet of 50 a row, gallery.png; returns (n, h, w, c)."""
     import numpy as np
     from PIL import Image
 
+    images = images if images.ndim == 4 else images[..., None]
+    n, h, w, c = images.shape
+    columns = 50
+    sheet = np.zeros((-(-n // columns) * h, columns * w, c), np.uint8)
+    for i, image in enumerate(images):
+        sheet[(i // columns) * h:(i // columns + 1) * h, (i % columns) * w:(i % columns + 1) * w] = image
+    Image.fromarray(sheet.squeeze(-1) if c == 1 else sheet).save(out / "gallery.png", optimize=True)
+    return n, h, w, c
+
+
+def _static_model(index, checkpoint: Path, out: Path, dataset: str, model: str, title: str) -> dict:
+    """One model's files for the static page (ONNX graph, embeddings, UMAP, familiarity) and its site.json entry."""
+    import numpy as np
+
+    from model.export import export_onnx
+
+    export_onnx(checkpoint, out / f"{model}.onnx")
+    np.ascontiguousarray(index.embeddings, dtype="<f4").tofile(out / f"{model}.embeddings.f32")
+    np.ascontiguousarray(index.xy, dtype="<f4").tofile(out / f"{model}.umap.f32")
+    # the demo's "unlike the dataset" check (model/familiarity.py), fitted on the gallery as the app fits it
+    familiar = index.familiarity
+    np.concatenate([familiar.pixel_mean.ravel(), familiar.pixel_precision.ravel(), familiar.class_means.ravel(),
+                    familiar.embedding_precision.ravel()]).astype("<f8").tofile(out / f"{model}.familiarity.f64")
+    return {"key": model, "title": title, "dim": int(index.embeddings.shape[1]),
+            "onnx": f"data/{dataset}/{model}.onnx", "embeddings": f"data/{dataset}/{model}.embeddings.f32",
+            "umap": f"data/{dataset}/{model}.umap.f32",
+            "familiarity": {"file": f"data/{dataset}/{model}.familiarity.f64", "features": len(familiar.pixel_mean),
+                            "classes": len(familiar.class_means), "pixel_threshold": familiar.pixel_threshold,
+                            "embedding_threshold": familiar.embedding_threshold, "min_gallery": 20}}
+
+
+def static_collection(path: Path, folder: Path) -> dict:
+    """A built collection (model.collection) as one dataset of the static page: its images (from
+    the stored thumbnails, at the model's size), paths, labels, embeddings and a UMAP of all of
+    them. Refused past STATIC_COLLECTION_MAX images, before any work."""
+    import numpy as np
+
+    from model.collection import Collection, CollectionError
+    from model.demo.collection_view import CollectionIndex
+    from model.networks import model_title
+
+    try:
+        collection = Collection.open(path)
+    except CollectionError as e:
+        raise PublishError(str(e)) from None
+    if len(collection) > STATIC_COLLECTION_MAX:
+        raise PublishError(f"{path} holds {len(collection):,} images and a static Space at most "
+                           f"{STATIC_COLLECTION_MAX:,} (the visitor's browser downloads every embedding and "
+                           "thumbnail): publish it with a Gradio Space, or build a smaller collection")
+    index = CollectionIndex(collection, map_sample=len(collection))  # every image on the map
+    name = collection_key(path)
+    out = folder / "data" / name
+    out.mkdir(parents=True, exist_ok=True)
+    n, h, _, c = _sprite(np.stack([index.images.from_thumbnail(i) for i in range(len(index))]), out)
+    checkpoint = Path(collection.record["checkpoint"])
+    model = json.loads((checkpoint / "config.json").read_text())["model"]
+    entry = {"name": name, "title": path.resolve().name, "style": index.images.style, "size": int(h),
+             "channels": int(c), "n": int(n), "columns": 50, "class_names": list(index.class_names),
+             "labels": [int(x) for x in index.labels], "paths": list(index.paths),
+             "gallery": f"data/{name}/gallery.png"}
+    entry["models"] = [_static_model(index, checkpoint, out, name, model, model_title(model))]
+    return entry
+
+
+def stage_static(folder: Path, models: list[str], root: Path = ROOT, collection: Path | None = None) -> list[str]:
+    """Write the static Space into `folder` (the page, onnxruntime-web, site.json and each
+    dataset's gallery sprite, each checkpoint's ONNX graph, embeddings and UMAP coordinates; and
+    the collection at `collection`, if given, as one more dataset); returns the files written,
+    relative to `folder`."""
     sys.path.insert(0, str(root))
     from model.demo import Demo
-    from model.export import export_onnx
 
     ort_dir = ort_web_dir()
     demo = Demo(assets=root / "assets")
+    extra = static_collection(collection, folder) if collection is not None else None  # refused before the rest
     folder.mkdir(parents=True, exist_ok=True)
     for p in (root / STATIC_PAGE).iterdir():
         if p.is_file():
@@ -287,33 +370,16 @@ def stage_static(folder: Path, models: list[str], root: Path = ROOT) -> list[str
         out = folder / "data" / dataset
         out.mkdir(parents=True, exist_ok=True)
         if dataset not in by_dataset:
-            images = index.images if index.images.ndim == 4 else index.images[..., None]
-            n, h, w, c = images.shape
-            columns = 50
-            rows = -(-n // columns)
-            sheet = np.zeros((rows * h, columns * w, c), np.uint8)
-            for i, image in enumerate(images):
-                sheet[(i // columns) * h:(i // columns + 1) * h, (i % columns) * w:(i % columns + 1) * w] = image
-            Image.fromarray(sheet.squeeze(-1) if c == 1 else sheet).save(out / "gallery.png", optimize=True)
+            n, h, _, c = _sprite(index.images, out)
             by_dataset[dataset] = {
                 "name": dataset, "title": title, "style": demo.query_style(title), "size": int(h), "channels": int(c),
-                "n": int(n), "columns": columns, "class_names": list(index.class_names),
+                "n": int(n), "columns": 50, "class_names": list(index.class_names),
                 "labels": [int(x) for x in index.labels], "gallery": f"data/{dataset}/gallery.png", "models": []}
             site["datasets"].append(by_dataset[dataset])
-        export_onnx(demo.checkpoint(title, model_title), out / f"{model}.onnx")
-        np.ascontiguousarray(index.embeddings, dtype="<f4").tofile(out / f"{model}.embeddings.f32")
-        np.ascontiguousarray(index.xy, dtype="<f4").tofile(out / f"{model}.umap.f32")
-        # the demo's "unlike the dataset" check (model/familiarity.py), fitted on the gallery as the app fits it
-        familiar = index.familiarity
-        np.concatenate([familiar.pixel_mean.ravel(), familiar.pixel_precision.ravel(), familiar.class_means.ravel(),
-                        familiar.embedding_precision.ravel()]).astype("<f8").tofile(out / f"{model}.familiarity.f64")
-        by_dataset[dataset]["models"].append({
-            "key": model, "title": model_title, "dim": int(index.embeddings.shape[1]),
-            "onnx": f"data/{dataset}/{model}.onnx", "embeddings": f"data/{dataset}/{model}.embeddings.f32",
-            "umap": f"data/{dataset}/{model}.umap.f32",
-            "familiarity": {"file": f"data/{dataset}/{model}.familiarity.f64", "features": len(familiar.pixel_mean),
-                            "classes": len(familiar.class_means), "pixel_threshold": familiar.pixel_threshold,
-                            "embedding_threshold": familiar.embedding_threshold, "min_gallery": 20}})
+        by_dataset[dataset]["models"].append(
+            _static_model(index, demo.checkpoint(title, model_title), out, dataset, model, model_title))
+    if extra is not None:
+        site["datasets"].append(extra)
     (folder / "site.json").write_text(json.dumps(site, separators=(",", ":")))
     (folder / "README.md").write_text(static_readme(models))
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
@@ -351,11 +417,12 @@ def hub_request(action: str):
                            f"({type(e).__name__}: {message}); check the network and try again") from None
 
 
-def publish(repo_id: str, hardware: str, private: bool, models: list[str], api=None, root: Path = ROOT) -> str:
+def publish(repo_id: str, hardware: str, private: bool, models: list[str], api=None, root: Path = ROOT,
+            collection: Path | None = None) -> str:
     """Create the Space (if needed) and upload it; returns its URL. `api` is an HfApi (tests pass a stand-in)."""
     from huggingface_hub import HfApi
 
-    files = space_files(root) if hardware != "static" else static_files(root)
+    files = space_files(root) if hardware != "static" else static_files(root, collection)
     token = hub_token()  # no token: refused before any request
     api = api or HfApi(token=token)
     with hub_request(f"create the Space {repo_id}"):
@@ -369,7 +436,7 @@ def publish(repo_id: str, hardware: str, private: bool, models: list[str], api=N
             models = [m for m in models if api.repo_exists(m, repo_type="model")]
     if hardware == "static":
         with tempfile.TemporaryDirectory(prefix="space-") as tmp:
-            files = stage_static(Path(tmp), models, root)
+            files = stage_static(Path(tmp), models, root, collection)
             with hub_request(f"upload to the Space {repo_id}"):
                 api.upload_folder(repo_id=repo_id, repo_type="space", folder_path=tmp, delete_patterns=["*"],
                                   commit_message=f"Update the static demo ({len(files)} files, "
@@ -398,6 +465,8 @@ def main(argv: list[str] | None = None, api=None) -> int:
                    help="print the files and the generated README.md and requirements.txt; no network, no token")
     p.add_argument("--stage", metavar="DIR", help="write the Space's folder, exactly as it would be uploaded, "
                                                   "into DIR (must be empty or new); with --dry-run, nothing else")
+    p.add_argument("--collection", metavar="DIR", help=f"static only: publish this collection (built with "
+                   f"`python -m model.collection build`, at most {STATIC_COLLECTION_MAX:,} images) as one more dataset")
     p.add_argument("--print-requirements", action="store_true",
                    help="print only the generated requirements.txt (CI installs the ZeroGPU one)")
     args = p.parse_args(argv)
@@ -412,14 +481,21 @@ def main(argv: list[str] | None = None, api=None) -> int:
             check_repo_id(m)
         if args.stage and Path(args.stage).exists() and any(Path(args.stage).iterdir()):
             raise PublishError(f"--stage {args.stage} is not empty: give a new or empty folder")
+        collection = Path(args.collection) if args.collection else None
+        if collection is not None:
+            if args.hardware != "static":
+                raise PublishError("--collection publishes with --hardware static only")
+            if not (collection / "collection.json").is_file():
+                raise PublishError(f"{collection} is not a collection (no collection.json): build it with "
+                                   f"`python -m model.collection build FOLDER --checkpoint CKPT --out {collection}`")
         if args.hardware == "static":
             if args.print_requirements:
                 raise PublishError("a static Space has no requirements.txt: it runs no Python")
             if args.stage:
-                written = stage_static(Path(args.stage), models)
+                written = stage_static(Path(args.stage), models, collection=collection)
                 print(f"staged {len(written)} files in {args.stage}", file=sys.stderr)
             if args.dry_run:
-                print("\n".join(static_files()))
+                print("\n".join(static_files(collection=collection)))
                 if not args.stage:
                     print(f"--- README.md (generated) ---\n{static_readme(models)}", end="", file=sys.stderr)
                 return 0
@@ -441,7 +517,7 @@ def main(argv: list[str] | None = None, api=None) -> int:
                   f"--- requirements.txt (generated, {args.hardware}) ---\n{space_requirements(args.hardware)}",
                   end="", file=sys.stderr)
             return 0
-        url = publish(args.repo_id, args.hardware, args.private, models, api=api)
+        url = publish(args.repo_id, args.hardware, args.private, models, api=api, collection=collection)
     except (PublishError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -165,6 +165,26 @@ def test_another_checkpoint_is_refused_unless_rebuild(tmp_path) -> None:
     assert refused.stderr.strip().count("\n") == 0
     assert cli("build", str(folder), "--checkpoint", other, "--out", str(out), "--rebuild").returncode == 0
     assert json.loads(cli("info", str(out), "--json").stdout)["checkpoint"] == other
+    # the search views are part of what a collection was embedded with: another choice is refused too
+    assert col.open_collection(out).record["views"] == {"flip": True, "shift": 0}  # fast: CNN-3a's mirror pair
+    refused = cli("build", str(folder), "--checkpoint", other, "--out", str(out), "--views", "checkpoint")
+    assert refused.returncode == 2 and "other search views (mirror-averaged; asked: 10 views" in refused.stderr
+    assert cli("build", str(folder), "--checkpoint", other, "--out", str(out), "--views", "checkpoint",
+               "--rebuild").returncode == 0
+    c = col.open_collection(out)
+    assert c.record["views"] == {"flip": True, "shift": 1} and c.embedder.views.startswith("10 views")
+    query = next(p for p in folder.rglob("*") if p.suffix == ".png")
+    assert c.search(query, 1)[0].similarity > 0.999  # the query embedded with the collection's own views
+
+
+def test_fast_views_are_the_cheapest_within_reach_of_the_checkpoints_choice() -> None:
+    """--views fast reads the candidates the checkpoint's training measured on validation."""
+    cifar = col.resolve_views(ROOT / "assets" / "cifar10-hybrid1", "fast")
+    assert cifar == {"flip": True, "shift": 0}  # mirror-averaged: validation MAP@R 0.443 against 0.454 (10 views)
+    assert col.resolve_views(ROOT / "assets" / "cifar10-hybrid1", "one") == {"flip": False, "shift": 0}
+    assert col.resolve_views(ROOT / "assets" / "mnist-hybrid1", "checkpoint") == {"flip": False, "shift": 1}
+    with pytest.raises(col.CollectionError, match="--views 'many'"):
+        col.resolve_views(ROOT / "assets" / "mnist-hybrid1", "many")
 
 
 def test_above_the_exact_limit_an_ivf_index_reaches_its_recall(tmp_path, monkeypatch) -> None:

@@ -26,6 +26,7 @@ ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 RESULT = "#results .result"
+PUBLISHED: dict[str, Path] = {}  # the collection's source folder, as the site fixture made it
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -43,12 +44,20 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    """The dry-run's files, staged by --stage and copied into an empty folder, on a file server."""
+    """The dry-run's files, staged by --stage and copied into an empty folder, on a file server;
+    with a collection of 48 shapes (--collection) as one more dataset."""
+    from model import collection as col
+
     publish_space = load_script("publish_space")
+    photos = load_script("sample_folders").make_folder(tmp_path_factory.mktemp("c") / "holiday", "shapes",
+                                                        per_class=12, seed=3)
+    collection = photos.parent / "holiday-index"
+    assert col.main(["build", str(photos), "--checkpoint", str(ROOT / "assets" / "cifar10-hybrid1"),
+                     "--out", str(collection)]) == 0
     staged = tmp_path_factory.mktemp("staged") / "space"
-    listed = publish_space.static_files()
+    listed = publish_space.static_files(collection=collection)
     assert publish_space.main(["--repo-id", "someone/involution-static", "--hardware", "static",
-                               "--stage", str(staged), "--dry-run"]) == 0
+                               "--stage", str(staged), "--dry-run", "--collection", str(collection)]) == 0
     assert sorted(p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file()) == listed
     served = tmp_path_factory.mktemp("served")
     for rel in listed:
@@ -58,6 +67,7 @@ def site(tmp_path_factory):
     assert "sdk: static" in readme and "app_file: index.html" in readme
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(served)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    PUBLISHED["photos"] = photos
     yield f"http://127.0.0.1:{server.server_address[1]}/", served
     server.shutdown()
 
@@ -399,3 +409,30 @@ console.log(JSON.stringify(out));"""
     for n, want in (("2", 2), ("9", 9), ("32", 24), ("2000", 24)):
         assert len(got[n]) == len(set(got[n])) == want and all(0 <= i < int(n) for i in got[n])
     assert "NaN" not in got["thumb"] and "background-position:" in got["thumb"]
+
+
+def test_a_published_collection_is_searched_with_its_paths(site, browser) -> None:
+    """--collection: the collection is one more dataset of the page, its results captioned with
+    their paths, its map every image of it; an upload of one of its files finds that file first."""
+    import json
+
+    url, served = site
+    entry = next(d for d in json.loads((served / "site.json").read_text())["datasets"] if d.get("paths"))
+    assert entry["title"] == "holiday-index" and entry["n"] == 48 and len(entry["paths"]) == 48
+    page = open_page(site, browser)
+    page.select_option("#dataset", entry["name"])
+    page.wait_for_function("document.querySelector('#embedding-map .map-title').innerText.includes('collection')")
+    cell = page.locator("#examples [data-pick]").nth(3)
+    picked = int(cell.get_attribute("data-pick"))
+    cell.click()
+    wait_query(page, f"gallery example #{picked}")
+    assert all(c.split(" · ")[0] in entry["paths"] for c in captions(page))
+    assert "holiday-index collection (48 images)" in page.inner_text("#embedding-map .map-title")
+    upload = PUBLISHED["photos"] / entry["paths"][5]
+    page.get_by_role("tab", name="Upload").click()
+    page.locator("#upload").set_input_files(str(upload))
+    wait_query(page, "your upload")
+    assert captions(page)[0].split(" · ")[0] == entry["paths"][5]
+    shot(page, "collection-upload")
+    assert not page.outside, page.outside
+    page.close()

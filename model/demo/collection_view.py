@@ -28,7 +28,7 @@ from ..data import query_style
 from ..image_folder import UNREADABLE
 from ..index import Hit, SearchIndex, fit_umap, stratified_indices
 
-MAP_SAMPLE = 2000  # points on a collection's map: the size of the shipped galleries' maps (UMAP fit: see docs/collections.md)
+MAP_SAMPLE = 2000  # points on a collection's map: as many as a shipped gallery's map
 
 
 class CollectionImages(Sequence):

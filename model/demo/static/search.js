@@ -11,6 +11,7 @@ import { drawingQuery, prepareQuery, resize } from "./prepare.js";
 const MAX_K = 48, MIN_SIDE = 8, KEEP_SIDE = 1024, MAX_PIXELS = 25_000_000, THUMB = 84;
 const COLOURS = ["#4e79a7", "#f28e2b", "#59a14f", "#b6992d", "#499894", "#86bcb6", "#e15759", "#ff9d9a",
                  "#b07aa1", "#9d7660"];
+const UNLABELLED = "#6b7280"; // an unlabelled collection's points (html.OWN_COLOUR on the Gradio page)
 const $ = (s) => document.querySelector(s);
 ort.env.wasm.wasmPaths = new URL("ort/", location.href).href;
 ort.env.wasm.numThreads = 1; // a static Space is not cross-origin isolated: no wasm threads
@@ -118,7 +119,7 @@ async function search(s) {
     return { ...s, rows: [], seen: null, label: null,
              notes: [`drawings are searched on ${where} only: pick one of them, an example or an upload`] };
   }
-  const label = s.query.kind === "example" ? d.labels[s.query.index] : null;
+  const label = s.query.kind === "example" && d.labels[s.query.index] >= 0 ? d.labels[s.query.index] : null;
   const rows = [], notes = [...ready.notes];
   for (const m of shownModels(s)) {
     const embeddings = await floats(m.embeddings);
@@ -170,6 +171,11 @@ function render(s) {
   renderMap(s, d);
 }
 
+// what names gallery image i: a collection's file path, else its class (an unlabelled image: nothing)
+function caption(d, i) {
+  return d.paths ? d.paths[i] : d.labels[i] >= 0 ? d.class_names[d.labels[i]] : "";
+}
+
 function renderResults(s, d) {
   const box = $("#results");
   if (!s.query || (!s.rows.length && s.notes?.length)) {
@@ -177,7 +183,7 @@ function renderResults(s, d) {
     return;
   }
   const q = s.query;
-  const what = q.kind === "example" ? `gallery example #${q.index} (label <b>${d.class_names[s.label]}</b>)`
+  const what = q.kind === "example" ? `gallery example #${q.index} (${s.label === null ? "label unknown" : `label <b>${escape(d.class_names[s.label])}</b>`})`
     : q.kind === "upload" ? `your upload ${escape(q.name)} (label unknown)` : "your drawing (label unknown)";
   let html = `<div class="query-line"><canvas width="${d.size}" height="${d.size}"></canvas>` +
              `<span>Query: ${what}, as the model sees it · ${d.title}</span></div>`;
@@ -192,7 +198,7 @@ function renderResults(s, d) {
       const mark = same ? `<span class="mark ${same}">${same === "same" ? "✓ same" : "✗ other"}</span>` : "";
       return `<button class="cell result ${same}" data-pick="${h.index}" data-gallery="${d.name}" ` +
              `title="#${h.index}">${thumb(d, h.index)}` +
-             `<span class="caption">${escape(d.class_names[d.labels[h.index]])} · ${h.similarity.toFixed(3)}</span>${mark}</button>`;
+             `<span class="caption">${escape(caption(d, h.index))} · ${h.similarity.toFixed(3)}</span>${mark}</button>`;
     }).join("") + "</div>";
   }
   box.innerHTML = html;
@@ -223,7 +229,8 @@ let mapPoints = null; // {name, key, xy: pixel positions}
 async function renderMap(s, d) {
   const m = modelOf(d, s.model), xy = await floats(m.umap);
   const map = $("#embedding-map"), canvas = map.querySelector("canvas"), ctx = canvas.getContext("2d");
-  map.querySelector(".map-title").textContent = `${d.title} gallery (${d.n} test images), embedded by ${m.title} · UMAP`;
+  const what = d.paths ? `collection (${d.n.toLocaleString("en")} images)` : `gallery (${d.n} test images)`;
+  map.querySelector(".map-title").textContent = `${d.title} ${what}, embedded by ${m.title} · UMAP`;
   map.querySelector(".legend").innerHTML = d.class_names.map((c, i) => `<span><i style="background:${COLOURS[i % 10]}"></i>${escape(c)}</span>`).join("");
   const dpr = window.devicePixelRatio || 1, cssWidth = canvas.clientWidth || 900;
   const cssHeight = Math.round(Math.min(560, Math.max(240, cssWidth * 0.55)));
@@ -240,7 +247,7 @@ async function renderMap(s, d) {
   ctx.clearRect(0, 0, w, h);
   for (let i = 0; i < d.n; i++) {
     const [x, y] = mapPoints.points[i];
-    ctx.fillStyle = COLOURS[d.labels[i] % 10];
+    ctx.fillStyle = d.labels[i] >= 0 ? COLOURS[d.labels[i] % 10] : UNLABELLED;
     ctx.globalAlpha = 0.7;
     ctx.beginPath(); ctx.arc(x, y, 2.5 * dpr, 0, 2 * Math.PI); ctx.fill();
   }
@@ -399,7 +406,7 @@ function wire() {
     const box = canvas.getBoundingClientRect(), x = e.clientX - box.left, y = e.clientY - box.top;
     tip.style.left = `${x + 120 > box.width ? x - 118 : x + 12}px`; // inside the map, whichever side has room
     tip.style.top = `${y + 140 > box.height ? y - 138 : y + 12}px`;
-    tip.innerHTML = `${thumb(d, i)}${escape(d.class_names[d.labels[i]])} · #${i}`;
+    tip.innerHTML = `${thumb(d, i)}${escape(caption(d, i))} · #${i}`;
   });
   canvas.addEventListener("mouseleave", () => { tip.hidden = true; });
   for (const tab of document.querySelectorAll(".tabs button")) {
