@@ -94,6 +94,7 @@ def space_files(root: Path = ROOT) -> list[str]:
     plus the galleries."""
     files = {p.relative_to(root).as_posix() for p in local_imports(root / APP, root)}
     files |= {p.relative_to(root).as_posix() for p in sorted((root / WEB).glob("*")) if p.is_file()}
+    files.add(f"{STATIC_PAGE}/spec.json")  # the pages' specification, read by model/demo/spec.py
     assets = root / "assets"
     for config in sorted(assets.glob("*/config.json")):
         if "." in config.parent.name:  # a leftover (name.replaced), which the demo does not serve either
@@ -295,6 +296,7 @@ def _static_model(index, checkpoint: Path, out: Path, dataset: str, model: str, 
     """One model's files for the static page (ONNX graph, embeddings, UMAP, familiarity) and its site.json entry."""
     import numpy as np
 
+    from model.demo.spec import MIN_GALLERY
     from model.export import export_onnx
 
     export_onnx(checkpoint, out / f"{model}.onnx")
@@ -309,7 +311,7 @@ def _static_model(index, checkpoint: Path, out: Path, dataset: str, model: str, 
             "umap": f"data/{dataset}/{model}.umap.f32",
             "familiarity": {"file": f"data/{dataset}/{model}.familiarity.f64", "features": len(familiar.pixel_mean),
                             "classes": len(familiar.class_means), "pixel_threshold": familiar.pixel_threshold,
-                            "embedding_threshold": familiar.embedding_threshold, "min_gallery": 20}}
+                            "embedding_threshold": familiar.embedding_threshold, "min_gallery": MIN_GALLERY}}
 
 
 def static_collection(path: Path, folder: Path) -> dict:

@@ -19,10 +19,8 @@ from matplotlib import colormaps
 from PIL import Image
 
 from ..index import Hit, SearchIndex
-
-CLASS_COLOURS = ["#4e79a7", "#f28e2b", "#59a14f", "#b6992d", "#499894", "#86bcb6", "#e15759", "#ff9d9a",
-                 "#b07aa1", "#9d7660"]
-OWN_COLOUR = "#6b7280"
+from .spec import CLASS_COLOURS
+from .spec import UNLABELLED_COLOUR as OWN_COLOUR
 
 
 def file_url(path: str) -> str:

@@ -49,10 +49,9 @@ from .html import (
 from .own_gallery import GalleryError, read_own_images
 from .queries import ink_to_image, prepare_query, sketch_ink
 from .service import Demo, OwnGallery, QueryError, feature_maps, keep_small, open_upload
+from .spec import MAX_K, MIN_GALLERY, N_EXAMPLES, SPEC, example_picks
 
-N_EXAMPLES = 24
-MAX_K = 48
-DEFAULT_K = 8
+DEFAULT_K: int = SPEC["default_k"]
 PIXEL = (14, 14)
 ERRORS = (QueryError, BundleError, CheckpointError, GalleryError)
 # where an error is shown: each source's own line, and one under the settings
@@ -280,12 +279,9 @@ def clamp_k(value: Any, current: int) -> tuple[int, str]:
 
 
 def default_examples(demo: Demo, dataset: str, model: str, seed: int | None = None) -> tuple[int, ...]:
-    """N_EXAMPLES gallery positions: every class in turn (seeded by the shuffle button)."""
-    index = demo.index(dataset, model)
-    rng = np.random.default_rng(seed if seed is not None else 0)
-    by_class = [rng.permutation(np.flatnonzero(index.labels == c)) for c in np.unique(index.labels)]
-    picks = [int(ids[r]) for r in range(N_EXAMPLES) for ids in by_class if r < len(ids)]
-    return tuple(picks[:N_EXAMPLES])
+    """N_EXAMPLES gallery positions, every class in turn (spec.example_picks, seeded by the shuffle
+    button): the static page draws the same for the same seed."""
+    return tuple(example_picks(demo.index(dataset, model).labels, seed if seed is not None else 0, N_EXAMPLES))
 
 
 def _click(state: PageState, action: Action, demo: Demo) -> PageState:
@@ -370,7 +366,7 @@ def unlike_dataset(index: SearchIndex, x: torch.Tensor, embedding: np.ndarray, d
     """A line when an outside query (x: (1, C, H, W) uint8, as the model sees it) is unlike the
     gallery (model.familiarity: its pixels or its embedding further from the gallery's than
     99.5% of the gallery's own)."""
-    if len(index) < 20:  # too few images to know what is usual
+    if len(index) < MIN_GALLERY:  # too few images to know what is usual
         return None
     if index.familiarity.unlike(x, embedding[None])[0]:
         return (f"**unlike {dataset}**: this image is further from the {dataset} gallery than 99.5% of its own "

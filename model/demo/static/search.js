@@ -7,11 +7,11 @@
 // grid, result or map of a dataset the page has left is dropped.
 import { familiarity } from "./familiarity.js";
 import { drawingQuery, prepareQuery, resize } from "./prepare.js";
+import { examplePicks, spec } from "./spec.js";
 
-const MAX_K = 48, MIN_SIDE = 8, KEEP_SIDE = 1024, MAX_PIXELS = 25_000_000, THUMB = 84;
-const COLOURS = ["#4e79a7", "#f28e2b", "#59a14f", "#b6992d", "#499894", "#86bcb6", "#e15759", "#ff9d9a",
-                 "#b07aa1", "#9d7660"];
-const UNLABELLED = "#6b7280"; // an unlabelled collection's points (html.OWN_COLOUR on the Gradio page)
+// declared once in spec.json, which the Gradio page reads too
+const { max_k: MAX_K, min_side: MIN_SIDE, keep_side: KEEP_SIDE, max_pixels: MAX_PIXELS } = spec;
+const COLOURS = spec.class_colours, UNLABELLED = spec.unlabelled_colour;
 const $ = (s) => document.querySelector(s);
 ort.env.wasm.wasmPaths = new URL("ort/", location.href).href;
 ort.env.wasm.numThreads = 1; // a static Space is not cross-origin isolated: no wasm threads
@@ -35,10 +35,6 @@ const session = (url) => load(url, async (r) => {
   const s = await ort.InferenceSession.create(new Uint8Array(await r.arrayBuffer()), { executionProviders: ["wasm"] });
   loaded.add(url);
   return s;
-});
-const sprite = (url) => load(url, async (r) => {
-  const bitmap = await createImageBitmap(await r.blob());
-  return { url, width: bitmap.width, height: bitmap.height };
 });
 
 const dataset = (s = state) => site.datasets.find((d) => d.name === s.dataset);
@@ -308,20 +304,8 @@ async function act(next, { scroll = false } = {}) {
   }
 }
 
-function examplesFor(d, seed) {
-  // A seeded 32-bit LCG, exact in integers (Math.imul: a float product loses its low bits and,
-  // on a gallery of 32 images, never found 24 distinct ones: the page hung), read by its high
-  // bits; whatever it leaves out is filled in order, so this always ends.
-  const picks = [], seen = new Set(), n = d.n, want = Math.min(24, n);
-  let x = seed >>> 0;
-  for (let tries = 0; picks.length < want && tries < 64 * n + 64; tries++) {
-    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
-    const i = (x >>> 8) % n;
-    if (!seen.has(i)) { seen.add(i); picks.push(i); }
-  }
-  for (let i = 0; picks.length < want; i++) if (!seen.has(i)) { seen.add(i); picks.push(i); }
-  return picks;
-}
+// every class in turn, as the Gradio page picks them (spec.js, spec.py)
+const examplesFor = (d, seed) => examplePicks(d.labels, seed);
 
 function clampK(value) {
   const v = Number(value);
@@ -358,10 +342,11 @@ async function decode(file) {
 function wire() {
   $("#dataset").addEventListener("change", (e) => {
     const d = site.datasets.find((x) => x.name === e.target.value);
-    const examples = examplesFor(d, wanted.seed);
+    const examples = examplesFor(d, 0); // a new dataset opens on its first grid, as on the Gradio page
     let query = wanted.query;
     if (query?.kind === "example") query = { kind: "example", index: examples[0] };
-    act({ ...wanted, dataset: d.name, model: modelOf(d, wanted.model).key, examples, query, error: null, status: "" });
+    act({ ...wanted, dataset: d.name, model: modelOf(d, wanted.model).key, seed: 0, examples, query, error: null,
+          status: "" });
   });
   $("#model").addEventListener("change", (e) => act({ ...wanted, model: e.target.value, error: null, status: "" }));
   $("#compare").addEventListener("change", (e) => act({ ...wanted, compare: e.target.checked, error: null, status: "" }));
@@ -370,7 +355,7 @@ function wire() {
     act({ ...wanted, k, error: null, status: note });
   });
   $("#shuffle").addEventListener("click", () => {
-    const seed = (wanted.seed * 7919 + 17) % 1000003;
+    const seed = (wanted.seed * 7919 + 17) % 1000003 || 1;
     act({ ...wanted, seed, examples: examplesFor(dataset(wanted), seed) });
   });
   for (const id of ["#examples", "#results"]) {
@@ -452,9 +437,9 @@ function wireSketch() {
 async function main() {
   site = await (await fetch("site.json")).json();
   $("#dataset").innerHTML = site.datasets.map((d) => `<option value="${d.name}">${d.title}</option>`).join("");
-  const d = site.datasets[0], seed = 1;
+  const d = site.datasets[0], seed = 0;
   const examples = examplesFor(d, seed);
-  state = wanted = { dataset: d.name, model: d.models[0].key, k: 8, compare: false, seed, examples,
+  state = wanted = { dataset: d.name, model: d.models[0].key, k: spec.default_k, compare: false, seed, examples,
                     query: { kind: "example", index: examples[0] }, rows: [], error: null, status: "" };
   wire();
   await act(state);

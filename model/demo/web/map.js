@@ -1,6 +1,6 @@
 // The gallery layer (2,000 points) is drawn once per map into an offscreen canvas, from a plain
 // copy of the value; a search only moves the highlight, which is drawn over a copy of that layer.
-let base = null, shown = null, layer = null, screen = [], size = [0, 0], where = null;
+let base = null, shown = null, layer = null, points = [], size = [0, 0], where = null;
 // a collection's map draws a sample: point i is gallery image base.ids[i]; elsewhere point i is image i
 const idOf = i => (base && base.ids ? base.ids[i] : i);
 const pointOf = id => (base && base.ids ? (where.has(id) ? where.get(id) : -1) : id);
@@ -32,9 +32,9 @@ function drawLayer() {
   const ctx = layer.getContext('2d');
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   const pad = 14;
-  screen = base.points.map(p => [pad + p[0] * (W - 2 * pad), pad + (1 - p[1]) * (H - 2 * pad), p[2]]);
+  points = base.points.map(p => [pad + p[0] * (W - 2 * pad), pad + (1 - p[1]) * (H - 2 * pad), p[2]]);
   ctx.globalAlpha = 0.75;
-  for (const [x, y, c] of screen) {
+  for (const [x, y, c] of points) {
     ctx.fillStyle = colour(c); ctx.beginPath(); ctx.arc(x, y, 3, 0, 6.283); ctx.fill(); }
 }
 function overlay() {
@@ -52,11 +52,11 @@ function overlay() {
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   const hl = props.highlight ? JSON.parse(JSON.stringify(props.highlight)) : {};
   for (const id of (hl.neighbours || [])) {
-    const p = screen[pointOf(id)]; if (!p) continue;
+    const p = points[pointOf(id)]; if (!p) continue;
     ctx.fillStyle = colour(p[2]); ctx.strokeStyle = '#000'; ctx.lineWidth = 2;
     ctx.beginPath(); ctx.arc(p[0], p[1], 6, 0, 6.283); ctx.fill(); ctx.stroke();
   }
-  const q = screen[pointOf(hl.query)];
+  const q = points[pointOf(hl.query)];
   if (q) {
     ctx.strokeStyle = '#ff0000'; ctx.lineWidth = 3;
     ctx.beginPath(); ctx.arc(q[0], q[1], 11, 0, 6.283); ctx.stroke();
@@ -87,7 +87,7 @@ function nearest(e) {
   const r = element.querySelector('canvas').getBoundingClientRect();
   const x = e.clientX - r.left, y = e.clientY - r.top;
   let best = -1, bestD = 144;
-  screen.forEach((p, i) => { const d = (p[0] - x) ** 2 + (p[1] - y) ** 2; if (d < bestD) { bestD = d; best = i; } });
+  points.forEach((p, i) => { const d = (p[0] - x) ** 2 + (p[1] - y) ** 2; if (d < bestD) { bestD = d; best = i; } });
   return [best, x, y];
 }
 element.addEventListener('mousemove', (e) => {
@@ -96,7 +96,7 @@ element.addEventListener('mousemove', (e) => {
   if (!e.target.closest('canvas') || !base) { tip.hidden = true; return; }
   const [i, x, y] = nearest(e);
   if (i < 0) { tip.hidden = true; return; }
-  const c = screen[i][2];
+  const c = points[i][2];
   tip.innerHTML = '<img src="' + base.thumbs[i] + '"><span>'
     + (c >= 0 ? base.names[c] + ' · ' : '') + '#' + idOf(i) + '</span>';
   tip.style.left = Math.min(x + 12, size[0] - 110) + 'px';

@@ -1,0 +1,58 @@
+"""The pages' specification is one file (model/demo/static/spec.json) read by both pages, and
+the example grid is the same on both: spec.js's examplePicks, run under node, gives exactly
+spec.py's example_picks for the shipped galleries' labels, small galleries and unlabelled ones,
+every class in turn."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+from conftest import ROOT
+
+from model.demo import spec
+from model.index import read_npz
+
+STATIC = ROOT / "model" / "demo" / "static"
+
+
+def js_picks(cases: list[tuple[list[int], int]]) -> list[list[int]]:
+    node = shutil.which("node")
+    assert node, "node is missing: bash .ci/run installs it with npm (apt-get install npm)"
+    script = (f'import("{(STATIC / "spec.js").as_posix()}").then((m) => {{'
+              f"const cases = {json.dumps(cases)};"
+              "console.log(JSON.stringify(cases.map(([labels, seed]) => m.examplePicks(labels, seed)))); });")
+    done = subprocess.run([node, "-e", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_both_pages_pick_the_same_examples_class_by_class() -> None:
+    rng = np.random.default_rng(0)
+    cases = []
+    for gallery in sorted((ROOT / "assets" / "gallery").glob("*.npz")):
+        labels = read_npz(gallery)["labels"].astype(int).tolist()
+        cases += [(labels, seed) for seed in (0, 1, 7919 * 17 + 17)]
+    cases += [([0, 1], 0), ([3] * 9, 5), (rng.integers(0, 4, 32).tolist(), 1), ([-1] * 40, 0),
+              (rng.integers(0, 10, 100).tolist(), 2)]
+    got = js_picks(cases)
+    for (labels, seed), picks in zip(cases, got, strict=True):
+        assert picks == spec.example_picks(labels, seed), (len(labels), seed)
+        assert len(picks) == len(set(picks)) == min(spec.N_EXAMPLES, len(labels))
+        classes = sorted(set(labels))
+        first = [labels[i] for i in picks[: len(classes)]]
+        assert first == classes  # every class in turn, from the first round
+    assert got[0] != got[1]  # a seed is a shuffle
+
+
+def test_the_specification_is_one_file_both_pages_read() -> None:
+    on_disk = json.loads((STATIC / "spec.json").read_text())
+    assert spec.SPEC == on_disk and on_disk["version"] == 1
+    from model.demo import html, page
+
+    assert page.MAX_K == on_disk["max_k"] and page.N_EXAMPLES == on_disk["n_examples"]
+    assert html.CLASS_COLOURS == on_disk["class_colours"]
+    search = (STATIC / "search.js").read_text()
+    assert 'from "./spec.js"' in search and "#4e79a7" not in search and "MAX_K = 48" not in search
