@@ -46,6 +46,11 @@ def test_a_collection_is_served_with_paths_and_a_sampled_map(tmp_path, monkeypat
     assert len(value["points"]) == len(value["ids"]) <= 21 and len(set(value["ids"])) == len(value["ids"])
     assert all(0 <= i < 48 for i in value["ids"]) and "of them on the map" in index.summary
 
+    compared = apply(state, Action("compare", True), demo)  # one model: said, not a silent single row
+    assert len(compared.rows) == 1 and any("compare needs a second model: only Hybrid-1 serves my-photos" in n
+                                           for n in compared.notes)
+    assert "compare needs a second model" in render(compared, demo).status
+
     upload = next(p for p in folder.rglob("*.png"))
     uploaded = apply(state, Action("upload", str(upload)), demo)
     assert uploaded.error is None and uploaded.rows[0].hits[0].similarity > 0.99  # its own file first

@@ -49,7 +49,7 @@ from .html import (
 from .own_gallery import GalleryError, read_own_images
 from .queries import ink_to_image, prepare_query, sketch_ink
 from .service import Demo, OwnGallery, QueryError, feature_maps, keep_small, open_upload
-from .spec import MAX_K, MIN_GALLERY, N_EXAMPLES, SPEC, example_picks
+from .spec import MAX_K, MIN_GALLERY, N_EXAMPLES, SPEC, example_picks, text
 
 DEFAULT_K: int = SPEC["default_k"]
 PIXEL = (14, 14)
@@ -318,8 +318,8 @@ def _switch_dataset(state: PageState, dataset: str, demo: Demo) -> PageState:
         query = Query("example", picks[0])
     elif query.kind == "draw" and not drawable(demo, dataset):
         return dataclasses.replace(moved, query=None, seen=None, label=None, rows=(), target="gallery", error=None,
-                                   notes=(f"drawings are searched on {' and '.join(drawable_datasets(demo))} only: "
-                                          "pick an example or upload a photo",), message="")
+                                   notes=(text("drawings_elsewhere", datasets=" and ".join(drawable_datasets(demo))),),
+                                   message="")
     return _search(moved, query, demo)
 
 
@@ -352,8 +352,7 @@ def query_image(state: PageState, query: Query, demo: Demo) -> tuple[Image.Image
         return image, None, [*query.notes, *notes]
     if query.kind == "draw":
         if not drawable(demo, state.dataset):
-            raise QueryError(f"drawings are searched on {' and '.join(drawable_datasets(demo))} only: pick one of "
-                             "them, an example or an upload")
+            raise QueryError(text("drawings_elsewhere", datasets=" and ".join(drawable_datasets(demo))))
         return ink_to_image(query.source, style), None, []
     if query.kind == "own":
         if state.own is None or not 0 <= query.index < len(state.own):
@@ -369,8 +368,8 @@ def unlike_dataset(index: SearchIndex, x: torch.Tensor, embedding: np.ndarray, d
     if len(index) < MIN_GALLERY:  # too few images to know what is usual
         return None
     if index.familiarity.unlike(x, embedding[None])[0]:
-        return (f"**unlike {dataset}**: this image is further from the {dataset} gallery than 99.5% of its own "
-                "images are; the results may mean little")
+        head, _, rest = text("unlike", dataset=dataset).partition(":")
+        return f"**{head}**:{rest}"  # Markdown on this page; the static page bolds the same head
     return None
 
 
@@ -381,7 +380,10 @@ def _search(state: PageState, query: Query, demo: Demo) -> PageState:
     target = "own" if query.kind == "own" else "gallery"
     exclude = query.index if query.kind in ("example", "own") else None
     rows, seen = [], None
-    for m in (demo.compared(state.dataset, state.model) if state.compare else [state.model]):
+    models = demo.compared(state.dataset, state.model) if state.compare else [state.model]
+    if state.compare and len(models) == 1:  # ticked, with nothing to compare against: said, not silent
+        notes.append(text("compare_single", model=state.model, dataset=state.dataset))
+    for m in models:
         index = demo.own_index(state.own, state.dataset, m) if target == "own" else demo.index(state.dataset, m)
         embedding, hits = index.search(image, state.k, exclude)
         rows.append(Row(m, tuple(hits), SearchIndex.precision_at_k(label, hits)))

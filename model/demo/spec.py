@@ -19,6 +19,11 @@ UNLABELLED_COLOUR: str = SPEC["unlabelled_colour"]
 MIN_GALLERY: int = SPEC["min_gallery"]
 
 
+def text(name: str, **fields: str) -> str:
+    """One of the pages' texts (SPEC["texts"]) with its {fields} filled, as spec.js's text() fills them."""
+    return SPEC["texts"][name].format(**fields)
+
+
 class Lcg:
     """The 32-bit linear congruential generator both pages use (exact in integers in Python and,
     with Math.imul, in JavaScript); each draw is its state's top 24 bits."""

@@ -7,7 +7,7 @@
 // grid, result or map of a dataset the page has left is dropped.
 import { familiarity } from "./familiarity.js";
 import { drawingQuery, prepareQuery, resize } from "./prepare.js";
-import { examplePicks, spec } from "./spec.js";
+import { examplePicks, spec, text } from "./spec.js";
 
 // declared once in spec.json, which the Gradio page reads too
 const { max_k: MAX_K, min_side: MIN_SIDE, keep_side: KEEP_SIDE, max_pixels: MAX_PIXELS } = spec;
@@ -113,10 +113,13 @@ async function search(s) {
   if (!ready) { // a drawing, kept for when a dataset that searches drawings is picked again
     const where = site.datasets.filter(drawable).map((x) => x.title).join(" and ");
     return { ...s, rows: [], seen: null, label: null,
-             notes: [`drawings are searched on ${where} only: pick one of them, an example or an upload`] };
+             notes: [text("drawings_elsewhere", { datasets: where })] };
   }
   const label = s.query.kind === "example" && d.labels[s.query.index] >= 0 ? d.labels[s.query.index] : null;
   const rows = [], notes = [...ready.notes];
+  if (s.compare && shownModels(s).length === 1) { // ticked, with nothing to compare against: said, not silent
+    notes.push(text("compare_single", { model: modelOf(d, s.model).title, dataset: d.title }));
+  }
   for (const m of shownModels(s)) {
     const embeddings = await floats(m.embeddings);
     const q = s.query.kind === "example" ? embeddings.subarray(s.query.index * m.dim, (s.query.index + 1) * m.dim)
@@ -126,8 +129,7 @@ async function search(s) {
     if (!rows.length && s.query.kind !== "example" && d.n >= m.familiarity.min_gallery) { // judged by the first model
       const check = familiarity(await doubles(m.familiarity.file), m.familiarity, m.dim);
       if (check.unlike(ready.image, q)) {
-        notes.unshift(`unlike ${d.title}: this image is further from the ${d.title} gallery than 99.5% of its own ` +
-                      "images are; the results may mean little");
+        notes.unshift(text("unlike", { dataset: d.title }));
       }
     }
     rows.push({ model: m, hits, precision });

@@ -4,6 +4,9 @@ import spec from "./spec.json" with { type: "json" };
 
 export { spec };
 
+// spec.py's text(): one of the pages' texts with its {fields} filled
+export const text = (name, fields) => spec.texts[name].replace(/\{(\w+)\}/g, (_, f) => fields[f]);
+
 // spec.py's Lcg: x = x * 1103515245 + 12345 (mod 2^32), exact with Math.imul; draws x >>> 8.
 function lcg(seed) {
   let x = seed >>> 0;
