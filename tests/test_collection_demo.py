@@ -38,6 +38,7 @@ def test_a_collection_is_served_with_paths_and_a_sampled_map(tmp_path, monkeypat
     hits = state.rows[0].hits
     assert all(paths[h.index] in page.results for h in hits)  # each result names its file
     assert "precision@8" in page.results  # labelled by class folder: the query's label is known
+    assert "cosine similarity to the query" in page.results  # the scores explained (spec.json's scores_help)
     clicked = apply(state, Action("result", str(hits[0].index), gallery=state.gallery_key), demo)
     assert clicked.error is None and clicked.query.index == hits[0].index
     assert all(h.index != hits[0].index for h in clicked.rows[0].hits)  # the query itself left out
@@ -83,4 +84,4 @@ def test_an_unlabelled_collection_shows_no_precision(tmp_path) -> None:
     assert state.error is None and index.class_names == [] and set(np.unique(index.labels)) == {-1}
     assert state.label is None and state.rows[0].precision is None and len(index) >= 20
     page = render(state, demo)
-    assert "precision@" not in page.results and "✓ same" not in page.results
+    assert 'class="precision"' not in page.results and 'class="mark same"' not in page.results

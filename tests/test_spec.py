@@ -56,3 +56,19 @@ def test_the_specification_is_one_file_both_pages_read() -> None:
     assert html.CLASS_COLOURS == on_disk["class_colours"]
     search = (STATIC / "search.js").read_text()
     assert 'from "./spec.js"' in search and "#4e79a7" not in search and "MAX_K = 48" not in search
+
+
+def test_a_large_upload_is_said_to_be_shrunk_before_it_is_cropped(tmp_path) -> None:
+    """Issue 37: a 4000x3000 upload was described as "centre-cropped 1024x768" with no word of
+    the shrink before it; the shrink is now said first, in spec.json's words (search.js too)."""
+    from PIL import Image
+
+    from model.demo.queries import prepare_query
+    from model.demo.service import open_upload
+
+    path = tmp_path / "big.jpg"
+    Image.new("RGB", (4000, 3000), (120, 60, 30)).save(path)
+    image, note = open_upload(path)
+    assert image.size == (1024, 768) and note == spec.text("shrunk", **{"from": "4000x3000", "to": "1024x768"})
+    assert prepare_query(image, "photo")[1] == ["centre-cropped 1024x768 to 768x768"]
+    assert "text(\"shrunk\"" in (STATIC / "search.js").read_text()

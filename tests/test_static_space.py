@@ -422,6 +422,7 @@ def test_a_published_collection_is_searched_with_its_paths(site, browser) -> Non
     wait_query(page, f"gallery example #{picked}")
     assert all(c.split(" · ")[0] in entry["paths"] for c in captions(page))
     assert "holiday-index collection (48 images)" in page.inner_text("#embedding-map .map-title")
+    assert "cosine similarity to the query" in page.inner_text("#results .scores-help")
     upload = PUBLISHED["photos"] / entry["paths"][5]
     page.get_by_role("tab", name="Upload").click()
     page.locator("#upload").set_input_files(str(upload))

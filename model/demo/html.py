@@ -19,7 +19,7 @@ from matplotlib import colormaps
 from PIL import Image
 
 from ..index import Hit, SearchIndex
-from .spec import CLASS_COLOURS
+from .spec import CLASS_COLOURS, text  # declared once: static/spec.json
 from .spec import UNLABELLED_COLOUR as OWN_COLOUR
 
 
@@ -73,8 +73,9 @@ def results_html(rows: Sequence[str], query: str = "", gallery: str = "") -> str
     """The results panel: a line about the query (its label when known), then one row per model;
     a click on a result picks it in `gallery`."""
     top = f'<p class="query-line">{query}</p>' if query else ""
+    help_line = f'<p class="scores-help">{html.escape(text("scores_help"))}</p>' if rows else ""
     return (f'<div class="results" data-rows="{len(rows)}" data-gallery="{html.escape(gallery)}">{top}'
-            f'{"".join(rows)}</div>')
+            f'{"".join(rows)}{help_line}</div>')
 
 
 def empty_results(message: str) -> str:

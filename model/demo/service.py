@@ -54,6 +54,7 @@ from ..networks import TITLES, model_title
 from .collection_view import CollectionIndex, CollectionThumbs
 from .own_gallery import OwnImages
 from .queries import prepare_query
+from .spec import text
 
 ASSETS = Path(os.environ.get("INVOLUTION_ASSETS", Path(__file__).resolve().parents[2] / "assets"))
 # Model repositories to serve instead of the shipped checkpoints of the same dataset and model,
@@ -112,7 +113,11 @@ def open_upload(path: str | Path) -> tuple[Image.Image, str]:
     if min(image.size) < MIN_SIDE:
         raise QueryError(f"the image is {image.size[0]}x{image.size[1]} pixels; it needs at least "
                          f"{MIN_SIDE}x{MIN_SIDE} to be searched")
-    return keep_small(image), note  # the page keeps the query for later searches; /search reads it the same way
+    kept = keep_small(image)  # the page keeps the query for later searches; /search reads it the same way
+    if kept.size != image.size:  # said before the crop the query's preparation notes
+        shrunk = text("shrunk", **{"from": f"{image.size[0]}x{image.size[1]}", "to": f"{kept.size[0]}x{kept.size[1]}"})
+        note = f"{note}; {shrunk}" if note else shrunk
+    return kept, note
 
 
 def keep_small(image: Image.Image) -> Image.Image:

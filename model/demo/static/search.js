@@ -76,7 +76,10 @@ function shownModels(s) {
 function prepared(s) {
   const d = dataset(s), q = s.query;
   if (q.kind === "example") return { image: exampleImage(d, q.index), notes: [] };
-  if (q.kind === "upload") return prepareQuery(q.rgba, q.width, q.height, d.style, d.size);
+  if (q.kind === "upload") {
+    const ready = prepareQuery(q.rgba, q.width, q.height, d.style, d.size);
+    return { ...ready, notes: [...(q.notes || []), ...ready.notes] }; // the shrink before the crop
+  }
   if (!drawable(d)) return null;
   const image = drawingQuery(q.rgba, q.width, q.height, d.style);
   return image ? { image, notes: [] } : null;
@@ -199,6 +202,7 @@ function renderResults(s, d) {
              `<span class="caption">${escape(caption(d, h.index))} · ${h.similarity.toFixed(3)}</span>${mark}</button>`;
     }).join("") + "</div>";
   }
+  if (s.rows.length) html += `<p class="scores-help">${escape(spec.texts.scores_help)}</p>`;
   box.innerHTML = html;
   box.dataset.ms = s.ms?.toFixed(2) ?? "";
   const canvas = box.querySelector("canvas"), image = s.seen;
@@ -334,11 +338,13 @@ async function decode(file) {
   const canvas = new OffscreenCanvas(width, height), ctx = canvas.getContext("2d");
   ctx.drawImage(bitmap, 0, 0);
   let rgba = { data: ctx.getImageData(0, 0, width, height).data, width, height, channels: 4 };
+  const notes = [];
   if (Math.max(width, height) > KEEP_SIDE) { // the server keeps an upload at most 1024 px (Pillow's thumbnail)
     const s = KEEP_SIDE / Math.max(width, height);
     rgba = resize(rgba, Math.max(1, Math.round(width * s)), Math.max(1, Math.round(height * s)), "lanczos");
+    notes.push(text("shrunk", { from: `${width}x${height}`, to: `${rgba.width}x${rgba.height}` }));
   }
-  return { rgba: rgba.data, width: rgba.width, height: rgba.height };
+  return { rgba: rgba.data, width: rgba.width, height: rgba.height, notes };
 }
 
 function wire() {
