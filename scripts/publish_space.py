@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
-import json
 import re
 import shutil
 import sys
@@ -42,13 +41,14 @@ WEB = "model/demo/web"  # the page's JavaScript and CSS, which app.py reads
 # what the demo reads of a shipped checkpoint (model/demo/service.py, model/index.py, app.py's About tab)
 CHECKPOINT_FILES = ("config.json", "model.safetensors", "metrics.json", "index.json", "index.npz")
 HARDWARE = {"cpu-basic": "cpu-basic", "zerogpu": "zero-a10g", "static": None}  # ours -> huggingface_hub's
-STATIC_PAGE = "model/demo/static"  # the static Space's page: index.html, its JavaScript and CSS
-ORT_WEB = ("onnxruntime-web", "1.31.1")  # vendored into the static Space from npm
-ORT_WEB_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
+STATIC_PAGE = "model/demo/static"  # the static Space's page (model/demo/static_site.py writes the site)
 PYTHON = {"cpu-basic": "3.11", "zerogpu": "3.12"}  # ZeroGPU runs Python 3.10 or 3.12
 ZEROGPU_PINS = {"torch": "torch==2.11.0", "torchvision": "torchvision==0.26.0"}  # the newest ZeroGPU supports
 # in requirements.txt for train.py and the ONNX export only; tests check that no Space file imports them
-TRAINING_ONLY = ("pytorch-metric-learning", "tqdm", "onnx", "onnxscript", "onnxruntime")
+# (tqdm is not among them: the demo serves collections, and model/collection.py's build uses it)
+TRAINING_ONLY = ("pytorch-metric-learning", "onnx", "onnxscript", "onnxruntime")
+# modules app.py's imports reach only through a path the Space never takes: `collection build --ray` (Ray)
+NOT_SERVED = ("model/collection_ray.py",)
 TITLE, EMOJI = "Involution Similarity Search", "🔎"
 SHORT_DESCRIPTION = "116k-parameter involution + CNN model for image search"  # the Hub allows 60 characters
 LICENSE = "mit"
@@ -92,7 +92,7 @@ def space_files(root: Path = ROOT) -> list[str]:
     """Every repository file the Space needs, relative to `root`, sorted: app.py, the modules it
     imports, the page's JavaScript and CSS, and for each shipped checkpoint what the demo reads,
     plus the galleries."""
-    files = {p.relative_to(root).as_posix() for p in local_imports(root / APP, root)}
+    files = {p.relative_to(root).as_posix() for p in local_imports(root / APP, root)} - set(NOT_SERVED)
     files |= {p.relative_to(root).as_posix() for p in sorted((root / WEB).glob("*")) if p.is_file()}
     files.add(f"{STATIC_PAGE}/spec.json")  # the pages' specification, read by model/demo/spec.py
     assets = root / "assets"
@@ -178,45 +178,30 @@ def stage(files: list[str], readme: str, requirements: str, folder: Path, root: 
 
 # ------------------------------------------------------------------ the static Space (sdk: static)
 
-def static_checkpoints(root: Path = ROOT) -> list[tuple[str, str, str, str]]:
-    """(dataset name, dataset title, model key, model title) of every served checkpoint, in the
-    demo's order (known datasets first; Hybrid-1, then CNN-3a)."""
-    sys.path.insert(0, str(root))
-    from model.demo import Demo
+def _site():
+    sys.path.insert(0, str(ROOT))
+    from model.demo import static_site
 
-    demo = Demo(assets=root / "assets")
-    out = []
-    for (title, model), folder in demo.served().items():
-        if not (folder / "config.json").is_file():  # a collection in the assets: published only when asked
-            continue
-        config = json.loads((folder / "config.json").read_text())
-        # a known dataset's name, or an image folder's gallery key: two folders of one name stay apart
-        out.append((demo.dataset_key(title), title, config["model"], model))
-    if not out:
-        raise PublishError(f"no checkpoints in {root / 'assets'}: train one with train.py")
-    return out
+    return static_site
 
 
 def static_files(root: Path = ROOT, collection: Path | None = None) -> list[str]:
-    """Every file of the static Space, relative to its root, sorted (README.md included)."""
-    files = {"README.md", "site.json", *(f"ort/{f}" for f in ORT_WEB_FILES)}
-    files |= {p.name for p in (root / STATIC_PAGE).iterdir() if p.is_file()}
-    for dataset, _, model, _ in static_checkpoints(root):
-        files |= {f"data/{dataset}/gallery.png", f"data/{dataset}/{model}.onnx",
-                  f"data/{dataset}/{model}.embeddings.f32", f"data/{dataset}/{model}.umap.f32",
-                  f"data/{dataset}/{model}.familiarity.f64"}
-    if collection is not None:
-        name = collection_key(collection)
-        model = json.loads((Path(json.loads((collection / "collection.json").read_text())["checkpoint"])
-                            / "config.json").read_text())["model"]
-        files |= {f"data/{name}/gallery.png", *(f"data/{name}/{model}.{ext}" for ext in
-                                                ("onnx", "embeddings.f32", "umap.f32", "familiarity.f64"))}
-    return sorted(files)
+    """Every file of the static Space, relative to its root, sorted (model/demo/static_site.py)."""
+    site = _site()
+    try:
+        return site.site_files(root / "assets", collection)
+    except site.SiteError as e:
+        raise PublishError(str(e)) from None
 
 
-def collection_key(path: Path) -> str:
-    """A collection's folder under the static site's data/."""
-    return f"collection-{re.sub(r'[^A-Za-z0-9_-]+', '-', path.resolve().name)}"
+def stage_static(folder: Path, models: list[str], root: Path = ROOT, collection: Path | None = None) -> list[str]:
+    """Write the static Space into `folder` (model/demo/static_site.py's write_site, with the
+    Space's README.md); returns the files written, relative to `folder`."""
+    site = _site()
+    try:
+        return site.write_site(folder, root / "assets", static_readme(models), collection)
+    except site.SiteError as e:
+        raise PublishError(str(e)) from None
 
 
 def static_readme(models: list[str]) -> str:
@@ -230,161 +215,6 @@ def static_readme(models: list[str]) -> str:
             "gallery embeddings, with a UMAP map of the gallery. No server, no upload leaves your machine.", "",
             "Generated by `scripts/publish_space.py --hardware static` from the project's source.", ""]
     return "\n".join(front + body)
-
-
-def ort_web_dir() -> Path:
-    """onnxruntime-web's dist/ folder: ORT_WEB_DIR if set, else a cached `npm pack` of the pinned
-    version (~/.cache/involution/), fetched once from the npm registry."""
-    import os
-    import subprocess
-    import tarfile
-
-    name, version = ORT_WEB
-    if given := os.environ.get("ORT_WEB_DIR"):
-        folder = Path(given)
-    else:
-        folder = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "involution" / f"{name}-{version}"
-        if not all((folder / f).is_file() for f in ORT_WEB_FILES):
-            npm = shutil.which("npm")
-            if not npm:
-                raise PublishError(f"the static Space vendors {name} {version} from npm, and npm is missing: install "
-                                   "Node.js (e.g. `apt-get install npm`), or set ORT_WEB_DIR to an unpacked "
-                                   f"{name}/dist folder")
-            with tempfile.TemporaryDirectory(prefix="ort-web-") as tmp:
-                done = subprocess.run([npm, "pack", f"{name}@{version}", "--pack-destination", tmp, "--silent"],
-                                      capture_output=True, text=True, timeout=600)
-                tarballs = list(Path(tmp).glob("*.tgz"))
-                if done.returncode or not tarballs:
-                    raise PublishError(f"`npm pack {name}@{version}` failed: "
-                                       f"{(done.stderr.strip().splitlines() or ['no message'])[-1]}")
-                staging = Path(tempfile.mkdtemp(prefix=".ort-", dir=_parent(folder)))
-                with tarfile.open(tarballs[0]) as tar:
-                    for f in ORT_WEB_FILES:
-                        (staging / f).write_bytes(tar.extractfile(f"package/dist/{f}").read())
-                shutil.rmtree(folder, ignore_errors=True)  # a partial copy of an earlier try
-                os.replace(staging, folder)
-    missing = [f for f in ORT_WEB_FILES if not (folder / f).is_file()]
-    if missing:
-        raise PublishError(f"{folder} lacks {', '.join(missing)}: point ORT_WEB_DIR at {name} {version}'s dist/")
-    return folder
-
-
-def _parent(folder: Path) -> Path:
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    return folder.parent
-
-
-STATIC_COLLECTION_MAX = 5_000  # a static page downloads every embedding and thumbnail of its gallery on load
-
-
-def _sprite(images, out: Path) -> tuple[int, int, int, int]:
-    """The gallery images (N, H, W[, C]) as one sheet of 50 a row, gallery.png; returns (n, h, w, c)."""
-    import numpy as np
-    from PIL import Image
-
-    images = images if images.ndim == 4 else images[..., None]
-    n, h, w, c = images.shape
-    columns = 50
-    sheet = np.zeros((-(-n // columns) * h, columns * w, c), np.uint8)
-    for i, image in enumerate(images):
-        sheet[(i // columns) * h:(i // columns + 1) * h, (i % columns) * w:(i % columns + 1) * w] = image
-    Image.fromarray(sheet.squeeze(-1) if c == 1 else sheet).save(out / "gallery.png", optimize=True)
-    return n, h, w, c
-
-
-def _static_model(index, checkpoint: Path, out: Path, dataset: str, model: str, title: str) -> dict:
-    """One model's files for the static page (ONNX graph, embeddings, UMAP, familiarity) and its site.json entry."""
-    import numpy as np
-
-    from model.demo.spec import MIN_GALLERY
-    from model.export import export_onnx
-
-    export_onnx(checkpoint, out / f"{model}.onnx")
-    np.ascontiguousarray(index.embeddings, dtype="<f4").tofile(out / f"{model}.embeddings.f32")
-    np.ascontiguousarray(index.xy, dtype="<f4").tofile(out / f"{model}.umap.f32")
-    # the demo's "unlike the dataset" check (model/familiarity.py), fitted on the gallery as the app fits it
-    familiar = index.familiarity
-    np.concatenate([familiar.pixel_mean.ravel(), familiar.pixel_precision.ravel(), familiar.class_means.ravel(),
-                    familiar.embedding_precision.ravel()]).astype("<f8").tofile(out / f"{model}.familiarity.f64")
-    return {"key": model, "title": title, "dim": int(index.embeddings.shape[1]),
-            "onnx": f"data/{dataset}/{model}.onnx", "embeddings": f"data/{dataset}/{model}.embeddings.f32",
-            "umap": f"data/{dataset}/{model}.umap.f32",
-            "familiarity": {"file": f"data/{dataset}/{model}.familiarity.f64", "features": len(familiar.pixel_mean),
-                            "classes": len(familiar.class_means), "pixel_threshold": familiar.pixel_threshold,
-                            "embedding_threshold": familiar.embedding_threshold, "min_gallery": MIN_GALLERY}}
-
-
-def static_collection(path: Path, folder: Path) -> dict:
-    """A built collection (model.collection) as one dataset of the static page: its images (from
-    the stored thumbnails, at the model's size), paths, labels, embeddings and a UMAP of all of
-    them. Refused past STATIC_COLLECTION_MAX images, before any work."""
-    import numpy as np
-
-    from model.collection import Collection, CollectionError
-    from model.demo.collection_view import CollectionIndex
-    from model.networks import model_title
-
-    try:
-        collection = Collection.open(path)
-    except CollectionError as e:
-        raise PublishError(str(e)) from None
-    if len(collection) > STATIC_COLLECTION_MAX:
-        raise PublishError(f"{path} holds {len(collection):,} images and a static Space at most "
-                           f"{STATIC_COLLECTION_MAX:,} (the visitor's browser downloads every embedding and "
-                           "thumbnail): publish it with a Gradio Space, or build a smaller collection")
-    index = CollectionIndex(collection, map_sample=len(collection))  # every image on the map
-    name = collection_key(path)
-    out = folder / "data" / name
-    out.mkdir(parents=True, exist_ok=True)
-    n, h, _, c = _sprite(np.stack([index.images.from_thumbnail(i) for i in range(len(index))]), out)
-    checkpoint = Path(collection.record["checkpoint"])
-    model = json.loads((checkpoint / "config.json").read_text())["model"]
-    entry = {"name": name, "title": path.resolve().name, "style": index.images.style, "size": int(h),
-             "channels": int(c), "n": int(n), "columns": 50, "class_names": list(index.class_names),
-             "labels": [int(x) for x in index.labels], "paths": list(index.paths),
-             "gallery": f"data/{name}/gallery.png"}
-    entry["models"] = [_static_model(index, checkpoint, out, name, model, model_title(model))]
-    return entry
-
-
-def stage_static(folder: Path, models: list[str], root: Path = ROOT, collection: Path | None = None) -> list[str]:
-    """Write the static Space into `folder` (the page, onnxruntime-web, site.json and each
-    dataset's gallery sprite, each checkpoint's ONNX graph, embeddings and UMAP coordinates; and
-    the collection at `collection`, if given, as one more dataset); returns the files written,
-    relative to `folder`."""
-    sys.path.insert(0, str(root))
-    from model.demo import Demo
-
-    ort_dir = ort_web_dir()
-    demo = Demo(assets=root / "assets")
-    extra = static_collection(collection, folder) if collection is not None else None  # refused before the rest
-    folder.mkdir(parents=True, exist_ok=True)
-    for p in (root / STATIC_PAGE).iterdir():
-        if p.is_file():
-            shutil.copy2(p, folder / p.name)
-    (folder / "ort").mkdir(exist_ok=True)
-    for f in ORT_WEB_FILES:
-        shutil.copy2(ort_dir / f, folder / "ort" / f)
-    site: dict = {"onnxruntime_web": ORT_WEB[1], "datasets": []}
-    by_dataset: dict[str, dict] = {}
-    for dataset, title, model, model_title in static_checkpoints(root):
-        index = demo.index(title, model_title)
-        out = folder / "data" / dataset
-        out.mkdir(parents=True, exist_ok=True)
-        if dataset not in by_dataset:
-            n, h, _, c = _sprite(index.images, out)
-            by_dataset[dataset] = {
-                "name": dataset, "title": title, "style": demo.query_style(title), "size": int(h), "channels": int(c),
-                "n": int(n), "columns": 50, "class_names": list(index.class_names),
-                "labels": [int(x) for x in index.labels], "gallery": f"data/{dataset}/gallery.png", "models": []}
-            site["datasets"].append(by_dataset[dataset])
-        by_dataset[dataset]["models"].append(
-            _static_model(index, demo.checkpoint(title, model_title), out, dataset, model, model_title))
-    if extra is not None:
-        site["datasets"].append(extra)
-    (folder / "site.json").write_text(json.dumps(site, separators=(",", ":")))
-    (folder / "README.md").write_text(static_readme(models))
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
 
 def hub_token() -> str:
@@ -467,8 +297,8 @@ def main(argv: list[str] | None = None, api=None) -> int:
                    help="print the files and the generated README.md and requirements.txt; no network, no token")
     p.add_argument("--stage", metavar="DIR", help="write the Space's folder, exactly as it would be uploaded, "
                                                   "into DIR (must be empty or new); with --dry-run, nothing else")
-    p.add_argument("--collection", metavar="DIR", help=f"static only: publish this collection (built with "
-                   f"`python -m model.collection build`, at most {STATIC_COLLECTION_MAX:,} images) as one more dataset")
+    p.add_argument("--collection", metavar="DIR", help=f"static only: publish this collection (built with `python "
+                   f"-m model.collection build`, at most {_site().STATIC_COLLECTION_MAX:,} images) as one more dataset")
     p.add_argument("--print-requirements", action="store_true",
                    help="print only the generated requirements.txt (CI installs the ZeroGPU one)")
     args = p.parse_args(argv)

@@ -72,3 +72,23 @@ def test_a_large_upload_is_said_to_be_shrunk_before_it_is_cropped(tmp_path) -> N
     assert image.size == (1024, 768) and note == spec.text("shrunk", **{"from": "4000x3000", "to": "1024x768"})
     assert prepare_query(image, "photo")[1] == ["centre-cropped 1024x768 to 768x768"]
     assert "text(\"shrunk\"" in (STATIC / "search.js").read_text()
+
+
+def test_the_static_site_schema_is_checked_on_both_sides() -> None:
+    """site.json's schema is documented and versioned in model/demo/static_site.py; its writer
+    checks what it writes against it (schema_problems) and the page refuses another version."""
+    from model.demo import static_site
+
+    good = {"schema": static_site.SCHEMA_VERSION, "datasets": [
+        {"name": "d", "title": "D", "style": "photo", "size": 32, "channels": 3, "n": 2, "columns": 50,
+         "gallery": "data/d/gallery.png", "class_names": ["a"], "labels": [0, -1], "paths": ["x.png", "y.png"],
+         "models": [{"key": "hybrid1", "title": "Hybrid-1", "dim": 256, "onnx": "o", "embeddings": "e",
+                     "umap": "u", "familiarity": {}}]}]}
+    assert static_site.schema_problems(good) == []
+    bad = json.loads(json.dumps(good))
+    bad["datasets"][0]["labels"] = [0]
+    del bad["datasets"][0]["models"][0]["umap"]
+    assert len(static_site.schema_problems(bad)) == 2
+    search = (STATIC / "search.js").read_text()
+    assert static_site.SCHEMA_VERSION == spec.SPEC["site_schema"]  # one declaration, read by both
+    assert "const SCHEMA = spec.site_schema;" in search and "site.schema !== SCHEMA" in search

@@ -12,6 +12,7 @@ import { examplePicks, spec, text } from "./spec.js";
 // declared once in spec.json, which the Gradio page reads too
 const { max_k: MAX_K, min_side: MIN_SIDE, keep_side: KEEP_SIDE, max_pixels: MAX_PIXELS } = spec;
 const COLOURS = spec.class_colours, UNLABELLED = spec.unlabelled_colour;
+const SCHEMA = spec.site_schema; // the site.json schema this page reads (model/demo/static_site.py documents it)
 const $ = (s) => document.querySelector(s);
 ort.env.wasm.wasmPaths = new URL("ort/", location.href).href;
 ort.env.wasm.numThreads = 1; // a static Space is not cross-origin isolated: no wasm threads
@@ -444,6 +445,9 @@ function wireSketch() {
 
 async function main() {
   site = await (await fetch("site.json")).json();
+  if (site.schema !== SCHEMA) { // model/demo/static_site.py's SCHEMA_VERSION: a site written for another page
+    throw new Error(`site.json has schema ${site.schema}, this page reads ${SCHEMA}: publish the Space again`);
+  }
   $("#dataset").innerHTML = site.datasets.map((d) => `<option value="${d.name}">${d.title}</option>`).join("");
   const d = site.datasets[0], seed = 0;
   const examples = examplesFor(d, seed);
