@@ -208,6 +208,9 @@ def test_map_click_and_hover(server) -> None:
     shot(page, "map-hover", full=False)
     page.mouse.click(xy[0] + hit[0] * xy[2], xy[1] + hit[1] * xy[3])
     wait_query(page, f"gallery example #{number}")
+    # the results, above the map, are brought back into view (issue 37: they stayed out of sight)
+    page.wait_for_function("(() => { const r = document.querySelector('#results').getBoundingClientRect();"
+                           " return r.top >= -1 && r.top < innerHeight / 2; })()", timeout=10_000)
     page.close()
 
 

@@ -108,6 +108,7 @@ element.addEventListener('mouseleave', () => {
 element.addEventListener('click', (e) => {
   if (!e.target.closest('canvas')) return;
   const [i] = nearest(e);
+  if (i >= 0) window.__resultsFromMap = true;  // results.js brings the results into view
   if (i >= 0) trigger('pick', {index: idOf(i), gallery: base.gallery, seq: window.__pageClicks = (window.__pageClicks || 0) + 1});
 });
 load();

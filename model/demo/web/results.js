@@ -1,8 +1,12 @@
-// On a phone the results sit above the query sources: after a search started further down
-// the page, bring them back on screen.
+// Bring the results back on screen after a search started elsewhere on the page: on a phone
+// (the results sit above the query sources) whenever they are off screen, and on any screen
+// after a click on the map, which lies below them (map.js sets window.__resultsFromMap).
 watch('value', () => {
-  const top = element.getBoundingClientRect().top;
-  if (window.innerWidth < 700 && (top < 0 || top > window.innerHeight * 0.4)) {
+  const box = element.getBoundingClientRect();
+  const fromMap = window.__resultsFromMap;
+  window.__resultsFromMap = false;
+  const phone = window.innerWidth < 700 && (box.top < 0 || box.top > window.innerHeight * 0.4);
+  if (phone || (fromMap && (box.top < 0 || box.top > window.innerHeight * 0.5))) {
     element.scrollIntoView({block: 'start'});
   }
 });
