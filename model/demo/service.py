@@ -107,7 +107,7 @@ def open_upload(path: str | Path) -> tuple[Image.Image, str]:
         raise QueryError(f"the image is too large to decode safely (over {MAX_PIXELS // 10**6} megapixels); "
                          "upload a smaller image") from None
     except UnidentifiedImageError:
-        raise QueryError("the file is not an image PIL can read; upload PNG, JPEG, WebP, BMP or GIF") from None
+        raise QueryError(text("not_an_image", name=path.name)) from None
     except (OSError, SyntaxError, ValueError) as e:
         raise QueryError(f"the image file is truncated or corrupt ({e}); upload it again or use another file") from None
     if min(image.size) < MIN_SIDE:

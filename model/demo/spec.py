@@ -19,9 +19,9 @@ UNLABELLED_COLOUR: str = SPEC["unlabelled_colour"]
 MIN_GALLERY: int = SPEC["min_gallery"]
 
 
-def text(name: str, **fields: str) -> str:
+def text(key: str, /, **fields: str) -> str:
     """One of the pages' texts (SPEC["texts"]) with its {fields} filled, as spec.js's text() fills them."""
-    return SPEC["texts"][name].format(**fields)
+    return SPEC["texts"][key].format(**fields)
 
 
 class Lcg:

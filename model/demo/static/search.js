@@ -325,13 +325,13 @@ function clampK(value) {
 
 async function decode(file) {
   if (!file.type.startsWith("image/") && !/\.(png|jpe?g|webp|bmp|gif)$/i.test(file.name)) {
-    throw new Error(`${file.name} is not an image: upload PNG, JPEG, WebP, BMP or GIF`);
+    throw new Error(text("not_an_image", { name: file.name }));
   }
   let bitmap;
   try {
     bitmap = await createImageBitmap(file, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
   } catch {
-    throw new Error(`${file.name} cannot be decoded as an image; upload it again or use another file`);
+    throw new Error(text("not_an_image", { name: file.name }));
   }
   const { width, height } = bitmap;
   if (width * height > MAX_PIXELS) throw new Error(`the image is too large (over ${MAX_PIXELS / 1e6} megapixels); upload a smaller image`);
