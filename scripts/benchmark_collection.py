@@ -1,7 +1,11 @@
 """How fast collections are built and searched, against floors measured in the same run.
 
     python scripts/benchmark_collection.py [--photos 120] [--small 3000] [--sizes 10000 100000 1000000]
-                                           [--checkpoint assets/cifar10-hybrid1] [--out results/bench_collection.json]
+                                           [--checkpoint assets/cifar10-hybrid1] [--views fast|checkpoint|one]
+                                           [--skip SECTION ...] [--out results/bench_collection.json]
+
+The builds use the collection's default search views (`--views fast`: for the CIFAR-10
+checkpoints, mirror-averaged); a skipped section keeps its figures from the existing --out.
 
 - photos: multi-megapixel JPEGs (generated, 4000x3000): `embed_img_s` is the whole build
   (decode, embed, write) in images/s; `decode_floor_img_s` the same files decoded and resized
@@ -90,10 +94,11 @@ def decode_floor(folder: Path, side: int) -> float:
     return len(files) / (time.perf_counter() - start)
 
 
-def timed_build(folder: Path, out: Path, checkpoint: str) -> tuple[float, int, float]:
+def timed_build(folder: Path, out: Path, checkpoint: str, views: str = "fast") -> tuple[float, int, float]:
     """(images/s of a whole build in a fresh process, images, its peak RSS in MB)."""
     script = ("import resource, sys, time; from model import collection as c; t = time.perf_counter(); "
-              f"r = c.build({str(folder)!r}, {checkpoint!r}, {str(out)!r}, log=lambda m: None, progress=False); "
+              f"r = c.build({str(folder)!r}, {checkpoint!r}, {str(out)!r}, log=lambda m: None, progress=False, "
+              f"views={views!r}); "
               "print(r['images'], time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
     line = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
     n, seconds, rss_kb = line.stdout.split()
@@ -214,11 +219,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     p.add_argument("--checkpoint", default=str(ROOT / "assets" / "cifar10-hybrid1"))
     p.add_argument("--out", default=str(ROOT / "results" / "bench_collection.json"))
-    p.add_argument("--skip", nargs="*", default=[], choices=["photos", "small", "sizes", "duplicates"])
+    p.add_argument("--skip", nargs="*", default=[], choices=["photos", "small", "sizes", "duplicates"],
+                   help="sections not measured; their figures are kept from the existing --out")
+    p.add_argument("--views", default="fast", choices=col.VIEWS, help="the builds' --views (default fast)")
     args = p.parse_args(argv)
-    record: dict = {"command": "python scripts/benchmark_collection.py " + " ".join(argv or sys.argv[1:]),
-                    "cpu": cpu_model(), "cores": os.cpu_count(), "checkpoint": args.checkpoint,
-                    "exact_up_to": col.EXACT_UP_TO}
+    # sections skipped keep their figures from the last record (each section says what measured it)
+    record: dict = json.loads(Path(args.out).read_text()) if args.skip and Path(args.out).is_file() else {}
+    command = "python scripts/benchmark_collection.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    record.update({"command": command, "cpu": cpu_model(), "cores": os.cpu_count(), "checkpoint": args.checkpoint,
+                   "exact_up_to": col.EXACT_UP_TO, "views": args.views})
     with tempfile.TemporaryDirectory(prefix="bench-collection-") as tmp:
         tmp = Path(tmp)
         for name, make, count, side in (("photos", make_photos, args.photos, col.THUMB),
@@ -229,9 +238,10 @@ def main(argv: list[str] | None = None) -> int:
             folder.mkdir()
             make(folder, count)
             floor = decode_floor(folder, side)
-            embed, n, rss = timed_build(folder, tmp / f"{name}-index", args.checkpoint)
+            embed, n, rss = timed_build(folder, tmp / f"{name}-index", args.checkpoint, args.views)
             record[name] = {"images": n, "embed_img_s": round(embed, 1), "decode_floor_img_s": round(floor, 1),
-                            "embed_over_decode_floor": round(embed / floor, 3), "peak_rss_mb": round(rss, 1)}
+                            "embed_over_decode_floor": round(embed / floor, 3), "peak_rss_mb": round(rss, 1),
+                            "views": args.views, "measured_by": command}
             print(name, record[name], flush=True)
         if "small" not in args.skip:
             record["small_images"]["views_img_s"] = views_speed(args.checkpoint)
