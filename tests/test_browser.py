@@ -481,3 +481,40 @@ def test_top_k_typed_out_of_range_is_clamped_with_a_line(server) -> None:
     settle(page, 800)
     assert page.locator(RESULT).count() == 8 and not page.locator(".toast-body").count()
     page.close()
+
+
+def test_on_a_phone_the_sketchpad_stays_still_and_a_warning_sits_by_the_results(server, tmp_path) -> None:
+    """Issue 37: each stroke is searched, and on a phone each answer scrolled the results into
+    view, taking the sketchpad away from under the finger; and the "unlike the dataset" line
+    was only in the status line, above the screen once the results were in view."""
+    page = open_page(server, 390, 844, device_scale_factor=2, is_mobile=True, has_touch=True)
+    page.get_by_role("tab", name="Draw").click()
+    canvas = page.locator("#sketch canvas").first
+    canvas.wait_for(timeout=30_000)
+    canvas.scroll_into_view_if_needed()
+    page.wait_for_timeout(800)
+    before = canvas.bounding_box()
+    for dx in (0.35, 0.6):  # two strokes, each searched as it ends
+        x = before["x"] + before["width"] * dx
+        page.mouse.move(x, before["y"] + before["height"] * 0.2)
+        page.mouse.down()
+        page.mouse.move(x, before["y"] + before["height"] * 0.8, steps=8)
+        page.mouse.up()
+        wait_query(page, "your drawing", timeout=30_000)
+        settle(page, 800)
+    after = canvas.bounding_box()
+    assert abs(after["y"] - before["y"]) < 2, (before, after)  # the sketchpad did not move
+    shot(page, "phone-drawing-stays", full=False)
+    photo = tmp_path / "house.png"  # a colour photo, unlike the MNIST gallery
+    rng = np.random.default_rng(3)
+    Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)).save(photo)
+    page.get_by_role("tab", name="Upload").click()
+    page.locator("#upload input[type=file]").set_input_files(str(photo))
+    wait_query(page, "your upload house.png")
+    settle(page, 800)
+    warning = page.locator("#results .unlike")
+    assert warning.count() == 1 and "unlike MNIST" in warning.inner_text()
+    box = warning.bounding_box()
+    assert 0 <= box["y"] and box["y"] + box["height"] <= 844, box  # on the phone's screen
+    shot(page, "phone-unlike-by-results", full=False)
+    page.close()

@@ -496,7 +496,16 @@ def _results(state: PageState, demo: Demo, index: SearchIndex, thumbs: list[str]
     captions = state.own.own.names if state.target == "own" else getattr(index, "paths", None)
     rows = [results_row(r.model, r.hits, thumbs, names, state.label, r.precision, captions=captions)
             for r in state.rows]
-    return results_html(rows, line, gallery=state.gallery_key)
+    # "unlike the dataset" next to the results it qualifies, as on the static page (on a phone the
+    # status line is off screen when the results are in view)
+    warnings = "".join(f'<span class="unlike">⚠ {_markdown_bold(n)}</span>' for n in state.notes
+                       if n.startswith("**unlike"))
+    return results_html(rows, line + warnings, gallery=state.gallery_key)
+
+
+def _markdown_bold(note: str) -> str:
+    head, _, rest = note.removeprefix("**").partition("**")
+    return f"<b>{html.escape(head)}</b>{html.escape(rest)}"
 
 
 def _map(state: PageState, demo: Demo, index: SearchIndex, thumbs: list[str]) -> tuple[dict, dict]:
