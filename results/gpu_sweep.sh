@@ -11,7 +11,11 @@
 # returns $OUT/runs.tar.gz (every cell's metrics.json), the tables and the log. Here, afterwards:
 # `tar xzf runs.tar.gz -C results/runs` (after moving the old records away); any later
 # reproduce.py run rewrites the tables from the records. A cell cut by the budget is marked
-# reduced. SWEEP_ARGS adds options, e.g. a dry run here on the CPU:
+# reduced. The involution-as-spatial-mixer claim's cells (results/claims.json; 15 epochs each):
+#   device run: SWEEP_ARGS="--claims --only fashion_mnist-compact" bash results/gpu_sweep.sh fashion_mnist
+#   then `tar xzf runs.tar.gz -C results/claims/runs` here and `python results/reproduce.py --claims
+#   --time-budget 0` rewrites claims.json (checked here as a --quick CPU dry run: 6 cells, 2 at a time).
+# SWEEP_ARGS adds options, e.g. a dry run here on the CPU:
 #   OUT=/tmp/o SWEEP_ARGS="--quick --device cpu --max-train-samples 200" BUDGET_MIN=1 JOBS=2 \
 #     bash results/gpu_sweep.sh mnist
 set -euo pipefail
