@@ -370,7 +370,12 @@ def write_checkpoint(out: Path, recipe: Recipe, model: torch.nn.Module, config: 
         config = {**config, "dataset_path": split["root"], "gallery": gallery_file(data.name, key)}
         gallery = default_gallery_dir(out) / config["gallery"]
         if build_index and not gallery.is_file():
-            write_gallery(gallery, data.test_x, data.test_y, data.class_names)
+            from model.image_folder import DISPLAY_SIDE, decode
+
+            # the demo shows the photos at DISPLAY_SIDE px, as the model sees them but sharper
+            display = decode(Path(split["root"]), data.files["test"], DISPLAY_SIDE)[0]
+            write_gallery(gallery, data.test_x, data.test_y, data.class_names,
+                          display=display if len(display) == len(data.test_y) else None)
         atomic_write_json(out / SPLIT_JSON, split)
     save_checkpoint(out, model, config)
     atomic_write_bytes(out / "recipe.toml", recipe.dumps().encode())

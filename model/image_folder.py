@@ -37,6 +37,7 @@ TEST_FRACTION = 0.2  # of each class, in the plain layout
 MIN_TEST = 2  # per class: a test image needs another of its class to be found
 MIN_CLASS = 6  # per class, plain layout: 2 test, then at least 2 training and 2 validation images
 MIN_TRAIN_CLASS = 4  # per class of train/, train-test layout: at least 2 training and 2 validation images
+DISPLAY_SIDE = 96  # px: the demo's thumbnails of a folder's gallery (the model sees 32)
 MAX_PIXELS = 100_000_000  # larger files are skipped as possible decompression bombs
 
 

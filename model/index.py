@@ -91,13 +91,16 @@ def gallery_name(config: dict[str, Any]) -> str:
 
 
 def write_gallery(path: Path, test_x: torch.Tensor, test_y: torch.Tensor, class_names: list[str],
-                  size: int = GALLERY_SIZE) -> Path:
-    """A class-stratified sample of at most `size` test images, written as the gallery (NHWC uint8)."""
+                  size: int = GALLERY_SIZE, display: np.ndarray | None = None) -> Path:
+    """A class-stratified sample of at most `size` test images, written as the gallery (NHWC uint8);
+    with `display` (the same test images, NHWC uint8, larger), their sample too, which the demo
+    shows in place of the model-size images (an image folder's photos, not 32 px blurs)."""
     labels = test_y.cpu().numpy()
     keep = stratified_indices(labels, min(size, len(labels)))
     images = test_x[keep].permute(0, 2, 3, 1).cpu().numpy()
+    extra = {"display": display[keep]} if display is not None else {}
     write_npz(path, images=images, labels=labels[keep].astype(np.int64), test_index=keep.astype(np.int64),
-              class_names=np.array(class_names))
+              class_names=np.array(class_names), **extra)
     return path
 
 
@@ -184,8 +187,9 @@ class SearchIndex:
     """Exact cosine search over a gallery (faiss inner product on unit vectors)."""
 
     def __init__(self, embedder: Embedder, images: np.ndarray, labels: np.ndarray, class_names: list[str],
-                 embeddings: np.ndarray, xy: np.ndarray) -> None:
+                 embeddings: np.ndarray, xy: np.ndarray, display: np.ndarray | None = None) -> None:
         self.embedder, self.images, self.labels, self.class_names = embedder, images, labels, class_names
+        self.display = images if display is None else display  # what the page shows of each image
         self.embeddings, self.xy = np.ascontiguousarray(embeddings, dtype=np.float32), xy
         self.faiss = faiss.IndexFlatIP(self.embeddings.shape[1])
         self.faiss.add(self.embeddings)
@@ -270,7 +274,7 @@ def load_index(checkpoint: str | Path, gallery_dir: str | Path | None = None, re
                               f"`python -m model.index --checkpoint {checkpoint}`")
     bundle = read_npz(folder / INDEX_NPZ)
     return SearchIndex(embedder, gallery["images"], gallery["labels"], [str(c) for c in gallery["class_names"]],
-                       bundle["embeddings"], bundle["umap"])
+                       bundle["embeddings"], bundle["umap"], gallery.get("display"))
 
 
 def main(argv: list[str] | None = None) -> int:

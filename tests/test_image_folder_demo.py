@@ -54,9 +54,16 @@ def test_an_image_folder_checkpoint_is_served_and_searched(tmp_path, monkeypatch
     config = json.loads((assets / "shapes-hybrid1" / "config.json").read_text())
     assert config["gallery"].startswith("shapes-")  # named by the folder's path and content
     assert (assets / "gallery" / config["gallery"]).is_file()  # sampled from the folder's test split
+    from model.image_folder import DISPLAY_SIDE
+    from model.index import read_npz
+
+    gallery = read_npz(assets / "gallery" / config["gallery"])  # the photos shown sharper than the model sees them
+    assert gallery["display"].shape[1:] == (DISPLAY_SIDE, DISPLAY_SIDE, 3)
+    assert len(gallery["display"]) == len(gallery["images"])
 
     demo = Demo(assets=assets)
     assert demo.datasets() == ["shapes"] and demo.models("shapes") == ["Hybrid-1"]
+    assert Image.open(demo.gallery_thumbs("shapes", "Hybrid-1")[0]).size == (DISPLAY_SIDE, DISPLAY_SIDE)
     state = initial_state(demo)
     assert state.dataset == "shapes" and state.error is None and len(state.rows[0].hits) == 8
     page = render(state, demo)

@@ -84,6 +84,7 @@ class CollectionIndex(SearchIndex):
         self.embedder = collection.embedder
         style = query_style(str(self.embedder.config.get("dataset", "")))
         self.images = CollectionImages(collection, self.embedder.image_size, self.embedder.channels, style)
+        self.display = self.images  # unused: a collection's page shows its stored thumbnails
         labelled = bool(collection.record.get("labelled"))
         self.class_names = sorted(set(collection.labels)) if labelled else []
         codes = {name: c for c, name in enumerate(self.class_names)}

@@ -512,7 +512,7 @@ class Demo:
             with self._lock:
                 if name not in self._gallery_thumbs:
                     folder.mkdir(parents=True, exist_ok=True)
-                    for path, image in zip(paths, index.images, strict=True):
+                    for path, image in zip(paths, index.display, strict=True):  # an image folder's: 96 px
                         Image.fromarray(np.squeeze(image)).save(path, format="PNG", compress_level=1)
                     self._gallery_thumbs[name] = paths
         return self._gallery_thumbs[name]
@@ -577,7 +577,7 @@ class Demo:
         path = self._thumbs / f"{self.dataset_key(dataset)}-{model_name(model)}-{self.revision(dataset)}-{i}.png"
         if not path.exists():
             tmp = path.with_name(f"{path.stem}.{threading.get_ident()}.tmp")
-            thumbnail(self.index(dataset, model).images[i]).save(tmp, format="PNG")
+            thumbnail(self.index(dataset, model).display[i]).save(tmp, format="PNG")
             os.replace(tmp, path)  # concurrent searches may render the same image: last one wins, whole
         return str(path)
 
