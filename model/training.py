@@ -122,6 +122,20 @@ def pick_precision(requested: str, device: torch.device) -> str:
     return requested
 
 
+def cpu_model() -> str:
+    """The CPU's model name (benchmarks record it: on these machines bf16 and thread counts
+    behave differently from one CPU to the next)."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"

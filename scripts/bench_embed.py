@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -36,16 +35,7 @@ from model.embedder import load_embedder  # noqa: E402
 from model.export import export_onnx  # noqa: E402
 from model.networks import build_model, keras_param_count, model_title  # noqa: E402
 from model.search_views import describe_views  # noqa: E402
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from model.training import cpu_model  # noqa: E402
 
 
 def checkpoint_for(model: str, tmp: Path) -> Path:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -31,15 +30,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from sample_folders import make_folder  # noqa: E402
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+sys.path.insert(0, str(ROOT))
+from model.training import cpu_model  # noqa: E402
 
 
 def run_one(kind: str, layout: str, seed: int, per_class: int, work: Path, extra: list[str], threads: int) -> dict:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -48,13 +47,7 @@ import faiss  # noqa: E402
 from sample_folders import DRAW, KINDS  # noqa: E402
 
 from model import collection as col  # noqa: E402
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
+from model.training import cpu_model  # noqa: E402
 
 
 def make_photos(folder: Path, n: int) -> None:

@@ -192,16 +192,7 @@ def test_map_click_and_hover(server) -> None:
     assert "MNIST gallery (2000 test images)" in value  # the shipped gallery's map, not another Demo's
     # hover then click the pixel of the densest spot: wherever it is, a point there is picked
     page.mouse.move(xy[0] + xy[2] / 2, xy[1] + xy[3] / 2)
-    hit = None
-    for fx in np.linspace(0.05, 0.95, 19):
-        for fy in np.linspace(0.05, 0.95, 19):
-            page.mouse.move(xy[0] + fx * xy[2], xy[1] + fy * xy[3])
-            if page.locator("#embedding-map .tip").is_visible():
-                hit = (fx, fy)
-                break
-        if hit:
-            break
-    assert hit, "hovering the map never showed a point"
+    hit = hover_a_point(page, {"x": xy[0], "y": xy[1], "width": xy[2], "height": xy[3]}, 19)
     tip = page.inner_text("#embedding-map .tip")
     number = int(tip.split("#")[1])
     assert page.locator("#embedding-map .tip img").count() == 1
@@ -212,6 +203,17 @@ def test_map_click_and_hover(server) -> None:
     page.wait_for_function("(() => { const r = document.querySelector('#results').getBoundingClientRect();"
                            " return r.top >= -1 && r.top < innerHeight / 2; })()", timeout=10_000)
     page.close()
+
+
+def hover_a_point(page, box: dict, steps: int) -> tuple[float, float]:
+    """Move over the map's canvas (`box`, as bounding_box gives it) on a steps x steps grid until
+    a point's tip shows; returns that place as fractions of the box."""
+    for fx in np.linspace(0.05, 0.95, steps):
+        for fy in np.linspace(0.05, 0.95, steps):
+            page.mouse.move(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+            if page.locator("#embedding-map .tip").is_visible():
+                return fx, fy
+    raise AssertionError("hovering the map never showed a point")
 
 
 def test_dataset_switch_replaces_results(server) -> None:

@@ -4,10 +4,9 @@ drawn sample is not gallery image i). Screenshots under test-artifacts/."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from conftest import ROOT, load_script
-from test_browser import ARGS, ARTIFACTS, CHROMIUM, RESULT, shot, wait_query
+from test_browser import ARGS, ARTIFACTS, CHROMIUM, RESULT, hover_a_point, shot, wait_query
 
 from model import collection as col
 
@@ -59,16 +58,7 @@ def test_a_collection_page_names_files_and_maps_a_sample(server) -> None:
     title = page.inner_text("#embedding-map .map-title")
     assert "collection of 48 images; 20 of them on the map" in title
     box = canvas.bounding_box()
-    hit = None
-    for fx in np.linspace(0.05, 0.95, 25):
-        for fy in np.linspace(0.05, 0.95, 25):
-            page.mouse.move(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
-            if page.locator("#embedding-map .tip").is_visible():
-                hit = (fx, fy)
-                break
-        if hit:
-            break
-    assert hit, "hovering the map never showed a point"
+    hit = hover_a_point(page, box, 25)
     number = int(page.inner_text("#embedding-map .tip").split("#")[1])
     import app
 
