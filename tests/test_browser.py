@@ -201,7 +201,7 @@ def test_map_click_and_hover(server) -> None:
     wait_query(page, f"gallery example #{number}")
     # the results, above the map, are brought back into view (issue 37: they stayed out of sight)
     page.wait_for_function("(() => { const r = document.querySelector('#results').getBoundingClientRect();"
-                           " return r.top >= -1 && r.top < innerHeight / 2; })()", timeout=10_000)
+                           " return r.top >= -40 && r.top < innerHeight / 2; })()", timeout=10_000)
     page.close()
 
 

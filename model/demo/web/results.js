@@ -11,6 +11,6 @@ watch('value', () => {
   window.__resultsFromMap = false;
   const phone = window.innerWidth < 700 && !window.__drawing && (box.top < 0 || box.top > window.innerHeight * 0.4);
   if (phone || (fromMap && (box.top < 0 || box.top > window.innerHeight * 0.5))) {
-    element.scrollIntoView({block: 'start'});
+    requestAnimationFrame(() => element.scrollIntoView({block: 'start'}));  // once the new results are laid out
   }
 });
