@@ -50,11 +50,33 @@ def checkpoint_for(model: str, tmp: Path) -> Path:
 
 
 def flops_per_image(model: torch.nn.Module) -> int:
+    """Floating-point operations (a multiply-add is 2) of one 32x32x3 image: torch's counter for
+    convolutions and matrix products, plus what it does not see, involution's own work (each
+    output pixel's K*K weighted taps, and its 1x1 kernel generators where they run as
+    broadcast multiply-sums rather than convolutions: model/involution.py _channel_mix)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.zeros(1, 3, 32, 32))
-    return int(counter.get_total_flops())
+    from model.involution import Involution
+
+    extra = []
+
+    def count(module: Involution, inputs: tuple, output: torch.Tensor) -> None:
+        _, c, h, w = output.shape
+        k2 = module.kernel_size ** 2
+        extra.append(2 * k2 * c * h * w)
+        for conv in (module.reduce, module.span):
+            o, i = conv.weight.shape[:2]
+            if not (o > 1 and i > 3):  # a broadcast multiply-sum: not a counted convolution
+                extra.append(2 * o * i * h * w)
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, Involution)]
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, 3, 32, 32))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return int(counter.get_total_flops()) + sum(extra)
 
 
 def step_seconds(name: str, repeats: int, batch: int = 256) -> float:

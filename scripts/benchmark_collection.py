@@ -47,6 +47,7 @@ import faiss  # noqa: E402
 from sample_folders import DRAW, KINDS  # noqa: E402
 
 from model import collection as col  # noqa: E402
+from model.search_views import describe_views  # noqa: E402
 from model.training import cpu_model  # noqa: E402
 
 
@@ -105,13 +106,16 @@ def views_speed(checkpoint: str, n: int = 2048) -> dict:
     h, w = embedder.image_size
     x = np.random.default_rng(0).integers(0, 256, (n, h, w, embedder.channels), dtype=np.uint8)
     out = {}
-    for name, flip, shift in (("with_views", embedder.flip_average, embedder.shift_average), ("one_view", False, 0)):
+    fast = col.resolve_views(Path(checkpoint), "fast")
+    for name, flip, shift in (("with_views", embedder.flip_average, embedder.shift_average),
+                              ("fast_views", fast["flip"], fast["shift"]), ("one_view", False, 0)):
         embedder.flip_average, embedder.shift_average = flip, shift
         embedder.embed(x[:256])
         start = time.perf_counter()
         embedder.embed(x)
         out[name] = round(n / (time.perf_counter() - start), 1)
     out["views"] = load_embedder(checkpoint).views
+    out["fast"] = describe_views(fast["flip"], fast["shift"])
     return out
 
 
@@ -215,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip", nargs="*", default=[], choices=["photos", "small", "sizes", "duplicates"],
                    help="sections not measured; their figures are kept from the existing --out")
     p.add_argument("--views", default="fast", choices=col.VIEWS, help="the builds' --views (default fast)")
+    p.add_argument("--repeats", type=int, default=1, help="floor and build measured this many times in turn: "
+                   "the figures are medians, each run listed")
     args = p.parse_args(argv)
     # sections skipped keep their figures from the last record (each section says what measured it)
     record: dict = json.loads(Path(args.out).read_text()) if args.skip and Path(args.out).is_file() else {}
@@ -230,11 +236,20 @@ def main(argv: list[str] | None = None) -> int:
             folder = tmp / name
             folder.mkdir()
             make(folder, count)
-            floor = decode_floor(folder, side)
-            embed, n, rss = timed_build(folder, tmp / f"{name}-index", args.checkpoint, args.views)
+            runs = []  # (floor, build, images, rss), floor and build in turn, each build afresh
+            for r in range(args.repeats):
+                floor = decode_floor(folder, side)
+                embed, n, rss = timed_build(folder, tmp / f"{name}-index-{r}", args.checkpoint, args.views)
+                runs.append((floor, embed, n, rss))
+            floors, embeds = [f for f, _, _, _ in runs], [e for _, e, _, _ in runs]
+            floor, embed, n, rss = float(np.median(floors)), float(np.median(embeds)), runs[0][2], max(
+                r[3] for r in runs)
             record[name] = {"images": n, "embed_img_s": round(embed, 1), "decode_floor_img_s": round(floor, 1),
                             "embed_over_decode_floor": round(embed / floor, 3), "peak_rss_mb": round(rss, 1),
-                            "views": args.views, "measured_by": command}
+                            "views": args.views, "repeats": args.repeats,
+                            "embed_img_s_runs": [round(e, 1) for e in embeds],
+                            "decode_floor_img_s_runs": [round(f, 1) for f in floors],
+                            "ratio_runs": [round(e / f, 3) for f, e, _, _ in runs], "measured_by": command}
             print(name, record[name], flush=True)
         if "small" not in args.skip:
             record["small_images"]["views_img_s"] = views_speed(args.checkpoint)
