@@ -132,15 +132,20 @@ CLICK_TIMER = """() => {
 }"""
 
 
-# In the page: the time from a stroke's end (pointerup on the sketchpad) to the next change of the results.
+# In the page: the time from a stroke's end (pointerup on the sketchpad) to the results showing
+# another query (the query image, as the model sees it, and the captions differ from those at the
+# pointerup: Gradio also touches #results to mark it pending, which is not an answer).
 STROKE_TIMER = """() => {
   window.__strokeToResults = [];
-  let t0 = null;
+  const seen = () => (document.querySelector('#results .query-img')?.src || '') +
+    [...document.querySelectorAll('#results .result .caption')].map((e) => e.innerText).join('|');
+  let t0 = null, before = '';
   document.addEventListener('pointerup', (e) => {
-    if (e.target.closest && e.target.closest('#sketch')) t0 = performance.now(); }, true);
+    if (e.target.closest && e.target.closest('#sketch')) { t0 = performance.now(); before = seen(); } }, true);
   new MutationObserver(() => {
-    if (t0 !== null) { window.__strokeToResults.push(performance.now() - t0); t0 = null; }
-  }).observe(document.querySelector('#results'), {subtree: true, childList: true, characterData: true});
+    if (t0 !== null && seen() !== before) { window.__strokeToResults.push(performance.now() - t0); t0 = null; }
+  }).observe(document.querySelector('#results'), {subtree: true, childList: true, characterData: true,
+                                                  attributes: true});
 }"""
 
 
@@ -150,11 +155,12 @@ def stroke_ms(page, strokes: int) -> list[float]:
     page.get_by_role("tab", name="Draw").click()
     canvas = page.locator("#sketch canvas").first
     canvas.wait_for(timeout=30_000)
+    canvas.scroll_into_view_if_needed()  # the page may have scrolled with the clicks before
     page.wait_for_timeout(800)  # the brush is chosen once the pad is on screen
     page.evaluate(STROKE_TIMER)
     box = canvas.bounding_box()
     for i in range(strokes):
-        x = box["x"] + box["width"] * (0.2 + 0.6 * (i % 7) / 6)
+        x = box["x"] + box["width"] * (0.35 + 0.3 * i / max(1, strokes - 1))  # new ink, on the pad's page
         page.mouse.move(x, box["y"] + box["height"] * 0.2)
         page.mouse.down()
         page.mouse.move(x, box["y"] + box["height"] * 0.8, steps=6)
