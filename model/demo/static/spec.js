@@ -1,6 +1,18 @@
 // The demo's specification (spec.json, read by model/demo/spec.py too) and the example picks,
 // the same integers as spec.py's example_picks for the same labels and seed.
-import spec from "./spec.json" with { type: "json" };
+// Loaded with top-level await rather than a JSON import attribute, which browsers took up only in
+// 2024-2025 (Firefox 138): a Space's visitors on an older browser would get no page at all.
+async function load() {
+  const url = new URL("./spec.json", import.meta.url);
+  if (url.protocol === "file:") { // node's tests
+    const { readFile } = await import("node:fs/promises");
+    return JSON.parse(await readFile(url, "utf8"));
+  }
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`spec.json: HTTP ${response.status}`);
+  return response.json();
+}
+const spec = await load();
 
 export { spec };
 
