@@ -60,6 +60,7 @@ from .image_folder import UNREADABLE, centre_box, image_extensions, open_rgb
 from .search_views import describe_views
 
 FORMAT = 1
+RECORD_FILE = "collection.json"  # what a collection is, written last by its build (a reader's way in)
 PART_ROWS = 1024  # images per part: what a SIGKILL can cost
 BATCH = 256  # images decoded, then embedded, at once
 THUMB = 48  # thumbnail side, px (a centre crop, JPEG quality 85: about 1.5 KB)
@@ -328,7 +329,7 @@ def build(folder: str | Path, checkpoint: str | Path, out: str | Path, rebuild: 
         log(f"... and {len(skipped) - 10} more unreadable files")
     record = finalize(out, folder, checkpoint, sha, current, skipped, log, chosen)
     record["build_seconds"] = round(time.perf_counter() - start, 2)
-    atomic_write_json(out / "collection.json", record)
+    atomic_write_json(out / RECORD_FILE, record)
     return record
 
 
@@ -405,7 +406,7 @@ def finalize(out: Path, folder: Path, checkpoint: Path, sha: str, current: dict[
     parts = np.array([live[p][0] for p in paths], np.int64)
     rows = np.array([live[p][1] for p in paths], np.int64)
     labels = labels_of(paths)
-    old = json.loads((out / "collection.json").read_text()) if (out / "collection.json").is_file() else {}
+    old = json.loads((out / RECORD_FILE).read_text()) if (out / RECORD_FILE).is_file() else {}
     generation = int(old.get("generation", -1)) + 1
     index, about = build_index(out, parts, rows, log)
     index_file, live_file = f"index-{generation:06d}.faiss", f"live-{generation:06d}.npz"
@@ -421,7 +422,7 @@ def finalize(out: Path, folder: Path, checkpoint: Path, sha: str, current: dict[
               "generation": generation, "index_file": index_file, "live_file": live_file, "index": about,
               "parts": len(set(parts.tolist())), "thumbnail_px": THUMB,
               "views": views, "views_text": describe_views(views["flip"], views["shift"]) if views else None}
-    atomic_write_json(out / "collection.json", record)
+    atomic_write_json(out / RECORD_FILE, record)
     referenced = set(parts.tolist())
     for n in _part_numbers(out):
         if n not in referenced:
@@ -549,7 +550,7 @@ class Collection:
     @classmethod
     def open(cls, out: str | Path) -> Collection:
         out = Path(out)
-        path = out / "collection.json"
+        path = out / RECORD_FILE
         if not path.is_file():
             raise CollectionError(f"{out} is not a collection (no collection.json): build it with "
                                   f"`python -m model.collection build FOLDER --checkpoint CKPT --out {out}`")
@@ -603,10 +604,14 @@ class Collection:
             self._cache[number] = _read_npz(_part_path(self.out, number))
         return self._cache[number]
 
-    def thumbnail(self, i: int) -> Image.Image:
+    def thumbnail_bytes(self, i: int) -> bytes:
+        """Image i's stored thumbnail, as the JPEG file it was written as."""
         part = self._part(int(self._parts[i]))
         r = int(self._rows[i])
-        return Image.open(io.BytesIO(part["thumbnail"][part["offsets"][r]:part["offsets"][r + 1]].tobytes()))
+        return part["thumbnail"][part["offsets"][r]:part["offsets"][r + 1]].tobytes()
+
+    def thumbnail(self, i: int) -> Image.Image:
+        return Image.open(io.BytesIO(self.thumbnail_bytes(i)))
 
     def vectors(self, ids: np.ndarray | None = None) -> np.ndarray:
         ids = np.arange(len(self)) if ids is None else np.asarray(ids)

@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None, api=None) -> int:
         if collection is not None:
             if args.hardware != "static":
                 raise PublishError("--collection publishes with --hardware static only")
-            if not (collection / "collection.json").is_file():
+            if not (collection / _site().RECORD_FILE).is_file():
                 raise PublishError(f"{collection} is not a collection (no collection.json): build it with "
                                    f"`python -m model.collection build FOLDER --checkpoint CKPT --out {collection}`")
         if args.hardware == "static":

@@ -67,10 +67,8 @@ class CollectionThumbs(Sequence):
     def __getitem__(self, i: int) -> str:  # type: ignore[override]
         path = self.folder / f"{int(i)}.jpg"
         if not path.exists():
-            part = self.collection._part(int(self.collection._parts[int(i)]))
-            r = int(self.collection._rows[int(i)])
             tmp = path.with_name(f"{path.stem}.{threading.get_ident()}.tmp")
-            tmp.write_bytes(part["thumbnail"][part["offsets"][r]:part["offsets"][r + 1]].tobytes())
+            tmp.write_bytes(self.collection.thumbnail_bytes(int(i)))
             os.replace(tmp, path)
         return str(path)
 

@@ -36,7 +36,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..checkpoint import CheckpointError, load_model, read_config
-from ..collection import CollectionError
+from ..collection import RECORD_FILE, CollectionError
 from ..data import KNOWN, canonical_name, normalize, query_style
 from ..hub import CHECKPOINT_FILES, download_checkpoint
 from ..index import (
@@ -203,11 +203,10 @@ class ServedDataset:
     style: str  # how a query is brought to its form (queries.STYLES)
 
 
-COLLECTION_JSON = "collection.json"  # a collection folder (model.collection), written last by its build
 
 
 def is_collection(folder: Path) -> bool:
-    return (folder / COLLECTION_JSON).is_file()
+    return (folder / RECORD_FILE).is_file()
 
 
 def _fingerprint(folder: Path) -> tuple | None:
@@ -217,7 +216,7 @@ def _fingerprint(folder: Path) -> tuple | None:
     if (folder / "work").exists():
         return None
     if is_collection(folder):
-        st = (folder / COLLECTION_JSON).stat()
+        st = (folder / RECORD_FILE).stat()
         return (("collection", st.st_mtime_ns, st.st_size, st.st_ino),)
     stats = []
     for name in ("config.json", "model.safetensors", "metrics.json"):
@@ -318,7 +317,7 @@ class Demo:
             style = None
             try:
                 if is_collection(folder):  # a collection: listed under its folder's name, its checkpoint's model
-                    record = json.loads((folder / COLLECTION_JSON).read_text())
+                    record = json.loads((folder / RECORD_FILE).read_text())
                     config = read_config(Path(record["checkpoint"]))
                     name, model, key = folder.name, str(config["model"]), f"collection-{folder.name}"
                     path, style = str(record.get("folder", "")), query_style(str(config["dataset"]))
@@ -399,9 +398,9 @@ class Demo:
         """The checkpoint folder whose weights serve `folder`: itself, or a collection's checkpoint."""
         if is_collection(folder):
             try:
-                return Path(json.loads((folder / COLLECTION_JSON).read_text())["checkpoint"])
+                return Path(json.loads((folder / RECORD_FILE).read_text())["checkpoint"])
             except (OSError, ValueError, KeyError) as e:
-                raise CheckpointError(f"{folder / COLLECTION_JSON} cannot be read ({e}): build it again") from None
+                raise CheckpointError(f"{folder / RECORD_FILE} cannot be read ({e}): build it again") from None
         return folder
 
     def available(self) -> list[tuple[str, str]]:
@@ -480,18 +479,17 @@ class Demo:
         index = self.index(dataset, model)
         query, hits = index.search(image, k)
         names = index.class_names
-        label = lambda h: names[h.label] if 0 <= h.label < len(names) else ""
-        if isinstance(index, CollectionIndex):  # a collection's results are files: their paths
+        labels = [names[h.label] if 0 <= h.label < len(names) else "" for h in hits]
+        columns: dict[str, list] = {"gallery index": [h.index for h in hits]}
+        if isinstance(index, CollectionIndex):  # a collection's results are files: named by their paths
             thumbs = self.gallery_thumbs(dataset, model)
-            gallery = [(thumbs[h.index], f"{index.paths[h.index]} · {h.similarity:.3f}") for h in hits]
-            table = pd.DataFrame({"gallery index": [h.index for h in hits],
-                                  "path": [index.paths[h.index] for h in hits], "label": [label(h) for h in hits],
-                                  "similarity": [round(h.similarity, 4) for h in hits]})
-            return SearchResult(query, hits, gallery, table, None)
-        gallery = [(self.thumbnail_file(dataset, model, h.index), f"{label(h)} · {h.similarity:.3f}")
-                   for h in hits]
-        table = pd.DataFrame({"gallery index": [h.index for h in hits], "label": [label(h) for h in hits],
-                              "similarity": [round(h.similarity, 4) for h in hits]})
+            files = [thumbs[h.index] for h in hits]
+            captions = columns["path"] = [index.paths[h.index] for h in hits]
+        else:
+            files = [self.thumbnail_file(dataset, model, h.index) for h in hits]
+            captions = labels
+        gallery = [(f, f"{c} · {h.similarity:.3f}") for f, c, h in zip(files, captions, hits, strict=True)]
+        table = pd.DataFrame({**columns, "label": labels, "similarity": [round(h.similarity, 4) for h in hits]})
         return SearchResult(query, hits, gallery, table, None)
 
     def gallery_thumbs(self, dataset: str, model: str) -> list[str]:

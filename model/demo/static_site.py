@@ -38,8 +38,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ..checkpoint import read_config
+from ..collection import RECORD_FILE
 from .spec import MIN_GALLERY, SPEC
 
+MODEL_FILES = ("onnx", "embeddings.f32", "umap.f32", "familiarity.f64")  # data/<dataset>/<model>.<each>
 SCHEMA_VERSION: int = SPEC["site_schema"]  # declared in spec.json, which the page reads too
 PAGE = Path(__file__).with_name("static")  # the page's files, copied as they are
 ORT_WEB = ("onnxruntime-web", "1.31.1")  # vendored into the static Space from npm
@@ -95,15 +98,11 @@ def site_files(assets: Path, collection: Path | None = None) -> list[str]:
     files = {"README.md", "site.json", *(f"ort/{f}" for f in ORT_WEB_FILES)}
     files |= {p.name for p in PAGE.iterdir() if p.is_file()}
     for dataset, _, model, _ in static_checkpoints(assets):
-        files |= {f"data/{dataset}/gallery.png", f"data/{dataset}/{model}.onnx",
-                  f"data/{dataset}/{model}.embeddings.f32", f"data/{dataset}/{model}.umap.f32",
-                  f"data/{dataset}/{model}.familiarity.f64"}
+        files |= {f"data/{dataset}/gallery.png", *(f"data/{dataset}/{model}.{ext}" for ext in MODEL_FILES)}
     if collection is not None:
         name = collection_key(collection)
-        model = json.loads((Path(json.loads((collection / "collection.json").read_text())["checkpoint"])
-                            / "config.json").read_text())["model"]
-        files |= {f"data/{name}/gallery.png", *(f"data/{name}/{model}.{ext}" for ext in
-                                                ("onnx", "embeddings.f32", "umap.f32", "familiarity.f64"))}
+        model = read_config(Path(json.loads((collection / RECORD_FILE).read_text())["checkpoint"]))["model"]
+        files |= {f"data/{name}/gallery.png", *(f"data/{name}/{model}.{ext}" for ext in MODEL_FILES)}
     return sorted(files)
 
 
