@@ -190,7 +190,11 @@ def resolved(recipe: Recipe, data_augment: str) -> Recipe:
     r = from_dict(recipe.to_dict())
     r.dataset = dataset_identity(r.dataset)
     for stage in r.stages:
-        stage.augment = data_augment if stage.augment == "auto" else stage.augment
+        if isinstance(stage.augment, list):
+            stage.augment = [data_augment if mode == "auto" else mode for mode in stage.augment]
+            stage.augment = list(dict.fromkeys(stage.augment))  # "auto" may name a listed mode
+        else:
+            stage.augment = data_augment if stage.augment == "auto" else stage.augment
     return r.check()
 
 
@@ -289,36 +293,79 @@ def contradictions(given: Recipe, saved: Recipe, prefix: str = "") -> list[str]:
 def train_stages(recipe: Recipe, data: Any, out: Path, device: torch.device, compile_step: bool,
                  stop_at: float | None, log=print) -> tuple[dict[str, torch.Tensor] | None, list[dict], dict]:
     """Run or resume every stage in OUT/work; returns (the last stage's chosen weights or None when
-    the time budget stopped a stage, each stage's summary, the checkpoint config)."""
+    the time budget stopped a stage, each stage's summary, the checkpoint config). A stage whose
+    augment lists candidates is trained once with each (in OUT/work/stage-N/<mode>), from the same
+    start, and the candidate with the best validation figure is handed on."""
     state, summaries, config = None, [], {}
     for i, stage in enumerate(recipe.stages, 1):
         folder = out / WORK / f"stage-{i}"
-        trainer = Trainer(recipe, data, folder, device, stage=i, compile_step=compile_step,
-                          eval_split="val" if data.val_y is not None else "test")
-        config = trainer.model_config
-        if (folder / "chosen.safetensors").is_file():  # finished before a resume
-            state = load_file(str(folder / "chosen.safetensors"))
-            trainer.load()
-            summaries.append(trainer.summary())
-            continue
-        if find_resume_state(folder):
-            trainer.load()
-            log(f"stage {i}: resuming after epoch {trainer.epoch}/{stage.epochs}")
-        elif state is not None:
-            trainer.model.load_state_dict(state)
-        elif recipe.init_from:
-            trainer.start_from(recipe.init_from)
-        log(f"stage {i}/{len(recipe.stages)}: {stage.loss}, {stage.epochs} epochs, lr {stage.lr:g} {stage.schedule}, "
-            f"batch {stage.batch_size}, {trainer.augment} augmentation")
-        summaries.append(trainer.fit(log=log, stop_at=stop_at))
-        if trainer.epoch < stage.epochs:
+        candidates = stage.augment if isinstance(stage.augment, list) else None
+        if candidates is None:
+            state, summary, config = train_stage(recipe, i, data, folder, device, compile_step, stop_at, state, log)
+        else:
+            state, summary, config = choose_augmentation(recipe, i, candidates, data, folder, device, compile_step,
+                                                         stop_at, state, log)
+        summaries.append(summary)
+        if state is None:
             return None, summaries, config
-        state = trainer.chosen_state()
-        atomic_save_tensors(folder / "chosen.safetensors", state)
-        if stage.choose_epoch:
-            log(f"stage {i}: epoch {trainer.best['epoch']} chosen on validation "
-                f"({recipe.selection_metric} {trainer.best['value']:.4f})")
     return state, summaries, config
+
+
+def train_stage(recipe: Recipe, i: int, data: Any, folder: Path, device: torch.device, compile_step: bool,
+                stop_at: float | None, start: dict[str, torch.Tensor] | None, log=print, note: str = ""
+                ) -> tuple[dict[str, torch.Tensor] | None, dict, dict]:
+    """Stage i in `folder`, run or resumed from `start` (the weights the stage before chose, or
+    None); returns (its chosen weights, or None when the time budget stopped it; its summary; the
+    checkpoint config)."""
+    stage = recipe.stages[i - 1]
+    trainer = Trainer(recipe, data, folder, device, stage=i, compile_step=compile_step,
+                      eval_split="val" if data.val_y is not None else "test")
+    if (folder / "chosen.safetensors").is_file():  # finished before a resume
+        trainer.load()
+        return load_file(str(folder / "chosen.safetensors")), trainer.summary(), trainer.model_config
+    if find_resume_state(folder):
+        trainer.load()
+        log(f"stage {i}{note}: resuming after epoch {trainer.epoch}/{stage.epochs}")
+    elif start is not None:
+        trainer.model.load_state_dict(start)
+    elif recipe.init_from:
+        trainer.start_from(recipe.init_from)
+    log(f"stage {i}/{len(recipe.stages)}{note}: {stage.loss}, {stage.epochs} epochs, lr {stage.lr:g} {stage.schedule}, "
+        f"batch {stage.batch_size}, {trainer.augment} augmentation")
+    summary = trainer.fit(log=log, stop_at=stop_at)
+    if trainer.epoch < stage.epochs:
+        return None, summary, trainer.model_config
+    state = trainer.chosen_state()
+    atomic_save_tensors(folder / "chosen.safetensors", state)
+    if stage.choose_epoch:
+        log(f"stage {i}{note}: epoch {trainer.best['epoch']} chosen on validation "
+            f"({recipe.selection_metric} {trainer.best['value']:.4f})")
+    return state, trainer.summary(), trainer.model_config
+
+
+def choose_augmentation(recipe: Recipe, i: int, candidates: list[str], data: Any, folder: Path,
+                        device: torch.device, compile_step: bool, stop_at: float | None,
+                        start: dict[str, torch.Tensor] | None, log=print) -> tuple[dict[str, torch.Tensor] | None,
+                                                                                   dict, dict]:
+    """Stage i trained with each augmentation candidate from the same start; the one whose kept
+    epoch scores highest on validation (the first on a tie) is handed on, and its summary records
+    every candidate's figure."""
+    metric = recipe.selection_metric
+    results = []
+    for mode in candidates:
+        one = from_dict(recipe.to_dict())
+        one.stages[i - 1].augment = mode
+        state, summary, config = train_stage(one, i, data, folder / mode, device, compile_step, stop_at, start, log,
+                                             note=f" ({mode})")
+        if state is None:
+            return None, summary, config
+        kept = summary["chosen_epoch"] or summary["epochs_done"]
+        results.append((summary["epochs"][kept - 1][metric], mode, state, summary, config))
+    best = max(results, key=lambda r: r[0])  # max keeps the first of equals
+    figures = {mode: round(value, 4) for value, mode, *_ in results}
+    log(f"stage {i}: {best[1]} augmentation chosen on validation ({metric} "
+        + ", ".join(f"{mode} {value:.4f}" for mode, value in figures.items()) + ")")
+    return best[2], {**best[3], "augment_candidates": figures}, best[4]
 
 
 def make_choices(recipe: Recipe, model: torch.nn.Module, config: dict, data: Any, device: torch.device,
@@ -398,6 +445,8 @@ def write_checkpoint(out: Path, recipe: Recipe, model: torch.nn.Module, config: 
                             "seed": recipe.validation.seed, "held_out_of": "the training set, class-stratified"},
                   "selection_metric": recipe.selection_metric,
                   "stages": [{"stage": s["stage"], "chosen_epoch": s["chosen_epoch"],
+                              **({"augment": s["train_config"]["augment"],
+                                  "augment_candidates": s["augment_candidates"]} if "augment_candidates" in s else {}),
                               "epochs": [{k: v for k, v in r.items() if k not in ("train_loss", "seconds",
                                                                                  "images_per_s")}
                                          for r in s["epochs"]]} for s in summaries],

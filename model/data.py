@@ -403,9 +403,11 @@ CROP_FLIP: dict[str, tuple[int, bool]] = {
     "flip": (0, True), "shift": (2, False), "shift-flip": (2, True), "crop-flip": (4, True),
 }
 # augmentation mode -> (the smallest crop side, as a share of the image's; the largest rotation in
-# degrees): a random crop of that size or larger, anywhere, rotated a little, mirrored half the
-# time, resized back to the image size (image folders' default: objects of any size and place)
-ZOOM: dict[str, tuple[float, float]] = {"zoom-flip": (0.6, 10.0)}
+# degrees; whether colours are changed too): a random crop of that size or larger, anywhere,
+# rotated a little, mirrored half the time, resized back to the image size (image folders: objects
+# of any size and place); recolour also shuffles the colour channels and inverts half the images,
+# for classes that do not depend on colour (textures, shapes of any colour)
+ZOOM: dict[str, tuple[float, float, bool]] = {"zoom-flip": (0.6, 10.0, False), "zoom-flip-recolour": (0.6, 10.0, True)}
 AUGMENTATIONS = ("none", *CROP_FLIP, *ZOOM)
 
 
@@ -415,7 +417,9 @@ def augment(x: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Ten
     shift-flip: the same and a horizontal flip (clothes, where a mirror image keeps its class);
     crop-flip: random 4-px-padded crop and horizontal flip (the CIFAR-10 standard);
     zoom-flip: a random square crop of 60-100% of the side, anywhere, turned by up to 10 degrees,
-    mirrored half the time and resized back (image folders: objects of any size and place)."""
+    mirrored half the time and resized back (image folders: objects of any size and place);
+    zoom-flip-recolour: the same, the colour channels shuffled and half the images inverted (image
+    folders whose classes do not depend on colour)."""
     offsets = draw_offsets(mode, len(x), generator)
     return x if offsets is None else apply_draws(x, mode, tuple(t.to(x.device) for t in offsets))
 
@@ -423,7 +427,8 @@ def augment(x: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Ten
 def apply_draws(x: torch.Tensor, mode: str, draws: tuple[torch.Tensor, ...]) -> torch.Tensor:
     """A (B, C, H, W) uint8 batch augmented with draw_offsets' draws for it (on x's device)."""
     if mode in ZOOM:
-        return zoom_flip(x, *draws)
+        out = zoom_flip(x, *draws[:5])
+        return recolour(out, *draws[5:]) if ZOOM[mode][2] else out
     return crop_flip(x, *draws, pad=CROP_FLIP[mode][0])
 
 
@@ -435,11 +440,14 @@ def draw_offsets(mode: str, n: int, generator: torch.Generator) -> tuple[torch.T
     GPU in one copy, keeping per-step host-device synchronisations out of the loop.
     """
     if mode in ZOOM:
-        smallest, degrees = ZOOM[mode]
+        smallest, degrees, colours = ZOOM[mode]
         side = smallest + (1 - smallest) * torch.rand(n, generator=generator)
         angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(degrees)
         tx, ty = ((torch.rand(n, generator=generator) * 2 - 1) * (1 - side) for _ in range(2))
-        return side, angle, tx, ty, torch.rand(n, generator=generator) < 0.5
+        draws = (side, angle, tx, ty, torch.rand(n, generator=generator) < 0.5)
+        if colours:  # a channel order per image (for any channel count) and whether it is inverted
+            draws += (torch.rand(n, 3, generator=generator).argsort(1), torch.rand(n, generator=generator) < 0.5)
+        return draws
     if mode not in CROP_FLIP:
         return None
     pad, flip = CROP_FLIP[mode]
@@ -457,6 +465,14 @@ def zoom_flip(x: torch.Tensor, side: torch.Tensor, angle: torch.Tensor, tx: torc
     grid = F.affine_grid(theta.to(x.device, torch.float32), list(x.shape), align_corners=False)
     out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def recolour(x: torch.Tensor, order: torch.Tensor, invert: torch.Tensor) -> torch.Tensor:
+    """Each image of a (B, C, H, W) uint8 batch with its channels in `order` (B, 3) (a 1-channel
+    batch keeps its one) and inverted where `invert` (B,)."""
+    if x.shape[1] == 3:
+        x = torch.gather(x, 1, order[:, :, None, None].expand(-1, -1, *x.shape[2:]))
+    return torch.where(invert[:, None, None, None], 255 - x, x)
 
 
 def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4, flip: bool = True) -> torch.Tensor:

@@ -51,7 +51,10 @@ class Stage:
     lr: float = 1e-3
     schedule: str = "constant"  # "constant" (the paper) or "cosine"
     batch_size: int = 256
-    augment: str = "auto"  # "auto": the dataset's default (data.DATASETS)
+    # "auto": the dataset's default (data.DATASETS); a list of modes is a choice: the stage is
+    # trained once with each, from the same start, and the one with the best validation figure is
+    # kept (the first wins ties)
+    augment: str | list[str] = "auto"
     weight_decay: float = 0.0
     label_smoothing: float = 0.0  # ce and normsoftmax
     temperature: float = 0.05  # normsoftmax: NormalizedSoftmaxLoss's default and Zhai & Wu's
@@ -67,7 +70,14 @@ class Stage:
     def check(self, where: str) -> None:
         _one_of(f"{where}.loss", self.loss, LOSSES)
         _one_of(f"{where}.schedule", self.schedule, SCHEDULES)
-        _one_of(f"{where}.augment", self.augment, ("auto", *AUGMENTATIONS))
+        if isinstance(self.augment, list):
+            if not self.augment or len(set(self.augment)) < len(self.augment):
+                raise RecipeError(f"{where}.augment: a list of candidates must name each mode once (got "
+                                  f"{self.augment!r})")
+            for mode in self.augment:
+                _one_of(f"{where}.augment", mode, ("auto", *AUGMENTATIONS))
+        else:
+            _one_of(f"{where}.augment", self.augment, ("auto", *AUGMENTATIONS))
         for name in ("epochs", "batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise RecipeError(f"{where}.{name} must be a whole number of at least 1 (got {getattr(self, name)})")
@@ -172,9 +182,10 @@ class Recipe:
         if self.init_from and self.pretrained:
             raise RecipeError("init_from and pretrained both choose the starting weights: set one of them")
         if self.validation.size == 0 and (len(self.search.views) > 1 or self.whitening.powers
-                                          or any(s.choose_epoch for s in self.stages)):
+                                          or any(s.choose_epoch or isinstance(s.augment, list) for s in self.stages)):
             raise RecipeError("validation.size is 0 but the recipe makes choices (several search views, "
-                              "whitening candidates or choose_epoch): hold a validation split out, or make none")
+                              "whitening candidates, augmentation candidates or choose_epoch): hold a validation "
+                              "split out, or make none")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -227,6 +238,11 @@ def _build(cls: type, data: Any, where: str) -> Any:
             if not isinstance(value, list):
                 raise RecipeError("search.views must be a list such as [{flip=false, shift=0}, {flip=true, shift=0}]")
             value = [_build(View, v, f"search.views.{i}") for i, v in enumerate(value, 1)]
+        elif cls is Stage and key == "augment":
+            if not (isinstance(value, str) or isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                raise RecipeError(f"{name} must be a mode such as \"crop-flip\" or a list of candidates such as "
+                                  f"[\"zoom-flip\", \"zoom-flip-recolour\"] (got {value!r})")
+            value = value[0] if isinstance(value, list) and len(value) == 1 else value
         elif isinstance(default, bool):
             if not isinstance(value, bool):
                 raise RecipeError(f"{name} must be true or false (got {value!r})")
@@ -330,6 +346,11 @@ def quick(recipe: Recipe) -> Recipe:
 
 # ----- the default recipe for an image folder ----------------------------------------------
 
+# an image folder's augmentation candidates (folder_defaults): the first keeps colours, the second
+# changes them; the stage is trained with each and the better on validation kept
+FOLDER_AUGMENT = ("zoom-flip", "zoom-flip-recolour")
+
+
 def folder_defaults(n_images: int, n_classes: int, smallest_class: int, typical_side: int,
                     init_from: str = "") -> tuple[dict, str]:
     """The one-stage recipe fields for a folder of `n_images` training images (before the
@@ -357,6 +378,11 @@ def folder_defaults(n_images: int, n_classes: int, smallest_class: int, typical_
       validation P@1 stuck): zoom-flip augmentation (random zoomed, turned, mirrored squares),
       weight decay 5e-4 and a softer temperature of 0.1 lifted validation P@1 on the sample
       textures from 0.71 to 0.84 and kept shapes (1.0) and colours (0.92, one image fewer).
+    - colour: whether the classes depend on colour is the user's to know, not ours, so the stage
+      is trained twice, with zoom-flip and with zoom-flip-recolour (channels shuffled, half the
+      images inverted), and the one that scores higher on validation is kept. On the sample
+      textures (colours drawn at random) recolouring lifted held-out P@1 from 0.67 to 0.88 (3 dev
+      seeds); on colours it fell from 0.89 to 0.77, and validation told the two apart every time.
     - validation: a fifth of the training images, class-stratified.
     """
     train = max(1, round(n_images * 0.8))
@@ -364,10 +390,12 @@ def folder_defaults(n_images: int, n_classes: int, smallest_class: int, typical_
     steps = max(1, math.ceil(train / batch))
     epochs = max(10, min(200, math.ceil(1600 / steps)))
     fields = {"loss": "normsoftmax", "temperature": 0.1, "weight_decay": 5e-4, "batch_size": batch, "epochs": epochs,
-              "lr": 1e-3, "schedule": "cosine", "augment": "zoom-flip", "image_size": 32, "init_from": init_from}
+              "lr": 1e-3, "schedule": "cosine", "augment": list(FOLDER_AUGMENT), "image_size": 32,
+              "init_from": init_from}
     start = f"started from {init_from}" if init_from else "trained from scratch"
     why = (f"defaults for about {n_images:,} training images in {n_classes} classes (smallest {smallest_class}, images "
            f"about {typical_side} px): normsoftmax loss (temperature 0.1, weight decay 5e-4), {start}, batch {batch}, "
-           f"{epochs} epochs (~{steps * epochs} steps, the best validation epoch kept), 32 px, zoom-flip augmentation, "
+           f"{epochs} epochs (~{steps * epochs} steps, the best validation epoch kept), 32 px, trained with zoom-flip "
+           "augmentation and again with its colours changed, the better kept, "
            "a fifth held out for validation")
     return fields, why

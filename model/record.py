@@ -27,6 +27,7 @@ class StageSummary:
     seconds_per_epoch: float | None
     device: str  # and the precision, where the run recorded it: "cpu (1 threads), bf16"
     settings: dict[str, Any]  # the stage's recipe fields (lr, schedule, batch_size, augment...)
+    augment_candidates: dict[str, float] | None = None  # mode -> validation figure, where augment was chosen
 
 
 @dataclass
@@ -64,12 +65,14 @@ def summarize(metrics: dict[str, Any]) -> CheckpointSummary:
     """Either format of metrics.json -> CheckpointSummary; KeyError/TypeError on a file that is neither."""
     if "test" in metrics and "recipe" in metrics:
         r, t, v = metrics["recipe"], metrics["training"], metrics["validation"]
-        chosen = {s["stage"]: s["chosen_epoch"] for s in v["stages"]}
+        val = {s["stage"]: s for s in v["stages"]}
         stages = [StageSummary(s["loss"], s["epochs_done"],
-                               chosen[s["stage"]] if r["stages"][s["stage"] - 1]["choose_epoch"] else None,
+                               val[s["stage"]]["chosen_epoch"] if r["stages"][s["stage"] - 1]["choose_epoch"] else None,
                                s["seconds_per_epoch"],
                                f"{t['device']}, {s['precision']}" if s.get("precision") else t["device"],
-                               r["stages"][s["stage"] - 1])
+                               {**r["stages"][s["stage"] - 1],
+                                **({"augment": val[s["stage"]]["augment"]} if "augment" in val[s["stage"]] else {})},
+                               val[s["stage"]].get("augment_candidates"))
                   for s in t["stages"]]
         view = v["search_views"]["chosen"]
         w = (v.get("whitening") or {}).get("chosen", {}).get("whitening")
@@ -100,6 +103,8 @@ def stage_text(s: StageSummary) -> str:
         loss = f"normalized softmax (temperature {c.get('temperature', 0.05):g})"
     aug = c.get("augment")
     aug = aug if isinstance(aug, str) else "dataset default"
+    if s.augment_candidates:
+        aug += f" (chosen on validation over {', '.join(m for m in s.augment_candidates if m != aug)})"
     text = (f"{loss}, Adam {c['lr']:g} {c['schedule']}, batch {c['batch_size']}"
             f"{', label smoothing ' + format(c['label_smoothing'], 'g') if c.get('label_smoothing') else ''}"
             f"{', ' + aug if aug != 'none' else ''}")

@@ -104,3 +104,19 @@ def test_flip_mirrors_about_half_and_never_shifts() -> None:
     mirrored = (out == x.flip(-1)).flatten(1).all(1)
     assert bool((same | mirrored).all())  # each image as it is or its exact mirror image
     assert 0.4 < float(mirrored.float().mean()) < 0.6
+
+
+def test_recolour_shuffles_each_images_channels_and_inverts_about_half() -> None:
+    from model.data import augment
+
+    x = torch.randint(0, 256, (400, 3, 8, 8), dtype=torch.uint8)
+    x[:, 0], x[:, 1] = 0, 128  # channels told apart by value: red 0, green 128, blue anything
+    out = augment(x, "zoom-flip-recolour", torch.Generator().manual_seed(0))
+    corner = out[:, :, 0, 0].long()
+    inverted = (corner == 255).any(1) & (corner == 127).any(1)
+    kept = (corner == 0).any(1) & (corner == 128).any(1)
+    assert bool((inverted | kept).all()) and 0.4 < float(inverted.float().mean()) < 0.6
+    red_moved = ~((corner[:, 0] == 0) | (corner[:, 0] == 255))
+    assert 0.5 < float(red_moved.float().mean()) < 0.8  # red is elsewhere in 2 of 3 orders
+    plain = augment(x, "zoom-flip", torch.Generator().manual_seed(0))
+    assert bool((plain[:, 0] == 0).all() and (plain[:, 1] == 128).all())  # zoom-flip keeps colours

@@ -64,6 +64,11 @@ def test_parse_override_and_round_trip(tmp_path) -> None:
     (["search.views=[]"], "search.views is empty"),
     (["epochs"], "write it as key=value"),
     (["precision=fp16"], "precision = 'fp16' is not one of auto, fp32, bf16"),
+    (['stages.1.augment=["flip", "spin"]'], "stages.1.augment = 'spin' is not one of"),
+    (['stages.1.augment=["flip", "flip"]'], "a list of candidates must name each mode once"),
+    (["stages.1.augment=[1, 2]"], "stages.1.augment must be a mode such as"),
+    (["validation.size=0", "stages.*.choose_epoch=false", 'stages.1.augment=["flip", "none"]'],
+     "augmentation candidates"),
 ])
 def test_bad_fields_are_named(overrides, message) -> None:
     with pytest.raises(RecipeError) as e:

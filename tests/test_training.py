@@ -92,6 +92,34 @@ def test_resumed_run_equals_uninterrupted(loss, augment, data_dir, tmp_path) -> 
     assert ma["test"] == mb["test"] and ma["validation"] == mb["validation"]
 
 
+def test_augmentation_candidates_are_each_trained_and_the_best_on_validation_kept(data_dir, tmp_path) -> None:
+    args = [*QUICK, "--loss", "normsoftmax", "--epochs", "2", "--set", 'stages.1.augment=["shift", "none"]']
+    assert run(args, data_dir, tmp_path / "straight") == 0
+    metrics = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    stage = metrics["validation"]["stages"][0]
+    figures = stage["augment_candidates"]
+    assert list(figures) == ["shift", "none"] and stage["augment"] == max(figures, key=figures.get)
+    assert metrics["recipe"]["stages"][0]["augment"] == ["shift", "none"]  # replaying the recipe chooses again
+
+    calls = []  # Ctrl-C in the second candidate's second epoch (the fourth epoch trained)
+    original = Trainer.train_epoch
+
+    def interrupted(self, epoch):
+        calls.append(epoch)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Trainer, "train_epoch", interrupted)
+        assert run(args, data_dir, tmp_path / "cut") == 130
+    assert (tmp_path / "cut" / "work" / "stage-1" / "shift" / "chosen.safetensors").is_file()
+    assert train.main(["--resume", "--out", str(tmp_path / "cut"), "--data-dir", str(data_dir), "--no-index"]) == 0
+    a, b = final_weights(tmp_path / "straight"), final_weights(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((tmp_path / "cut" / "metrics.json").read_text())["validation"] == metrics["validation"]
+
+
 def test_time_budget_stops_at_an_epoch_end_and_resume_finishes(data_dir, tmp_path, capsys) -> None:
     out = tmp_path / "budget"
     assert run([*QUICK, "--loss", "ce", "--epochs", "3", "--time-budget", "0"], data_dir, out) == 0
