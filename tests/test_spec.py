@@ -10,7 +10,7 @@ import shutil
 import subprocess
 
 import numpy as np
-from conftest import ROOT
+from conftest import ROOT, load_script
 
 from model.demo import spec
 from model.index import read_npz
@@ -92,3 +92,9 @@ def test_the_static_site_schema_is_checked_on_both_sides() -> None:
     search = (STATIC / "search.js").read_text()
     assert static_site.SCHEMA_VERSION == spec.SPEC["site_schema"]  # one declaration, read by both
     assert "const SCHEMA = spec.site_schema;" in search and "site.schema !== SCHEMA" in search
+
+
+def test_the_javascript_fixtures_are_what_the_python_computes_now(capsys) -> None:
+    """tests/js/prepare.test.js checks prepare.js and familiarity.js against these fixtures under
+    node; this checks the fixtures against the Python, so a change on either side fails a test."""
+    assert load_script("js_fixtures").main(["--check"]) == 0, capsys.readouterr().out

@@ -85,9 +85,10 @@ def mnist_style(ink: np.ndarray, size: int = 28) -> np.ndarray:
     if crop is None:
         return canvas.astype(np.uint8)
     digit = _resize(crop, round(size * 20 / 28))
-    total = digit.sum() or 1.0
-    cy = (digit.sum(1) * np.arange(digit.shape[0])).sum() / total
-    cx = (digit.sum(0) * np.arange(digit.shape[1])).sum() / total
+    mass = digit.astype(np.float64)  # in float64: a symmetric stroke's centre is exactly on a half pixel,
+    total = mass.sum() or 1.0  # which float32 sums put a hair to one side (the page computes in doubles)
+    cy = (mass.sum(1) * np.arange(mass.shape[0])).sum() / total
+    cx = (mass.sum(0) * np.arange(mass.shape[1])).sum() / total
     _paste(canvas, digit, round(size / 2 - cy), round(size / 2 - cx))
     return (canvas * 255).round().clip(0, 255).astype(np.uint8)
 
