@@ -4,13 +4,18 @@
 // one state value by render(). Every action builds on the latest state asked for (`wanted`, which
 // may still be loading: an upload then a top-k change searches the upload with the new k), is
 // searched, and is drawn unless a later action came meanwhile (the `turn` counter); a click on a
-// grid, result or map of a dataset the page has left is dropped.
+// grid, result or map of a dataset the page has left is dropped. What each action does to the
+// state is actions.js's, pure and tested under node.
+import {
+  datasetOf, draw, drawable, failed, modelOf, opening, pickDataset, pickExample, pickModel, setCompare, setTopK,
+  shownModels, shuffle, topK, upload,
+} from "./actions.js";
 import { familiarity } from "./familiarity.js";
 import { drawingQuery, prepareQuery, resize } from "./prepare.js";
-import { examplePicks, spec, text } from "./spec.js";
+import { spec, text } from "./spec.js";
 
 // declared once in spec.json, which the Gradio page reads too
-const { max_k: MAX_K, min_side: MIN_SIDE, keep_side: KEEP_SIDE, max_pixels: MAX_PIXELS } = spec;
+const { min_side: MIN_SIDE, keep_side: KEEP_SIDE, max_pixels: MAX_PIXELS } = spec;
 const COLOURS = spec.class_colours, UNLABELLED = spec.unlabelled_colour;
 const SCHEMA = spec.site_schema; // the site.json schema this page reads (model/demo/static_site.py documents it)
 const $ = (s) => document.querySelector(s);
@@ -38,9 +43,7 @@ const session = (url) => load(url, async (r) => {
   return s;
 });
 
-const dataset = (s = state) => site.datasets.find((d) => d.name === s.dataset);
-const modelOf = (d, key) => d.models.find((m) => m.key === key) || d.models[0];
-const drawable = (d) => d.style === "mnist" || d.style === "fashion_mnist";
+const dataset = (s = state) => datasetOf(site, s);
 
 // ------------------------------------------------------------------------------ searching
 
@@ -49,27 +52,6 @@ async function embed(model, image) {
   const tensor = new ort.Tensor("uint8", Uint8Array.from(image.data), [1, image.height, image.width, image.channels]);
   const out = await s.run({ images: tensor });
   return out.embeddings.data;
-}
-
-function topK(embeddings, dim, query, k, exclude) {
-  const n = embeddings.length / dim, sims = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    let s = 0;
-    for (let j = 0, o = i * dim; j < dim; j++) s += embeddings[o + j] * query[j];
-    sims[i] = s;
-  }
-  const order = Array.from(sims.keys()).filter((i) => i !== exclude);
-  order.sort((a, b) => sims[b] - sims[a] || a - b);
-  return order.slice(0, k).map((i) => ({ index: i, similarity: sims[i] }));
-}
-
-// The models a search shows: the chosen one, then with `compare` the other of the paper's pair.
-function shownModels(s) {
-  const d = dataset(s), chosen = modelOf(d, s.model);
-  if (!s.compare) return [chosen];
-  const pair = ["hybrid1", "cnn3a"];
-  const other = pair.includes(chosen.key) ? d.models.find((m) => pair.includes(m.key) && m.key !== chosen.key) : null;
-  return other ? [chosen, other] : [chosen];
 }
 
 // The query in the dataset's form: a gallery example as it is; an upload or a drawing prepared
@@ -121,10 +103,10 @@ async function search(s) {
   }
   const label = s.query.kind === "example" && d.labels[s.query.index] >= 0 ? d.labels[s.query.index] : null;
   const rows = [], notes = [...ready.notes];
-  if (s.compare && shownModels(s).length === 1) { // ticked, with nothing to compare against: said, not silent
+  if (s.compare && shownModels(d, s).length === 1) { // ticked, with nothing to compare against: said, not silent
     notes.push(text("compare_single", { model: modelOf(d, s.model).title, dataset: d.title }));
   }
-  for (const m of shownModels(s)) {
+  for (const m of shownModels(d, s)) {
     const embeddings = await floats(m.embeddings);
     const q = s.query.kind === "example" ? embeddings.subarray(s.query.index * m.dim, (s.query.index + 1) * m.dim)
                                          : await embed(m, ready.image);
@@ -311,18 +293,6 @@ async function act(next, { scroll = false } = {}) {
   }
 }
 
-// every class in turn, as the Gradio page picks them (spec.js, spec.py)
-const examplesFor = (d, seed) => examplePicks(d.labels, seed);
-
-function clampK(value) {
-  const v = Number(value);
-  if (value === "" || !Number.isFinite(v)) {
-    return { k: wanted.k, note: `top-k must be a number from 1 to ${MAX_K}: kept ${wanted.k}` };
-  }
-  const k = Math.min(MAX_K, Math.max(1, Math.round(v)));
-  return { k, note: k !== v ? `top-k is a whole number from 1 to ${MAX_K}: ${value} searched as ${k}` : "" };
-}
-
 async function decode(file) {
   if (!file.type.startsWith("image/") && !/\.(png|jpe?g|webp|bmp|gif)$/i.test(file.name)) {
     throw new Error(text("not_an_image", { name: file.name }));
@@ -349,30 +319,16 @@ async function decode(file) {
 }
 
 function wire() {
-  $("#dataset").addEventListener("change", (e) => {
-    const d = site.datasets.find((x) => x.name === e.target.value);
-    const examples = examplesFor(d, 0); // a new dataset opens on its first grid, as on the Gradio page
-    let query = wanted.query;
-    if (query?.kind === "example") query = { kind: "example", index: examples[0] };
-    act({ ...wanted, dataset: d.name, model: modelOf(d, wanted.model).key, seed: 0, examples, query, error: null,
-          status: "" });
-  });
-  $("#model").addEventListener("change", (e) => act({ ...wanted, model: e.target.value, error: null, status: "" }));
-  $("#compare").addEventListener("change", (e) => act({ ...wanted, compare: e.target.checked, error: null, status: "" }));
-  $("#top-k").addEventListener("change", (e) => {
-    const { k, note } = clampK(e.target.value);
-    act({ ...wanted, k, error: null, status: note });
-  });
-  $("#shuffle").addEventListener("click", () => {
-    const seed = (wanted.seed * 7919 + 17) % 1000003 || 1;
-    act({ ...wanted, seed, examples: examplesFor(dataset(wanted), seed) });
-  });
+  $("#dataset").addEventListener("change", (e) => act(pickDataset(site, wanted, e.target.value)));
+  $("#model").addEventListener("change", (e) => act(pickModel(wanted, e.target.value)));
+  $("#compare").addEventListener("change", (e) => act(setCompare(wanted, e.target.checked)));
+  $("#top-k").addEventListener("change", (e) => act(setTopK(wanted, e.target.value)));
+  $("#shuffle").addEventListener("click", () => act(shuffle(site, wanted)));
   for (const id of ["#examples", "#results"]) {
     $(id).addEventListener("click", (e) => {
       const cell = e.target.closest("[data-pick]");
-      if (!cell || cell.dataset.gallery !== wanted.dataset) return; // a grid of a dataset the page has left
-      act({ ...wanted, query: { kind: "example", index: Number(cell.dataset.pick) }, error: null, status: "" },
-          { scroll: id === "#examples" });
+      const next = cell && pickExample(wanted, Number(cell.dataset.pick), cell.dataset.gallery);
+      if (next) act(next, { scroll: id === "#examples" });
     });
   }
   $("#upload").addEventListener("change", async (e) => {
@@ -380,18 +336,18 @@ function wire() {
     if (!file) return;
     try {
       const image = await decode(file);
-      act({ ...wanted, query: { kind: "upload", name: file.name, ...image }, error: null, status: "" }, { scroll: true });
+      act(upload(wanted, file.name, image), { scroll: true });
     } catch (err) {
       e.target.value = "";
-      act({ ...wanted, error: { source: "upload", text: err.message } });
+      act(failed(wanted, "upload", err.message));
     }
   });
   const canvas = $("#embedding-map canvas"), tip = $("#embedding-map .tip");
   canvas.addEventListener("click", (e) => {
     const i = nearestPoint(e);
     tip.hidden = true;
-    if (i === null || mapPoints.dataset.name !== wanted.dataset) return;
-    act({ ...wanted, query: { kind: "example", index: i }, error: null, status: "" }, { scroll: true });
+    const next = i === null ? null : pickExample(wanted, i, mapPoints.dataset.name);
+    if (next) act(next, { scroll: true });
   });
   canvas.addEventListener("mousemove", (e) => {
     const i = nearestPoint(e), d = mapPoints?.dataset;
@@ -427,10 +383,10 @@ function wireSketch() {
     last = null;
     const { data, width, height } = ctx.getImageData(0, 0, pad.width, pad.height);
     if (!drawingQuery(data, width, height, "mnist")) {
-      act({ ...wanted, error: { source: "draw", text: "the drawing is empty: draw a digit or a garment" } });
+      act(failed(wanted, "draw", "the drawing is empty: draw a digit or a garment"));
       return;
     }
-    act({ ...wanted, query: { kind: "draw", rgba: data, width, height }, error: null, status: "" });
+    act(draw(wanted, data, width, height));
   };
   pad.addEventListener("pointerup", end);
   pad.addEventListener("pointercancel", end);
@@ -449,10 +405,8 @@ async function main() {
     throw new Error(`site.json has schema ${site.schema}, this page reads ${SCHEMA}: publish the Space again`);
   }
   $("#dataset").innerHTML = site.datasets.map((d) => `<option value="${d.name}">${d.title}</option>`).join("");
-  const d = site.datasets[0], seed = 0;
-  const examples = examplesFor(d, seed);
-  state = wanted = { dataset: d.name, model: d.models[0].key, k: spec.default_k, compare: false, seed, examples,
-                    query: { kind: "example", index: examples[0] }, rows: [], error: null, status: "" };
+  const d = site.datasets[0];
+  state = wanted = opening(site);
   wire();
   await act(state);
   // the ONNX sessions of the first dataset, ready before the first upload or drawing

@@ -1,0 +1,83 @@
+// What each action on the static page does to its state, as pure functions (no page, no network):
+// search.js wires them to the page's events and tests/js/actions.test.js runs them under node.
+// A state: {dataset, model, k, compare, seed, examples, query, error, status, ...}; `site` is
+// site.json (model/demo/static_site.py). The rules match the Gradio page (docs/demo.md).
+import { examplePicks, spec } from "./spec.js";
+
+export const datasetOf = (site, s) => site.datasets.find((d) => d.name === s.dataset);
+export const modelOf = (d, key) => d.models.find((m) => m.key === key) || d.models[0];
+export const drawable = (d) => d.style === "mnist" || d.style === "fashion_mnist";
+// every class in turn, as the Gradio page picks them (spec.js, spec.py)
+export const examplesFor = (d, seed) => examplePicks(d.labels, seed);
+
+const fresh = { error: null, status: "" }; // an action that succeeds clears the last message
+
+// The page as it opens: the first dataset, its first model and example grid, its first example searched.
+export function opening(site) {
+  const d = site.datasets[0], examples = examplesFor(d, 0);
+  return { dataset: d.name, model: d.models[0].key, k: spec.default_k, compare: false, seed: 0, examples,
+           query: { kind: "example", index: examples[0] }, rows: [], ...fresh };
+}
+
+// Another dataset: its first grid; an example query becomes the new grid's first example (an index
+// of the old gallery means another image); an upload or a drawing is kept and searched there.
+export function pickDataset(site, s, name) {
+  const d = site.datasets.find((x) => x.name === name);
+  const examples = examplesFor(d, 0);
+  const query = s.query?.kind === "example" ? { kind: "example", index: examples[0] } : s.query;
+  return { ...s, dataset: d.name, model: modelOf(d, s.model).key, seed: 0, examples, query, ...fresh };
+}
+
+export const pickModel = (s, key) => ({ ...s, model: key, ...fresh });
+export const setCompare = (s, on) => ({ ...s, compare: Boolean(on), ...fresh });
+
+// top-k as typed: a whole number from 1 to max_k; anything else keeps the last k and says so.
+export function setTopK(s, value) {
+  const v = Number(value);
+  if (value === "" || !Number.isFinite(v)) {
+    return { ...s, ...fresh, status: `top-k must be a number from 1 to ${spec.max_k}: kept ${s.k}` };
+  }
+  const k = Math.min(spec.max_k, Math.max(1, Math.round(v)));
+  return { ...s, k, ...fresh, status: k !== v ? `top-k is a whole number from 1 to ${spec.max_k}: ${value} searched as ${k}` : "" };
+}
+
+// Another grid of the same gallery; the query stays.
+export function shuffle(site, s) {
+  const seed = (s.seed * 7919 + 17) % 1000003 || 1;
+  return { ...s, seed, examples: examplesFor(datasetOf(site, s), seed) };
+}
+
+// A gallery image as the query (a grid cell, a result or a point of the map). A click on a grid
+// of a dataset the page has left is dropped (null: nothing to do).
+export function pickExample(s, index, gallery = s.dataset) {
+  if (gallery !== s.dataset) return null;
+  return { ...s, query: { kind: "example", index }, ...fresh };
+}
+
+export const upload = (s, name, image) => ({ ...s, query: { kind: "upload", name, ...image }, ...fresh });
+export const draw = (s, rgba, width, height) => ({ ...s, query: { kind: "draw", rgba, width, height }, ...fresh });
+// A failed upload or an empty drawing: the message where it happened; the last results stay.
+export const failed = (s, source, message) => ({ ...s, error: { source, text: message } });
+
+// The models a search shows: the chosen one, then with `compare` the other of the paper's pair.
+export function shownModels(d, s) {
+  const chosen = modelOf(d, s.model);
+  if (!s.compare) return [chosen];
+  const pair = ["hybrid1", "cnn3a"];
+  const other = pair.includes(chosen.key) ? d.models.find((m) => pair.includes(m.key) && m.key !== chosen.key) : null;
+  return other ? [chosen, other] : [chosen];
+}
+
+// The k gallery images most similar (cosine: the embeddings are unit vectors) to `query`, the
+// query's own index excluded; ties in gallery order, as the server's search orders them.
+export function topK(embeddings, dim, query, k, exclude = -1) {
+  const n = embeddings.length / dim, sims = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    let s = 0;
+    for (let j = 0, o = i * dim; j < dim; j++) s += embeddings[o + j] * query[j];
+    sims[i] = s;
+  }
+  const order = Array.from(sims.keys()).filter((i) => i !== exclude);
+  order.sort((a, b) => sims[b] - sims[a] || a - b);
+  return order.slice(0, k).map((i) => ({ index: i, similarity: sims[i] }));
+}
