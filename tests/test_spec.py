@@ -98,3 +98,16 @@ def test_the_javascript_fixtures_are_what_the_python_computes_now(capsys) -> Non
     """tests/js/prepare.test.js checks prepare.js and familiarity.js against these fixtures under
     node; this checks the fixtures against the Python, so a change on either side fails a test."""
     assert load_script("js_fixtures").main(["--check"]) == 0, capsys.readouterr().out
+
+
+def test_both_pages_lay_a_phone_out_alike() -> None:
+    """Both style sheets switch to the phone layout at spec.json's phone_max_width (CSS cannot read
+    it, so this reads both), and both put the results above the query sources there."""
+    import re
+
+    width = json.loads((STATIC / "spec.json").read_text())["phone_max_width"]
+    for css, results_first in ((ROOT / "model/demo/web/page.css", "column-reverse"), (STATIC / "style.css", "order: -1")):
+        text = css.read_text()
+        assert set(re.findall(r"@media \(max-width: (\d+)px\)", text)) == {str(width)}, css
+        phone = text[text.index("@media"):]
+        assert results_first in phone, css
