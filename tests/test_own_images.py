@@ -56,7 +56,7 @@ def test_a_folder_trains_with_its_split_gallery_and_check_recorded(two_images_fo
     assert split["skipped"][0].startswith("circle/broken.jpg")  # the truncated JPEG, named and skipped
     files = [f for s in ("train", "val", "test") for f, _ in split[s]]
     assert len(files) == len(set(files)) == 4 * 12  # every readable image once, nested ones included
-    assert metrics["recipe"]["stages"][0]["loss"] == "normsoftmax" and metrics["recipe"]["image_size"] == 32
+    assert metrics["recipe"]["stages"][0]["loss"] == "normsoftmax" and metrics["recipe"]["image_size"] == 48
     assert metrics["recipe"]["init_from"].endswith("cifar10-hybrid1")  # the default start
     chosen = metrics["validation"]["stages"][0]  # trained with colours kept and changed, the better kept
     assert list(chosen["augment_candidates"]) == ["zoom-flip", "zoom-flip-recolour"]

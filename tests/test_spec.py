@@ -106,7 +106,8 @@ def test_both_pages_lay_a_phone_out_alike() -> None:
     import re
 
     width = json.loads((STATIC / "spec.json").read_text())["phone_max_width"]
-    for css, results_first in ((ROOT / "model/demo/web/page.css", "column-reverse"), (STATIC / "style.css", "order: -1")):
+    sheets = ((ROOT / "model/demo/web/page.css", "column-reverse"), (STATIC / "style.css", "order: -1"))
+    for css, results_first in sheets:
         text = css.read_text()
         assert set(re.findall(r"@media \(max-width: (\d+)px\)", text)) == {str(width)}, css
         phone = text[text.index("@media"):]
