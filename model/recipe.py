@@ -367,7 +367,8 @@ def folder_defaults(n_images: int, n_classes: int, smallest_class: int, typical_
       class reached test P@1 0.46 in 20 epochs (as reported in issue 35).
     - start: the shipped CIFAR-10 checkpoint of the same model (photos, 32 px) where there is
       one: over 5 seeds of 60 images a class, mean test P@1 0.946 against 0.921 from scratch on
-      the sample shapes, 0.898 against 0.872 on colours, 0.683 against 0.429 on textures.
+      the sample shapes, 0.898 against 0.872 on colours, 0.683 against 0.429 on textures (with
+      the earlier defaults: 32 px, colours kept).
     - batch: a power of two near a sixth of the training images (16 to 256), so even a small
       folder gets several steps an epoch; epochs: about 1,600 optimiser steps in all, 10 to 200
       epochs, the best epoch on the validation split kept (1,600 steps scored higher on

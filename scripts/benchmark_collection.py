@@ -10,7 +10,10 @@ checkpoints, mirror-averaged); a skipped section keeps its figures from the exis
 - photos: multi-megapixel JPEGs (generated, 4000x3000): `embed_img_s` is the whole build
   (decode, embed, write) in images/s; `decode_floor_img_s` the same files decoded and resized
   the fastest way Pillow allows (draft mode, on the same threads) without the model; their ratio
-  `embed_over_decode_floor` says whether the model is the bottleneck (target >= 0.8).
+  `embed_over_decode_floor` says whether the model is the bottleneck (target >= 0.8). A build
+  of the first half of the files separates the build's fixed cost (`fixed_s`: loading the
+  checkpoint and Pillow's plugins, the index, the record) from each further image's
+  (`marginal_img_s`, and its ratio to the floor: what a large collection approaches).
 - small_images: the same three for small PNGs, with what the checkpoint's search views cost
   (`views_img_s`: the model alone on prepared images, with its views and with one view).
 - sizes: synthetic unit embeddings (256-d, clustered as class embeddings are) at each size:
@@ -89,14 +92,25 @@ def decode_floor(folder: Path, side: int) -> float:
 
 
 def timed_build(folder: Path, out: Path, checkpoint: str, views: str = "fast") -> tuple[float, int, float]:
-    """(images/s of a whole build in a fresh process, images, its peak RSS in MB)."""
+    """(seconds of a whole build in a fresh process, images, its peak RSS in MB)."""
     script = ("import resource, sys, time; from model import collection as c; t = time.perf_counter(); "
               f"r = c.build({str(folder)!r}, {checkpoint!r}, {str(out)!r}, log=lambda m: None, progress=False, "
               f"views={views!r}); "
               "print(r['images'], time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
     line = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
     n, seconds, rss_kb = line.stdout.split()
-    return int(n) / float(seconds), int(n), int(rss_kb) / 1024
+    return float(seconds), int(n), int(rss_kb) / 1024
+
+
+def half_of(folder: Path) -> Path:
+    """The first half of `folder`'s files, hard-linked into a sibling folder (no copies)."""
+    half = folder.with_name(folder.name + "-half")
+    half.mkdir(exist_ok=True)
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    for p in files[: len(files) // 2]:
+        if not (half / p.name).exists():
+            os.link(p, half / p.name)
+    return half
 
 
 def views_speed(checkpoint: str, n: int = 2048) -> dict:
@@ -236,20 +250,29 @@ def main(argv: list[str] | None = None) -> int:
             folder = tmp / name
             folder.mkdir()
             make(folder, count)
-            runs = []  # (floor, build, images, rss), floor and build in turn, each build afresh
+            half = half_of(folder)
+            runs = []  # (floor, build, images, rss, marginal), each build afresh, in turn
             for r in range(args.repeats):
                 floor = decode_floor(folder, side)
-                embed, n, rss = timed_build(folder, tmp / f"{name}-index-{r}", args.checkpoint, args.views)
-                runs.append((floor, embed, n, rss))
-            floors, embeds = [f for f, _, _, _ in runs], [e for _, e, _, _ in runs]
-            floor, embed, n, rss = float(np.median(floors)), float(np.median(embeds)), runs[0][2], max(
-                r[3] for r in runs)
+                seconds, n, rss = timed_build(folder, tmp / f"{name}-index-{r}", args.checkpoint, args.views)
+                half_seconds, half_n, _ = timed_build(half, tmp / f"{name}-half-index-{r}", args.checkpoint, args.views)
+                marginal = (n - half_n) / max(seconds - half_seconds, 1e-9)
+                runs.append((floor, n / seconds, n, rss, marginal, seconds - n / marginal))
+            floors, embeds, marginals = ([r[i] for r in runs] for i in (0, 1, 4))
+            floor, embed, marginal = (float(np.median(v)) for v in (floors, embeds, marginals))
+            n, rss = runs[0][2], max(r[3] for r in runs)
             record[name] = {"images": n, "embed_img_s": round(embed, 1), "decode_floor_img_s": round(floor, 1),
                             "embed_over_decode_floor": round(embed / floor, 3), "peak_rss_mb": round(rss, 1),
+                            # the cost of each further image, from a build of the first half of the files
+                            # and of all of them: what a large collection's build approaches
+                            "marginal_img_s": round(marginal, 1),
+                            "marginal_over_decode_floor": round(marginal / floor, 3),
+                            "fixed_s": round(float(np.median([r[5] for r in runs])), 2),
                             "views": args.views, "repeats": args.repeats,
                             "embed_img_s_runs": [round(e, 1) for e in embeds],
                             "decode_floor_img_s_runs": [round(f, 1) for f in floors],
-                            "ratio_runs": [round(e / f, 3) for f, e, _, _ in runs], "measured_by": command}
+                            "ratio_runs": [round(r[1] / r[0], 3) for r in runs],
+                            "marginal_ratio_runs": [round(r[4] / r[0], 3) for r in runs], "measured_by": command}
             print(name, record[name], flush=True)
         if "small" not in args.skip:
             record["small_images"]["views_img_s"] = views_speed(args.checkpoint)
