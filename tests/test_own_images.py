@@ -134,9 +134,10 @@ def test_the_demo_follows_the_assets_folder(two_images_folders, tmp_path) -> Non
 
 def test_a_collapsed_model_is_flagged(tmp_path, capsys) -> None:
     folder = sample.make_folder(tmp_path / "shapes", "shapes", per_class=10, seed=4)
-    # one epoch from scratch at a learning rate that wrecks it: the check must say so
+    # one epoch from scratch at a learning rate that wrecks it (at lr 3 and 48 px a model came out spread
+    # enough to pass, mean cosine 0.87): the check must say so
     code = train.main(["--dataset", str(folder), "--out", str(tmp_path / "out"), "--epochs", "1", "--init", "none",
-                       "--lr", "3", "--no-index"])
+                       "--lr", "10", "--no-index"])
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert code == 0 and metrics["check"]["verdict"] in ("near chance", "collapsed")
     err = capsys.readouterr().err
