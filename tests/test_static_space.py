@@ -333,6 +333,21 @@ def test_a_tap_on_the_map_keeps_the_phone_page_its_width(site, browser) -> None:
             page.mouse.move(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
             assert page.evaluate("document.documentElement.scrollWidth") <= 391
     shot(page, "phone-map", full=False)
+    # a tap on a point: on a phone the results sit above the map, and they are brought into view
+    for fx in np.linspace(0.1, 0.9, 17):
+        for fy in np.linspace(0.1, 0.9, 17):
+            page.mouse.move(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+            if page.locator("#embedding-map .tip").is_visible():
+                break
+        else:
+            continue
+        break
+    tip = page.inner_text("#embedding-map .tip")
+    page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+    wait_query(page, f"gallery example #{tip.split('#')[1]}")
+    page.wait_for_function("(r => r.top < innerHeight && r.bottom > 0)"
+                           "(document.querySelector('#results').getBoundingClientRect())", timeout=10_000)
+    shot(page, "phone-map-tap", full=False)
     page.close()
 
 
