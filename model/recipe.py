@@ -70,14 +70,11 @@ class Stage:
     def check(self, where: str) -> None:
         _one_of(f"{where}.loss", self.loss, LOSSES)
         _one_of(f"{where}.schedule", self.schedule, SCHEDULES)
-        if isinstance(self.augment, list):
-            if not self.augment or len(set(self.augment)) < len(self.augment):
-                raise RecipeError(f"{where}.augment: a list of candidates must name each mode once (got "
-                                  f"{self.augment!r})")
-            for mode in self.augment:
-                _one_of(f"{where}.augment", mode, ("auto", *AUGMENTATIONS))
-        else:
-            _one_of(f"{where}.augment", self.augment, ("auto", *AUGMENTATIONS))
+        modes = self.augment if isinstance(self.augment, list) else [self.augment]
+        if not modes or len(set(modes)) < len(modes):
+            raise RecipeError(f"{where}.augment: a list of candidates must name each mode once (got {modes!r})")
+        for mode in modes:
+            _one_of(f"{where}.augment", mode, ("auto", *AUGMENTATIONS))
         for name in ("epochs", "batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise RecipeError(f"{where}.{name} must be a whole number of at least 1 (got {getattr(self, name)})")

@@ -99,6 +99,18 @@ def wait_query(page, text: str) -> None:
                            timeout=60_000)
 
 
+def click_a_point(page, box) -> str:
+    """Hover the map (bounding `box`) until a point's tooltip shows, click there; the tooltip's text."""
+    for fx in np.linspace(0.1, 0.9, 17):
+        for fy in np.linspace(0.1, 0.9, 17):
+            page.mouse.move(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+            if page.locator("#embedding-map .tip").is_visible():
+                tip = page.inner_text("#embedding-map .tip")
+                page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+                return tip
+    raise AssertionError("no point of the map shows a tooltip")
+
+
 def draw_a_one(page) -> None:
     """A vertical stroke down the middle of the sketch canvas, with the mouse."""
     page.get_by_role("tab", name="Draw").click()
@@ -215,16 +227,7 @@ def test_an_example_click_a_drawing_and_a_map_click_give_results(site, browser) 
     canvas = page.locator("#embedding-map canvas")
     canvas.scroll_into_view_if_needed()
     box = canvas.bounding_box()
-    for fx in np.linspace(0.1, 0.9, 17):
-        for fy in np.linspace(0.1, 0.9, 17):
-            page.mouse.move(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
-            if page.locator("#embedding-map .tip").is_visible():
-                break
-        else:
-            continue
-        break
-    tip = page.inner_text("#embedding-map .tip")
-    page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+    tip = click_a_point(page, box)
     wait_query(page, f"gallery example #{tip.split('#')[1]}")
     assert tip.split(" · ")[0] in page.inner_text("#results .query-line")
     shot(page, "fashion-compare-map-click")
@@ -334,16 +337,7 @@ def test_a_tap_on_the_map_keeps_the_phone_page_its_width(site, browser) -> None:
             assert page.evaluate("document.documentElement.scrollWidth") <= 391
     shot(page, "phone-map", full=False)
     # a tap on a point: on a phone the results sit above the map, and they are brought into view
-    for fx in np.linspace(0.1, 0.9, 17):
-        for fy in np.linspace(0.1, 0.9, 17):
-            page.mouse.move(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
-            if page.locator("#embedding-map .tip").is_visible():
-                break
-        else:
-            continue
-        break
-    tip = page.inner_text("#embedding-map .tip")
-    page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+    tip = click_a_point(page, box)
     wait_query(page, f"gallery example #{tip.split('#')[1]}")
     page.wait_for_function("(r => r.top < innerHeight && r.bottom > 0)"
                            "(document.querySelector('#results').getBoundingClientRect())", timeout=10_000)
