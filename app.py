@@ -32,6 +32,7 @@ import torch  # noqa: E402
 from model.demo import MAX_FILE_BYTES, Action, Demo, apply, initial_state, prepare_upload, render  # noqa: E402
 from model.demo.own_gallery import MAX_IMAGES  # noqa: E402
 from model.demo.page import ERRORS, MAX_K, Page, PageState, clamp_k  # noqa: E402
+from model.demo.spec import SKETCH  # noqa: E402
 from model.index import build_bundle  # noqa: E402
 from model.record import summarize  # noqa: E402
 
@@ -145,7 +146,16 @@ PICK_JS, RESULTS_JS, PIXEL_JS, MAP_JS = (_web(n) for n in ("pick.js", "results.j
 RESULTS_JS = PICK_JS + RESULTS_JS
 MAP_TEMPLATE = _web("map.html")
 CSS = _web("page.css")
-CHOOSE_BRUSH = _web("brush.js")
+# The sketchpad both pages draw on (static/sketch.js, its size and stroke from spec.json): each
+# stroke's end sends the canvas as a PNG in one event, as a click sends its position. (Gradio's
+# Sketchpad took about 1 s from a stroke's end to results: it rasterised its layers and uploaded
+# them in several rounds before its change event was sent.)
+SKETCH_HTML = (f'<canvas width="{SKETCH["side"]}" height="{SKETCH["side"]}" aria-label="draw a digit or a garment">'
+               '</canvas><button type="button" class="clear-sketch">Clear</button>')
+SKETCH_JS = ((WEB.parent / "static" / "sketch.js").read_text().replace("export function", "function")
+             + f"const sketch = wireSketch(element.querySelector('canvas'), {json.dumps(SKETCH)}, "
+             "(pad) => trigger('edit', {png: pad.toDataURL('image/png')}));\n"
+             "element.querySelector('.clear-sketch').addEventListener('click', sketch.clear);\n")
 LAUNCH = {"css": CSS, "max_file_size": MAX_FILE_BYTES}  # what every launch of the page passes
 # Every page action: one queue, one at a time, in the order they were taken. A control's pending
 # repeats (typing, dragging, strokes) collapse to its latest value ("always_last" re-reads the
@@ -155,8 +165,8 @@ LAUNCH = {"css": CSS, "max_file_size": MAX_FILE_BYTES}  # what every launch of t
 ONE_QUEUE = {"api_visibility": "private", "trigger_mode": "always_last", "show_progress": "hidden",
              "concurrency_id": "page", "concurrency_limit": 1}
 CLICKS = {**ONE_QUEUE, "trigger_mode": "multiple"}
-# Strokes are sent each as it ends, like clicks: a deferred ("always_last") sketchpad change can be
-# dropped by the page and leave the pad's search pending for good (seen in 1 of ~4 tries).
+# Strokes are sent each as it ends, like clicks: each carries its drawing, and a deferred
+# ("always_last") repeat would be sent without it.
 STROKES = CLICKS
 
 
@@ -200,15 +210,10 @@ def search_tab(page: Page) -> dict:
                     with gr.Tab("Draw", id="draw-tab") as ui["draw_tab"]:
                         ui["draw_note"] = gr.Markdown("Drawings are searched on MNIST and FashionMNIST: pick one of "
                                                       "them above.", visible=not page.drawable)
-                        # The pad is never an output: a pad whose props an answer touches reads and
-                        # uploads itself again and may leave a search pending. Its box is shown or hidden.
+                        # The pad is never an output (an answer would wipe the drawing): its box is
+                        # shown or hidden.
                         with gr.Column(visible=page.drawable, elem_id="draw-box") as ui["draw_box"]:
-                            ui["sketch"] = gr.Sketchpad(label="draw a digit or a garment", type="numpy",
-                                                        image_mode="RGBA", canvas_size=(280, 280), elem_id="sketch",
-                                                        layers=False, transforms=(),
-                                                        brush=gr.Brush(default_size=18, colors=["#000000"],
-                                                                       color_mode="fixed"))
-                            ui["draw_go"] = gr.Button("Search this drawing", variant="primary")
+                            ui["sketch"] = gr.HTML(SKETCH_HTML, elem_id="sketch", js_on_load=SKETCH_JS)
                         ui["draw_error"] = error_line("draw", page.errors["draw"])
                     with gr.Tab("Your gallery", id="own-tab"):
                         ui["own_files"] = gr.File(label=f"your images (up to {MAX_IMAGES}) or a .zip of them",
@@ -319,6 +324,10 @@ def wire(ui: dict) -> None:
             return draw(current, apply(current, Action("tab", opened), demo_state))
         return handler
 
+    def on_stroke(current: PageState, evt: gr.EventData):
+        """A stroke's end: the whole drawing so far, as the pad's PNG."""
+        return draw(current, apply(current, Action("draw", str((evt._data or {}).get("png", ""))), demo_state))
+
     def on_pixel(current: PageState, evt: gr.EventData):
         return draw(current, apply(current, Action("pixel", (int(evt.row), int(evt.col))), demo_state))
 
@@ -327,10 +336,8 @@ def wire(ui: dict) -> None:
     ui["fmaps"].pixel(on_pixel, state, outputs, **CLICKS)
     ui["upload"].upload(on_value("upload"), [state, ui["upload"]], outputs, **ONE_QUEUE)
     ui["snap"].input(on_value("image"), [state, ui["snap"]], outputs, **ONE_QUEUE)
-    ui["draw_go"].click(on_value("draw"), [state, ui["sketch"]], outputs, **ONE_QUEUE)
-    ui["sketch"].change(on_value("draw"), [state, ui["sketch"]], outputs, **STROKES)
-    ui["dataset"].input(on_value("dataset"), [state, ui["dataset"]], outputs, **ONE_QUEUE).then(None, js=CHOOSE_BRUSH)
-    ui["draw_tab"].select(None, js=CHOOSE_BRUSH)
+    ui["sketch"].edit(on_stroke, state, outputs, **STROKES)
+    ui["dataset"].input(on_value("dataset"), [state, ui["dataset"]], outputs, **ONE_QUEUE)
     for name in ("model", "k", "compare"):
         ui[name].input(on_value(name), [state, ui[name]], outputs, **ONE_QUEUE)
     ui["shuffle"].click(on_shuffle, state, outputs, **ONE_QUEUE)

@@ -139,27 +139,28 @@ def test_inverted_upload(server, tmp_path) -> None:
 
 
 def test_drawing(server) -> None:
+    """A stroke is searched as it ends; Clear empties the pad, and the next stroke is searched alone."""
     page = open_page(server)
     page.get_by_role("tab", name="Draw").click()
     canvas = page.locator("#sketch canvas").first
     canvas.wait_for(timeout=30_000)
-    brush = page.locator("#sketch").get_by_role("button", name="Brush")
-    if brush.count():
-        brush.first.click()
-    page.wait_for_timeout(500)
     box = canvas.bounding_box()
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.2
     page.mouse.move(x, y)
     page.mouse.down()
     page.mouse.move(x, y + box["height"] * 0.6, steps=12)
     page.mouse.up()
-    page.get_by_role("button", name="Search this drawing").click()
     try:
         wait_query(page, "your drawing", timeout=20_000)
     finally:
         shot(page, "draw-MNIST")
     assert page.locator(RESULT).count() == 8
-    shot(page, "draw-MNIST")
+    assert page.evaluate("""() => { const c = document.querySelector('#sketch canvas');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let ink = 0; for (let i = 0; i < d.length; i += 4) ink += d[i] < 128; return ink; }""") > 500
+    page.locator("#sketch").get_by_role("button", name="Clear").click()
+    assert page.evaluate("""() => { const c = document.querySelector('#sketch canvas');
+        return c.getContext('2d').getImageData(0, 0, c.width, c.height).data.every((v) => v === 255); }""")
     page.close()
 
 

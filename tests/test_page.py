@@ -5,7 +5,9 @@ problem; a click from a page already replaced, or overtaken by a later click, is
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import io
 import json
 from pathlib import Path
 
@@ -41,10 +43,18 @@ def files(tmp_path_factory) -> dict[str, Path]:
     return {"photo": folder / "one.png", "dot": folder / "dot.png", "text": folder / "text.png", "own": own}
 
 
-def sketch() -> dict:
-    canvas = np.zeros((280, 280, 4), np.uint8)
-    canvas[40:240, 130:150, 3] = 255
-    return {"composite": canvas, "layers": [], "background": None}
+def pad_png(canvas: Image.Image) -> str:
+    """A canvas as the sketchpad sends it (static/sketch.js through app.py): a PNG data URL."""
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def sketch() -> str:
+    """One vertical stroke, black on the pad's white."""
+    canvas = Image.new("RGBA", (280, 280), "white")
+    canvas.paste((0, 0, 0, 255), (130, 40, 150, 240))
+    return pad_png(canvas)
 
 
 def states(demo: Demo, files) -> dict[str, PageState]:
@@ -74,7 +84,8 @@ def actions(state: PageState, files) -> dict[str, Action]:
         "tiny-upload": Action("upload", str(files["dot"])),
         "image": Action("image", np.full((50, 60, 3), 200, np.uint8)),
         "draw": Action("draw", sketch()),
-        "empty-draw": Action("draw", {"composite": np.zeros((280, 280, 4), np.uint8)}),
+        "empty-draw": Action("draw", pad_png(Image.new("RGBA", (280, 280), "white"))),
+        "bad-draw": Action("draw", "data:text/plain;base64,aGk="),
         "mnist": Action("dataset", "MNIST"), "fashion": Action("dataset", "FashionMNIST"),
         "cifar": Action("dataset", "CIFAR-10"), "unknown-dataset": Action("dataset", "ImageNet"),
         "model": Action("model", "CNN-3a"), "unknown-model": Action("model", "ResNet"),
@@ -148,10 +159,10 @@ def test_a_drawing_is_searched_as_what_was_drawn(demo) -> None:
     assert seen.shape == (28, 28) and 0.03 < seen.mean() < 0.2, seen.mean()  # a stroke, not a filled canvas
     assert seen[:, 11:17].sum() > 0.8 * seen.sum()  # in the middle columns
     assert [h.label for h in drawn.rows[0].hits].count(1) >= 6, drawn.rows[0].hits
-    trousers = np.zeros((280, 280, 4), np.uint8)
-    trousers[40:240, 90:120, 3] = trousers[40:240, 160:190, 3] = trousers[40:80, 90:190, 3] = 255
-    fashion = apply(apply(drawn, Action("draw", {"composite": trousers}), demo), Action("dataset", "FashionMNIST"),
-                    demo)
+    trousers = Image.new("RGBA", (280, 280), "white")
+    for box in ((90, 40, 120, 240), (160, 40, 190, 240), (90, 40, 190, 80)):
+        trousers.paste((0, 0, 0, 255), box)
+    fashion = apply(apply(drawn, Action("draw", pad_png(trousers)), demo), Action("dataset", "FashionMNIST"), demo)
     assert [h.label for h in fashion.rows[0].hits].count(1) >= 6, fashion.rows[0].hits  # Trouser
 
 

@@ -12,7 +12,7 @@ from conftest import ROOT
 from PIL import Image
 
 from model.demo.own_gallery import MAX_IMAGES, GalleryError, read_own_images
-from model.demo.queries import mnist_style, prepare_query, sketch_to_image
+from model.demo.queries import mnist_style, prepare_query, sketch_pixels, sketch_to_image
 
 
 def _mnist_seven() -> np.ndarray:
@@ -72,6 +72,31 @@ def test_blank_and_drawn_queries() -> None:
     cy, cx = _centre_of_mass(digit)
     assert abs(cx - 14) <= 0.5 and abs(cy - 14) <= 0.5
     assert mnist_style(np.zeros((10, 10))).max() == 0
+
+
+def test_the_sketchpad_png_is_read_and_anything_else_refused_in_one_line() -> None:
+    """The pages' sketchpad (static/sketch.js) sends each stroke as a data URL of its canvas: black
+    on opaque white. It is read to pixels and searched as the same drawing would be; a payload that
+    is not a PNG data URL is refused with one line, never a traceback."""
+    import base64
+
+    canvas = Image.new("RGBA", (280, 280), "white")
+    canvas.paste((0, 0, 0, 255), (60, 40, 80, 240))
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    pixels = sketch_pixels(url)
+    assert pixels.shape == (280, 280, 4) and pixels[100, 70, 0] == 0 and pixels[0, 0, 0] == 255
+    digit = np.asarray(sketch_to_image(pixels))
+    cy, cx = _centre_of_mass(digit)
+    assert abs(cx - 14) <= 0.5 and abs(cy - 14) <= 0.5
+    jpeg = io.BytesIO()
+    canvas.convert("RGB").save(jpeg, format="JPEG")
+    for bad in ("", "not a url", "data:image/png;base64,@@@", "data:text/plain;base64,aGk=",
+                "data:image/png;base64," + base64.b64encode(jpeg.getvalue()).decode(),
+                "data:image/png;base64," + "A" * 5_000_000):
+        with pytest.raises(ValueError, match="the drawing did not arrive as a PNG of the sketchpad"):
+            sketch_pixels(bad)
 
 
 def _png(side: int = 40, colour: str = "red") -> bytes:

@@ -47,7 +47,7 @@ from .html import (
     results_row,
 )
 from .own_gallery import GalleryError, read_own_images
-from .queries import ink_to_image, prepare_query, sketch_ink
+from .queries import ink_to_image, prepare_query, sketch_ink, sketch_pixels
 from .service import Demo, OwnGallery, QueryError, feature_maps, keep_small, open_upload
 from .spec import MAX_K, MIN_GALLERY, N_EXAMPLES, SPEC, example_picks, text
 
@@ -233,7 +233,13 @@ def _apply(state: PageState, action: Action, demo: Demo, progress=None) -> PageS
             image = Image.fromarray(np.asarray(action.value).astype(np.uint8))
             return _search(state, Query("image", source=keep_small(image)), demo)
         if kind == "draw":
-            ink = sketch_ink(action.value)
+            value = action.value
+            if isinstance(value, str):  # the pad's PNG (app.py); tests and the API may pass pixels
+                try:
+                    value = sketch_pixels(value)
+                except ValueError as e:
+                    raise QueryError(str(e)) from None
+            ink = sketch_ink(value)
             if ink is None:
                 raise QueryError("the sketchpad is empty: draw a digit or a garment, light strokes are enough")
             return _search(state, Query("draw", source=ink), demo)

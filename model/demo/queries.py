@@ -15,6 +15,10 @@ image the model sees and notes saying what was done, for the page to show.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
+
 import numpy as np
 from PIL import Image
 
@@ -134,6 +138,25 @@ def prepare_query(image: Image.Image, style: str) -> tuple[Image.Image, list[str
         notes.append("cropped, scaled into 20x20 and centred by centre of mass" if style == "mnist"
                      else "cropped, scaled to 28 px and centred")
     return Image.fromarray(out), notes
+
+
+SKETCH_MAX_CHARS = 4_000_000  # a drawing's data URL; a 280x280 canvas as PNG takes a few KB
+SKETCH_MAX_SIDE = 2048
+
+
+def sketch_pixels(url: str) -> np.ndarray:
+    """The pages' sketchpad (static/sketch.js) as the Gradio page sends a stroke: a data URL of a
+    PNG -> its RGBA pixels. Anything else raises ValueError with the line to show."""
+    head, _, data = url.partition(",")
+    if head != "data:image/png;base64" or len(data) > SKETCH_MAX_CHARS:
+        raise ValueError("the drawing did not arrive as a PNG of the sketchpad: clear it and draw again")
+    try:
+        image = Image.open(io.BytesIO(base64.b64decode(data, validate=True)))
+        if image.format != "PNG" or max(image.size) > SKETCH_MAX_SIDE:
+            raise ValueError
+        return np.asarray(image.convert("RGBA"))
+    except (ValueError, binascii.Error, OSError, Image.DecompressionBombError):
+        raise ValueError("the drawing did not arrive as a PNG of the sketchpad: clear it and draw again") from None
 
 
 def sketch_ink(value: dict | np.ndarray | None) -> np.ndarray | None:

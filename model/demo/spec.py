@@ -17,6 +17,7 @@ MAX_K: int = SPEC["max_k"]
 CLASS_COLOURS: list[str] = SPEC["class_colours"]
 UNLABELLED_COLOUR: str = SPEC["unlabelled_colour"]
 MIN_GALLERY: int = SPEC["min_gallery"]
+SKETCH: dict = SPEC["sketch"]  # the sketchpad both pages draw on (static/sketch.js): side and stroke, px
 
 
 def text(key: str, /, **fields: str) -> str:

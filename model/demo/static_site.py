@@ -3,7 +3,7 @@ browser (static/search.js). This module writes it; `scripts/publish_space.py --h
 is a command line over it, and both pages' tests read what it writes.
 
 The site's root holds the page (every file of static/: index.html, search.js, actions.js, prepare.js,
-familiarity.js, spec.js, spec.json, style.css), onnxruntime-web under ort/, data/<dataset>/,
+familiarity.js, sketch.js, spec.js, spec.json, style.css), onnxruntime-web under ort/, data/<dataset>/,
 README.md and site.json, whose schema (version SCHEMA_VERSION; search.js refuses another) is:
 
     schema            int, SCHEMA_VERSION

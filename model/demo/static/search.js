@@ -12,6 +12,7 @@ import {
 } from "./actions.js";
 import { familiarity } from "./familiarity.js";
 import { drawingQuery, prepareQuery, resize } from "./prepare.js";
+import { wireSketch } from "./sketch.js";
 import { spec, text } from "./spec.js";
 
 // declared once in spec.json, which the Gradio page reads too
@@ -367,35 +368,18 @@ function wire() {
       }
     });
   }
-  wireSketch();
+  wireDrawing();
 }
 
-function wireSketch() {
-  const pad = $("#sketch"), ctx = pad.getContext("2d", { willReadFrequently: true });
-  const clear = () => { ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, pad.width, pad.height); };
-  clear();
-  let last = null;
-  const at = (e) => { const b = pad.getBoundingClientRect(); return [((e.clientX - b.left) / b.width) * pad.width, ((e.clientY - b.top) / b.height) * pad.height]; };
-  pad.addEventListener("pointerdown", (e) => { pad.setPointerCapture(e.pointerId); last = at(e); stroke(last, last); });
-  pad.addEventListener("pointermove", (e) => { if (last) { const p = at(e); stroke(last, p); last = p; } });
-  const end = () => {
-    if (!last) return;
-    last = null;
+function wireDrawing() {
+  const { clear } = wireSketch(document.querySelector("#sketch"), spec.sketch, (pad, ctx) => {
     const { data, width, height } = ctx.getImageData(0, 0, pad.width, pad.height);
     if (!drawingQuery(data, width, height, "mnist")) {
       act(failed(wanted, "draw", "the drawing is empty: draw a digit or a garment"));
       return;
     }
     act(draw(wanted, data, width, height));
-  };
-  pad.addEventListener("pointerup", end);
-  pad.addEventListener("pointercancel", end);
-  function stroke([x0, y0], [x1, y1]) {
-    ctx.strokeStyle = ctx.fillStyle = "#000"; ctx.lineWidth = 18; ctx.lineCap = "round";
-    ctx.beginPath();
-    if (x0 === x1 && y0 === y1) { ctx.arc(x0, y0, 9, 0, 2 * Math.PI); ctx.fill(); return; } // a tap: a dot
-    ctx.moveTo(x0, y0); ctx.lineTo(x1, y1); ctx.stroke();
-  }
+  });
   $("#clear-sketch").addEventListener("click", clear);
 }
 

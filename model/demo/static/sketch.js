@@ -1,0 +1,31 @@
+// The sketchpad both demo pages draw on: a plain canvas of spec.json's sketch.side pixels, black
+// ink on white, strokes sketch.line_width pixels wide. Each stroke's end calls onStroke(pad); the
+// static page reads the pixels there and searches in the browser, the Gradio page sends them as a
+// PNG. app.py inlines this file (without its `export`) into the pad's js_on_load.
+export function wireSketch(pad, { side, line_width: lineWidth }, onStroke) {
+  pad.width = pad.height = side;
+  const ctx = pad.getContext("2d", { willReadFrequently: true });
+  const clear = () => { ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, pad.width, pad.height); };
+  clear();
+  let last = null;
+  const at = (e) => {
+    const b = pad.getBoundingClientRect();
+    return [((e.clientX - b.left) / b.width) * pad.width, ((e.clientY - b.top) / b.height) * pad.height];
+  };
+  const stroke = ([x0, y0], [x1, y1]) => {
+    ctx.strokeStyle = ctx.fillStyle = "#000"; ctx.lineWidth = lineWidth; ctx.lineCap = "round";
+    ctx.beginPath();
+    if (x0 === x1 && y0 === y1) { ctx.arc(x0, y0, lineWidth / 2, 0, 2 * Math.PI); ctx.fill(); return; } // a tap: a dot
+    ctx.moveTo(x0, y0); ctx.lineTo(x1, y1); ctx.stroke();
+  };
+  pad.addEventListener("pointerdown", (e) => { pad.setPointerCapture(e.pointerId); last = at(e); stroke(last, last); });
+  pad.addEventListener("pointermove", (e) => { if (last) { const p = at(e); stroke(last, p); last = p; } });
+  const end = () => {
+    if (!last) return;
+    last = null;
+    onStroke(pad, ctx);
+  };
+  pad.addEventListener("pointerup", end);
+  pad.addEventListener("pointercancel", end);
+  return { clear };
+}
