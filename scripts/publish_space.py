@@ -95,6 +95,7 @@ def space_files(root: Path = ROOT) -> list[str]:
     files = {p.relative_to(root).as_posix() for p in local_imports(root / APP, root)} - set(NOT_SERVED)
     files |= {p.relative_to(root).as_posix() for p in sorted((root / WEB).glob("*")) if p.is_file()}
     files.add(f"{STATIC_PAGE}/spec.json")  # the pages' specification, read by model/demo/spec.py
+    files.add(f"{STATIC_PAGE}/sketch.js")  # the sketchpad both pages draw on, which app.py inlines
     assets = root / "assets"
     for config in sorted(assets.glob("*/config.json")):
         if "." in config.parent.name:  # a leftover (name.replaced), which the demo does not serve either

@@ -341,3 +341,18 @@ def test_the_demo_serves_a_model_repository_in_place_of_the_shipped_weights(asse
     result = demo.search("MNIST", "Hybrid-1", index.images[4], 3)
     assert result.hits[0].index == 4 and result.hits[0].similarity == pytest.approx(1.0, abs=1e-4)
     assert {p: p.read_bytes() for p in hub_cache.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.slow
+def test_the_space_files_alone_build_the_page(tmp_path) -> None:
+    """What the Gradio Space is sent is enough for app.py: the page is built from a folder holding
+    only space_files() (a file app.py reads but the upload leaves out fails here, not on the Space)."""
+    import subprocess
+
+    publish_space = load_script("publish_space")
+    for rel in publish_space.space_files():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, tmp_path / rel)
+    proc = subprocess.run([sys.executable, "-c", "import app; app.build(); print('built')"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "built" in proc.stdout, proc.stderr[-2000:]
