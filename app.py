@@ -12,7 +12,6 @@ one left. The page's JavaScript and CSS are in model/demo/web/.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
@@ -266,10 +265,7 @@ def draw(old: PageState, new: PageState) -> tuple:
     browser shows the old one (every answer lands in order), so a search sends its results,
     preview and map highlight, not twenty components. The controls a visitor edits are always
     sent, so a clamped or refused value never stays in its box."""
-    # the old page without its feature maps: rendering them again to compare would double the
-    # tab's cost, and while the tab is open the new ones are sent anyway
-    before = shown(render(dataclasses.replace(old, maps_open=False), demo_state))
-    after = shown(render(new, demo_state))
+    before, after = shown(render(old)), shown(render(new))  # render only formats: no work done twice
     keep = gr.update()
     out = {"state": new}
     for name in ("dataset", "model"):
@@ -353,7 +349,7 @@ def build() -> gr.Blocks:
     first = initial_state(demo_state)
     if first.error:
         print(f"[startup] {first.error[1]}", flush=True)
-    page = render(first, demo_state)
+    page = render(first)
     with gr.Blocks(title="Involution similarity search") as app:
         gr.Markdown("# Similarity search with a 116k-parameter involution + CNN model\n"
                     "One involution layer in front of a small CNN (the paper's Hybrid-1), under 0.5 MB of weights. "

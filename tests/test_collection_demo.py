@@ -34,7 +34,7 @@ def test_a_collection_is_served_with_paths_and_a_sampled_map(tmp_path, monkeypat
     index = demo.index("my-photos", "Hybrid-1")
     paths = col.open_collection(assets / "my-photos").paths
     assert len(index) == len(paths) == 48 and index.class_names == sorted({p.split("/")[0] for p in paths})
-    page = render(state, demo)
+    page = render(state)
     hits = state.rows[0].hits
     assert all(paths[h.index] in page.results for h in hits)  # each result names its file
     assert "precision@8" in page.results  # labelled by class folder: the query's label is known
@@ -50,7 +50,7 @@ def test_a_collection_is_served_with_paths_and_a_sampled_map(tmp_path, monkeypat
     compared = apply(state, Action("compare", True), demo)  # one model: said, not a silent single row
     assert len(compared.rows) == 1 and any("compare needs a second model: only Hybrid-1 serves my-photos" in n
                                            for n in compared.notes)
-    assert "compare needs a second model" in render(compared, demo).status
+    assert "compare needs a second model" in render(compared).status
 
     upload = next(p for p in folder.rglob("*.png"))
     uploaded = apply(state, Action("upload", str(upload)), demo)
@@ -83,5 +83,5 @@ def test_an_unlabelled_collection_shows_no_precision(tmp_path) -> None:
     index = demo.index("pile", "Hybrid-1")
     assert state.error is None and index.class_names == [] and set(np.unique(index.labels)) == {-1}
     assert state.label is None and state.rows[0].precision is None and len(index) >= 20
-    page = render(state, demo)
+    page = render(state)
     assert 'class="precision"' not in page.results and 'class="mark same"' not in page.results

@@ -66,7 +66,7 @@ def test_an_image_folder_checkpoint_is_served_and_searched(tmp_path, monkeypatch
     assert Image.open(demo.gallery_thumbs("shapes", "Hybrid-1")[0]).size == (DISPLAY_SIDE, DISPLAY_SIDE)
     state = initial_state(demo)
     assert state.dataset == "shapes" and state.error is None and len(state.rows[0].hits) == 8
-    page = render(state, demo)
+    page = render(state)
     assert "· shapes</span>" in page.results and not page.drawable
     assert {h.label for h in state.rows[0].hits} <= {0, 1, 2}
     uploaded = apply(state, Action("upload", str(shapes / "test" / "square" / "3.png")), demo)

@@ -95,12 +95,12 @@ def test_the_demo_follows_the_assets_folder(two_images_folders, tmp_path) -> Non
     shutil.copytree(shared / "a-hybrid1", assets / "a-hybrid1")
     demo = Demo(assets=assets)
     state = initial_state(demo)
-    assert state.dataset == "images" and render(state, demo).datasets == ["images"]
+    assert state.dataset == "images" and render(state).datasets == ["images"]
 
     # added while the page is open: listed on the next action
     shutil.copytree(shared / "b-hybrid1", assets / "b-hybrid1")
     state = apply(state, Action("k", 5), demo)
-    assert render(state, demo).datasets == ["images (projectA)", "images (projectB)"]
+    assert render(state).datasets == ["images (projectA)", "images (projectB)"]
     assert state.dataset == "images (projectA)" and state.error is None and len(state.rows[0].hits) == 5
 
     # a half-written folder (weights and config, its run's work/ still there) is never served
@@ -108,7 +108,7 @@ def test_the_demo_follows_the_assets_folder(two_images_folders, tmp_path) -> Non
     shutil.copytree(shared / "mine-hybrid1", partial)
     (partial / "work").mkdir()
     state = apply(state, Action("k", 6), demo)
-    assert "mnist (elsewhere)" not in render(state, demo).datasets and "mnist" not in render(state, demo).datasets
+    assert "mnist (elsewhere)" not in render(state).datasets and "mnist" not in render(state).datasets
 
     # replaced (as --overwrite leaves it): the query is searched again with the new weights
     before = demo.index(state.dataset, state.model)
@@ -129,7 +129,7 @@ def test_the_demo_follows_the_assets_folder(two_images_folders, tmp_path) -> Non
     shutil.rmtree(assets / "a-hybrid1")
     state = apply(state, Action("k", 4), demo)
     assert state.dataset == "images" and "images (projectA) is no longer served" in state.message
-    assert render(state, demo).datasets == ["images"] and len(state.rows[0].hits) == 4  # k applied there
+    assert render(state).datasets == ["images"] and len(state.rows[0].hits) == 4  # k applied there
 
 
 def test_a_collapsed_model_is_flagged(tmp_path, capsys) -> None:

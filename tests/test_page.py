@@ -98,7 +98,7 @@ def actions(state: PageState, files) -> dict[str, Action]:
 
 def check_consistent(state: PageState, demo: Demo) -> None:
     """What the page shows belongs to the query and dataset on screen."""
-    page = render(state, demo)
+    page = render(state)
     index = demo.index(state.dataset, state.model)
     assert page.dataset == state.dataset and state.model in page.models
     map_file = page.map["src"].removeprefix("gradio_api/file=")  # a map is always drawn, of this page's gallery
@@ -131,7 +131,7 @@ def test_every_action_from_every_state_leaves_a_consistent_page(demo, files) -> 
             if after.error is not None:  # refused: the last good query and its results are kept
                 assert (after.query, after.rows, after.dataset, after.model) == (state.query, state.rows, state.dataset,
                                                                                 state.model), (name, what)
-                page = render(after, demo)
+                page = render(after)
                 assert after.error[1] in page.status and any(after.error[1] in v for v in page.errors.values())
                 if after.query is not None:
                     assert "still those of" in page.results
@@ -142,7 +142,7 @@ def test_refusals_name_the_problem_and_later_changes_search_the_last_good_query(
     good = apply(first, Action("upload", str(files["photo"])), demo)
     refused = apply(good, Action("upload", str(files["dot"])), demo)
     assert refused.error[0] == "upload" and "1x1 pixels" in refused.error[1]
-    assert render(refused, demo).errors["upload"].startswith("⚠") and refused.query == good.query
+    assert render(refused).errors["upload"].startswith("⚠") and refused.query == good.query
     wider = apply(refused, Action("k", 20), demo)
     assert wider.error is None and wider.query == good.query and len(wider.rows[0].hits) == 20
     moved = apply(wider, Action("dataset", "CIFAR-10"), demo)
@@ -198,7 +198,7 @@ def test_top_k_is_clamped_with_a_line() -> None:
 def test_own_gallery_results_name_their_files(demo, files) -> None:
     with_own = apply(initial_state(demo), Action("own_files", files["own"]), demo)
     searched = apply(with_own, Action("own", 0, f"own:{with_own.own.token}"), demo)
-    page = render(searched, demo)
+    page = render(searched)
     names = [Path(p).name for p in files["own"]]
     captions = [c.split(" · ")[0] for c in page.results.split('class="caption">')[1:]]
     assert captions and all(c in names for c in captions), captions
@@ -221,3 +221,21 @@ def test_unlike_the_dataset_flags_other_datasets_images(demo, tmp_path) -> None:
     assert not any("unlike" in n for n in own.notes), own.notes
     on_cifar = apply(apply(first, Action("dataset", "CIFAR-10"), demo), Action("upload", str(digit)), demo)
     assert any("unlike CIFAR-10" in n for n in on_cifar.notes), on_cifar.notes
+
+
+def test_render_only_formats_the_state(demo, files, monkeypatch) -> None:
+    """apply does the work and render only formats: with every service call made to fail, each
+    state is drawn as before (and the feature maps tab open shows the maps apply computed)."""
+    reached = states(demo, files)
+    reached["maps"] = apply(reached["draw"], Action("tab", True), demo)
+    pages = {name: render(state) for name, state in reached.items()}
+    assert "<img" in pages["maps"].feature_maps and pages["draw"].feature_maps is None
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("render reached the service")
+
+    for name in ("index", "gallery_thumbs", "static_json", "own_index", "available", "refresh", "compared"):
+        monkeypatch.setattr(Demo, name, refuse)
+    monkeypatch.setattr("model.demo.page.feature_maps", refuse)
+    for name, state in reached.items():
+        assert render(state) == pages[name], name

@@ -17,8 +17,11 @@ results on screen always belong to the query and dataset on screen:
   (Demo.refresh), so a checkpoint added is listed, one replaced searches the query again, and
   one removed takes the page to a dataset still served, saying so.
 
-app.py runs every action through one queue in arrival order (one concurrency group), each on
-the state the previous one left, and draws only what `render` returns.
+`apply` does the work (loads indexes, searches, writes thumbnails, fits maps, runs the network
+for feature maps) and leaves what the page needs of it in the state (`PageState.shown`);
+`render(state)` only formats the state, so drawing a page twice costs nothing and needs no
+service. app.py runs every action through one queue in arrival order (one concurrency group),
+each on the state the previous one left, and draws only what `render` returns.
 """
 
 from __future__ import annotations
@@ -81,6 +84,22 @@ class Row:
 
 
 @dataclass(frozen=True)
+class Shown:
+    """What the page shows of the service's work for one state, filled in by apply (`_shown`)
+    and only read by render: the grids' thumbnails and captions, the map, the feature maps."""
+
+    drawable: bool = False
+    problem: str = ""  # the dataset's gallery could not be loaded: what the results say instead
+    examples: tuple[tuple[int, str, str], ...] = ()  # the example grid: (gallery position, thumbnail, caption)
+    thumbs: tuple[str, ...] = ()  # the dataset gallery's thumbnails, by position
+    class_names: tuple[str, ...] = ()
+    paths: tuple[str, ...] | None = None  # a collection's files, which caption its results
+    map: dict | None = None  # {"src": url of the map's points}
+    highlight: dict = field(default_factory=dict)
+    feature_maps: str | None = None  # None: the tab is closed
+
+
+@dataclass(frozen=True)
 class PageState:
     dataset: str  # title, as the dataset control shows it
     model: str  # title
@@ -102,6 +121,7 @@ class PageState:
     clicks: int = 0  # the sequence number of the latest click applied (see Action.seq)
     served: tuple[tuple[str, str], ...] = ()  # (dataset, model) titles the page lists, as the demo served them
     revision: str = ""  # the dataset's checkpoints as last searched (Demo.revision): a change searches again
+    shown: Shown | None = field(default=None, compare=False)  # the service's part of the page (apply fills it)
 
     @property
     def gallery_key(self) -> str:
@@ -145,6 +165,10 @@ class Page:
 
 def initial_state(demo: Demo, dataset: str | None = None, model: str | None = None) -> PageState:
     """The page as it opens: the first served dataset and model, its first example searched."""
+    return _with_shown(_opening(demo, dataset, model), demo)
+
+
+def _opening(demo: Demo, dataset: str | None = None, model: str | None = None) -> PageState:
     demo.refresh()
     datasets = demo.datasets()
     if not datasets:
@@ -169,6 +193,11 @@ def apply(state: PageState, action: Action, demo: Demo, progress=None) -> PageSt
     own_files (file paths: the visitor's gallery); tab (the feature maps opened: bool);
     pixel ((row, column) of the feature maps). A refused action returns `state` with its error; a
     click numbered before the latest click applied is dropped (the later one already answered)."""
+    new = _step(state, action, demo, progress)
+    return new if new is state else _with_shown(new, demo)
+
+
+def _step(state: PageState, action: Action, demo: Demo, progress=None) -> PageState:
     followed = follow_disk(state, demo)
     note = followed.message if followed is not state else ""  # what changed on disk, said after the action
     state = followed
@@ -195,7 +224,7 @@ def follow_disk(state: PageState, demo: Demo) -> PageState:
         if not datasets:
             return PageState(dataset="", model="", served=served, error=("dataset", f"{gone}; no checkpoints to "
                                                                                    "serve: train one with train.py"))
-        new = initial_state(demo)
+        new = _opening(demo)
         return dataclasses.replace(new, message=f"{gone}: showing {new.dataset}")
     models = demo.models(state.dataset)
     model = state.model if state.model in models else models[0]
@@ -432,8 +461,9 @@ def _own_files(state: PageState, paths: list[str] | None, demo: Demo, progress=N
 
 # ------------------------------------------------------------------------------ drawing
 
-def render(state: PageState, demo: Demo) -> Page:
-    """Everything the page shows, from the state alone."""
+def render(state: PageState) -> Page:
+    """Everything the page shows, formatted from the state alone (no service, no files written)."""
+    shown = state.shown or Shown()
     errors = dict.fromkeys(("examples", "upload", "draw", "own", "settings", "maps"), "")
     status = [*state.notes]
     if state.message:
@@ -442,34 +472,49 @@ def render(state: PageState, demo: Demo) -> Page:
         kind, message = state.error
         errors[ERROR_LINES.get(kind, "settings")] = f"⚠ {message}"
         status.insert(0, f"⚠ {message}")
-    served = state.served or tuple(demo.available())
-    datasets = list(dict.fromkeys(d for d, _ in served))
-    models = [m for d, m in served if d == state.dataset]
+    datasets = list(dict.fromkeys(d for d, _ in state.served))
+    models = [m for d, m in state.served if d == state.dataset]
     page = Page(datasets=datasets, dataset=state.dataset, models=models, model=state.model, k=state.k,
-                compare=state.compare, drawable=bool(state.dataset) and drawable(demo, state.dataset),
-                examples="", results="", status=" · ".join(status), map=None, highlight={}, feature_maps=None,
-                errors=errors, own_grid="", own_note=state.own_note)
+                compare=state.compare, drawable=shown.drawable, examples="", results="", status=" · ".join(status),
+                map=None, highlight={}, feature_maps=None, errors=errors, own_grid="", own_note=state.own_note)
     if state.own is not None:
         page.own_grid = examples_html([(i, t, state.own.own.names[i]) for i, t in enumerate(state.own.thumbs)],
                                       gallery=f"own:{state.own.token}")
     if not state.dataset:
         page.results = empty_results(state.error[1] if state.error else "nothing to serve")
         return page
+    if shown.problem:
+        page.results = empty_results(shown.problem)
+        return page
+    page.examples = examples_html(list(shown.examples), gallery=f"gallery:{state.dataset}")
+    page.results = _results(state, shown)
+    page.map, page.highlight = shown.map, shown.highlight
+    page.feature_maps = shown.feature_maps if state.maps_open else None
+    return page
+
+
+def _with_shown(state: PageState, demo: Demo) -> PageState:
+    return dataclasses.replace(state, shown=_shown(state, demo))
+
+
+def _shown(state: PageState, demo: Demo) -> Shown:
+    """The service's part of the page for `state`: thumbnails (written once per gallery), captions,
+    the map's points (fitted once per gallery) and the feature maps (while their tab is open)."""
+    can_draw = bool(state.dataset) and drawable(demo, state.dataset)
+    if not state.dataset:
+        return Shown(drawable=can_draw)
     try:
         index = demo.index(state.dataset, state.model)
         thumbs = demo.gallery_thumbs(state.dataset, state.model)
     except ERRORS as e:
-        page.results = empty_results(f"{state.model} on {state.dataset}: {e}")
-        return page
-    caption = (lambda i: index.paths[i]) if hasattr(index, "paths") else (  # a collection's: its files
-        lambda i: index.class_names[index.labels[i]])
-    page.examples = examples_html([(i, thumbs[i], caption(i)) for i in state.examples],
-                                  gallery=f"gallery:{state.dataset}")
-    page.results = _results(state, demo, index, thumbs)
-    page.map, page.highlight = _map(state, demo, index, thumbs)
-    if state.maps_open:
-        page.feature_maps = _feature_maps(state, demo)
-    return page
+        return Shown(drawable=can_draw, problem=f"{state.model} on {state.dataset}: {e}")
+    paths = tuple(index.paths) if hasattr(index, "paths") else None  # a collection's: its files caption it
+    names = tuple(index.class_names)
+    caption = (lambda i: paths[i]) if paths is not None else (lambda i: names[index.labels[i]])
+    map_, highlight = _map(state, demo, index, thumbs)
+    return Shown(drawable=can_draw, examples=tuple((i, thumbs[i], caption(i)) for i in state.examples),
+                 thumbs=tuple(thumbs), class_names=names, paths=paths, map=map_, highlight=highlight,
+                 feature_maps=_feature_maps(state, demo) if state.maps_open else None)
 
 
 def describe(state: PageState) -> str:
@@ -485,21 +530,20 @@ def describe(state: PageState) -> str:
     return what
 
 
-def _results(state: PageState, demo: Demo, index: SearchIndex, thumbs: list[str]) -> str:
+def _results(state: PageState, shown: Shown) -> str:
     if state.query is None:
         return empty_results(" · ".join(state.notes) or "Pick an example, upload an image, or draw one.")
-    names = index.class_names
+    thumbs, names, captions = shown.thumbs, list(shown.class_names), shown.paths
     if state.target == "own":
-        thumbs, names = state.own.thumbs, []
+        thumbs, names, captions = state.own.thumbs, [], state.own.own.names
     known = "label unknown"
     if state.label is not None:
-        known = f"label <b>{html.escape(index.class_names[state.label])}</b>"
+        known = f"label <b>{html.escape(shown.class_names[state.label])}</b>"
     line = (f'<img class="query-img" src="{png_data_url(state.seen)}" alt="query">'
             f"<span>Query: {describe(state)} ({known}), as the model sees it · {html.escape(state.dataset)}</span>")
     if state.error:
         line += (f'<span class="refused">⚠ {html.escape(state.error[1])}. The results below are still those of '
                  f"{describe(state)}.</span>")
-    captions = state.own.own.names if state.target == "own" else getattr(index, "paths", None)
     rows = [results_row(r.model, r.hits, thumbs, names, state.label, r.precision, captions=captions)
             for r in state.rows]
     # "unlike the dataset" next to the results it qualifies, as on the static page (on a phone the
