@@ -149,12 +149,9 @@ CSS = _web("page.css")
 # stroke's end sends the canvas as a PNG in one event, as a click sends its position. (Gradio's
 # Sketchpad took about 1 s from a stroke's end to results: it rasterised its layers and uploaded
 # them in several rounds before its change event was sent.)
-SKETCH_HTML = (f'<canvas width="{SKETCH["side"]}" height="{SKETCH["side"]}" aria-label="draw a digit or a garment">'
-               '</canvas><button type="button" class="clear-sketch">Clear</button>')
 SKETCH_JS = ((WEB.parent / "static" / "sketch.js").read_text().replace("export function", "function")
-             + f"const sketch = wireSketch(element.querySelector('canvas'), {json.dumps(SKETCH)}, "
-             "(pad) => trigger('edit', {png: pad.toDataURL('image/png')}));\n"
-             "element.querySelector('.clear-sketch').addEventListener('click', sketch.clear);\n")
+             + f"mountSketch(element, {json.dumps(SKETCH)}, "
+             "(pad) => trigger('edit', {png: pad.toDataURL('image/png')}));\n")
 LAUNCH = {"css": CSS, "max_file_size": MAX_FILE_BYTES}  # what every launch of the page passes
 # Every page action: one queue, one at a time, in the order they were taken. A control's pending
 # repeats (typing, dragging, strokes) collapse to its latest value ("always_last" re-reads the
@@ -212,7 +209,7 @@ def search_tab(page: Page) -> dict:
                         # The pad is never an output (an answer would wipe the drawing): its box is
                         # shown or hidden.
                         with gr.Column(visible=page.drawable, elem_id="draw-box") as ui["draw_box"]:
-                            ui["sketch"] = gr.HTML(SKETCH_HTML, elem_id="sketch", js_on_load=SKETCH_JS)
+                            ui["sketch"] = gr.HTML(elem_id="sketch", js_on_load=SKETCH_JS)
                         ui["draw_error"] = error_line("draw", page.errors["draw"])
                     with gr.Tab("Your gallery", id="own-tab"):
                         ui["own_files"] = gr.File(label=f"your images (up to {MAX_IMAGES}) or a .zip of them",

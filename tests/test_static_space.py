@@ -114,7 +114,7 @@ def click_a_point(page, box) -> str:
 def draw_a_one(page) -> None:
     """A vertical stroke down the middle of the sketch canvas, with the mouse."""
     page.get_by_role("tab", name="Draw").click()
-    box = page.locator("#sketch").bounding_box()
+    box = page.locator("#sketch canvas").bounding_box()
     x = box["x"] + box["width"] / 2
     page.mouse.move(x, box["y"] + box["height"] * 0.2)
     page.mouse.down()

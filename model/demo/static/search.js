@@ -12,7 +12,7 @@ import {
 } from "./actions.js";
 import { familiarity } from "./familiarity.js";
 import { drawingQuery, prepareQuery, resize } from "./prepare.js";
-import { wireSketch } from "./sketch.js";
+import { mountSketch } from "./sketch.js";
 import { spec, text } from "./spec.js";
 
 // declared once in spec.json, which the Gradio page reads too
@@ -372,7 +372,7 @@ function wire() {
 }
 
 function wireDrawing() {
-  const { clear } = wireSketch(document.querySelector("#sketch"), spec.sketch, (pad, ctx) => {
+  mountSketch($("#sketch"), spec.sketch, (pad, ctx) => {
     const { data, width, height } = ctx.getImageData(0, 0, pad.width, pad.height);
     if (!drawingQuery(data, width, height, "mnist")) {
       act(failed(wanted, "draw", "the drawing is empty: draw a digit or a garment"));
@@ -380,7 +380,6 @@ function wireDrawing() {
     }
     act(draw(wanted, data, width, height));
   });
-  $("#clear-sketch").addEventListener("click", clear);
 }
 
 async function main() {

@@ -1,10 +1,12 @@
-// The sketchpad both demo pages draw on: a plain canvas of spec.json's sketch.side pixels, black
-// ink on white, strokes sketch.line_width pixels wide. Each stroke's end calls onStroke(pad); the
-// static page reads the pixels there and searches in the browser, the Gradio page sends them as a
-// PNG. app.py inlines this file (without its `export`) into the pad's js_on_load.
-export function wireSketch(pad, { side, line_width: lineWidth }, onStroke) {
-  pad.width = pad.height = side;
-  const ctx = pad.getContext("2d", { willReadFrequently: true });
+// The sketchpad both demo pages draw on, declared once: mountSketch fills a box (#sketch on both
+// pages) with a canvas of spec.json's sketch.side pixels, black ink on white in strokes
+// sketch.line_width pixels wide, and a Clear button. Each stroke's end calls onStroke(pad, ctx):
+// the static page reads the pixels there and searches in the browser, the Gradio page sends them
+// as a PNG. app.py inlines this file (without its `export`) into the pad's js_on_load.
+export function mountSketch(box, { side, line_width: lineWidth }, onStroke) {
+  box.innerHTML = `<canvas width="${side}" height="${side}" aria-label="draw a digit or a garment"></canvas>` +
+    '<button type="button" class="clear-sketch">Clear</button>';
+  const pad = box.querySelector("canvas"), ctx = pad.getContext("2d", { willReadFrequently: true });
   const clear = () => { ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, pad.width, pad.height); };
   clear();
   let last = null;
@@ -27,5 +29,5 @@ export function wireSketch(pad, { side, line_width: lineWidth }, onStroke) {
   };
   pad.addEventListener("pointerup", end);
   pad.addEventListener("pointercancel", end);
-  return { clear };
+  box.querySelector(".clear-sketch").addEventListener("click", clear);
 }
