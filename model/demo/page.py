@@ -191,8 +191,9 @@ def apply(state: PageState, action: Action, demo: Demo, progress=None) -> PageSt
     paste or webcam shot); draw (the sketchpad as a PNG data URL, or its pixels); clear (an input
     emptied: nothing changes); dataset, model (titles); k (a number, clamped to 1..MAX_K);
     compare (bool); shuffle (a seed); own_files (file paths: the visitor's gallery); tab (the
-    feature maps opened: bool); pixel ((row, column) of the feature maps). A refused action returns `state` with its error; a
-    click numbered before the latest click applied is dropped (the later one already answered)."""
+    feature maps opened: bool); pixel ((row, column) of the feature maps). A refused action
+    returns `state` with its error; a click numbered before the latest click applied is dropped
+    (the later one already answered)."""
     new = _step(state, action, demo, progress)
     return new if new is state else _with_shown(new, demo)
 
