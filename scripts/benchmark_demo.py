@@ -156,7 +156,6 @@ def stroke_ms(page, strokes: int) -> list[float]:
     canvas = page.locator("#sketch canvas").first
     canvas.wait_for(timeout=30_000)
     canvas.scroll_into_view_if_needed()  # the page may have scrolled with the clicks before
-    page.wait_for_timeout(800)
     page.evaluate(STROKE_TIMER)
     box = canvas.bounding_box()
     for i in range(strokes):

@@ -142,6 +142,7 @@ def prepare_query(image: Image.Image, style: str) -> tuple[Image.Image, list[str
 
 SKETCH_MAX_CHARS = 4_000_000  # a drawing's data URL; a 280x280 canvas as PNG takes a few KB
 SKETCH_MAX_SIDE = 2048
+SKETCH_REFUSED = "the drawing did not arrive as a PNG of the sketchpad: clear it and draw again"
 
 
 def sketch_pixels(url: str) -> np.ndarray:
@@ -149,14 +150,14 @@ def sketch_pixels(url: str) -> np.ndarray:
     PNG -> its RGBA pixels. Anything else raises ValueError with the line to show."""
     head, _, data = url.partition(",")
     if head != "data:image/png;base64" or len(data) > SKETCH_MAX_CHARS:
-        raise ValueError("the drawing did not arrive as a PNG of the sketchpad: clear it and draw again")
+        raise ValueError(SKETCH_REFUSED)
     try:
         image = Image.open(io.BytesIO(base64.b64decode(data, validate=True)))
         if image.format != "PNG" or max(image.size) > SKETCH_MAX_SIDE:
             raise ValueError
         return np.asarray(image.convert("RGBA"))
     except (ValueError, binascii.Error, OSError, Image.DecompressionBombError):
-        raise ValueError("the drawing did not arrive as a PNG of the sketchpad: clear it and draw again") from None
+        raise ValueError(SKETCH_REFUSED) from None
 
 
 def sketch_ink(value: dict | np.ndarray | None) -> np.ndarray | None:

@@ -4,8 +4,11 @@
 // the static page reads the pixels there and searches in the browser, the Gradio page sends them
 // as a PNG. app.py inlines this file (without its `export`) into the pad's js_on_load.
 export function mountSketch(box, { side, line_width: lineWidth }, onStroke) {
-  box.innerHTML = `<canvas width="${side}" height="${side}" aria-label="draw a digit or a garment"></canvas>` +
-    '<button type="button" class="clear-sketch">Clear</button>';
+  // styled here, once for both pages: a white square that takes touch strokes without scrolling the page
+  const look = `width: ${side}px; max-width: 100%; aspect-ratio: 1; border: 1px solid #d4d4d8; border-radius: 6px; ` +
+    "touch-action: none; cursor: crosshair; background: #fff; display: block; margin-bottom: 6px;";
+  box.innerHTML = `<canvas width="${side}" height="${side}" style="${look}" aria-label="draw a digit or a garment">` +
+    '</canvas><button type="button" class="clear-sketch">Clear</button>';
   const pad = box.querySelector("canvas"), ctx = pad.getContext("2d", { willReadFrequently: true });
   const clear = () => { ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, pad.width, pad.height); };
   clear();
