@@ -4,7 +4,8 @@
                                          [--layout classes|train-test]
 
 Each kind is a folder of 4 classes, as a user's own photos come: images of mixed sizes (40 to
-200 px, 3:4 to 4:3), formats (PNG, JPEG, WebP, BMP) and modes (RGB, greyscale, RGBA), some
+200 px, 3:4 to 4:3), formats (PNG, JPEG, WebP, BMP) and modes (RGB, RGBA, and greyscale except
+among colours, where a grey picture would carry no label), some
 in nested subfolders, plus one truncated JPEG and one text file that training must name and
 skip. `shapes`: a filled circle, square, triangle or cross, anywhere, any size and colour, on a
 noisy background; `textures`: stripes, a checkerboard, dots or blotches, at any angle, scale and
@@ -100,13 +101,15 @@ def colour(rng: np.random.Generator, cls: str, w: int, h: int) -> Image.Image:
 DRAW = {"shapes": shape, "textures": texture, "colours": colour}
 
 
-def save_varied(im: Image.Image, path: Path, rng: np.random.Generator) -> None:
-    """Saved as a user's files come: PNG, JPEG, WebP or BMP; now and then greyscale or with alpha."""
+def save_varied(im: Image.Image, path: Path, rng: np.random.Generator, greyscale: bool = True) -> None:
+    """Saved as a user's files come: PNG, JPEG, WebP or BMP; now and then with alpha, and now and
+    then greyscale where `greyscale` (not in a folder whose classes are colours: a grey copy of
+    a red scene is no longer red, and such a folder would be mislabelled)."""
     fmt = ("png", "jpg", "webp", "bmp")[int(rng.integers(0, 4))]
     roll = rng.random()
     if roll < 0.1 and fmt != "bmp":
         im = im.convert("RGBA")
-    elif roll < 0.15:
+    elif roll < 0.15 and greyscale:
         im = im.convert("L")
     if fmt == "jpg" and im.mode == "RGBA":
         fmt = "png"
@@ -130,7 +133,7 @@ def make_folder(root: Path, kind: str, per_class: int = 60, seed: int = 0, layou
             folder.mkdir(parents=True, exist_ok=True)
             w = int(rng.integers(40, 200))
             h = int(w * rng.uniform(0.75, 4 / 3))  # photos' aspect ratios, 3:4 to 4:3
-            save_varied(DRAW[kind](rng, cls, w, h), folder / f"{cls}-{i:03d}", rng)
+            save_varied(DRAW[kind](rng, cls, w, h), folder / f"{cls}-{i:03d}", rng, greyscale=kind != "colours")
     first = root / (KINDS[kind][0] if layout == "classes" else f"train/{KINDS[kind][0]}")
     (first / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(40))  # a JPEG header and nothing more
     (first / "notes.txt").write_text("not an image\n")

@@ -139,3 +139,15 @@ def test_sample_folders_are_what_the_bench_trains_on(tmp_path) -> None:
     assert scanned.classes == sorted(sample.KINDS["shapes"]) and scanned.layout == "classes"
     assert scanned.count() == 4 * 6 + 1  # with the truncated JPEG, which only decoding finds
     assert scanned.not_images == ["circle/notes.txt"]
+
+
+def test_sample_colour_scenes_are_never_greyscale(tmp_path) -> None:
+    """A grey copy of a red scene is no longer red: the colours folder would be mislabelled."""
+    from PIL import Image
+
+    modes = {}
+    for kind in ("colours", "shapes"):
+        root = sample.make_folder(tmp_path / kind, kind, per_class=15, seed=3)
+        modes[kind] = {Image.open(p).mode for p in root.rglob("*") if p.suffix in (".png", ".webp", ".bmp", ".jpg")
+                       and p.name != "broken.jpg"}
+    assert "L" not in modes["colours"] and "L" in modes["shapes"]  # shapes keep their greyscale files
