@@ -67,7 +67,8 @@ def markdown(record: dict) -> str:
              f"{record['cpu']}, {record['cores']} cores, {record['jobs']} runs at once, {record['threads_per_run']} "
              "thread(s) each, so each time is an upper bound for a run alone. Folders: "
              "`scripts/sample_folders.py`, 4 classes x 60 images (mixed sizes 40-200 px, PNG/JPEG/WebP/BMP, some "
-             "greyscale or transparent, a broken JPEG and a text file), a fifth of each class tested. "
+             "transparent, some greyscale except among the colour scenes, a broken JPEG and a text file), a fifth "
+             "of each class tested. "
              f"Target: {record['target']}.", "",
              "| folder / layout | runs at target | test P@1 per seed | seconds per seed |", "|---|---|---|---|"]
     for name, s in record["summary"].items():
