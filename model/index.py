@@ -112,10 +112,12 @@ def build_gallery(dataset: str, data_dir: str | Path | None, path: Path, size: i
 
 
 def fit_umap(embeddings: np.ndarray, seed: int = 0, n_neighbors: int = 15) -> np.ndarray:
-    """2-d map of the embeddings. UMAP's numba sets the process's OpenMP thread count, which torch
-    shares: it is put back, so a demo pinned to one thread or a one-thread training run stays so."""
+    """2-d map of the embeddings, each placed by its `n_neighbors` nearest (fewer in a gallery that
+    small). UMAP's numba sets the process's OpenMP thread count, which torch shares: it is put
+    back, so a demo pinned to one thread or a one-thread training run stays so."""
     import umap  # slow import (numba): only when a map is (re)fitted
 
+    n_neighbors = max(2, min(n_neighbors, len(embeddings) - 1))
     threads = torch.get_num_threads()
     try:
         reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=0.1, metric="cosine", random_state=seed)

@@ -180,3 +180,19 @@ def test_a_checkpoint_added_while_the_page_is_open_is_listed_and_searched(two_im
     finally:
         blocks.close()
         app.demo_state = saved
+
+
+def test_a_small_gallery_is_mapped_without_a_library_warning() -> None:
+    """A 9-image gallery (3 a class) is mapped with fewer neighbours, not with UMAP's warning in the log."""
+    import warnings
+
+    import numpy as np
+
+    from model.index import fit_umap
+
+    embeddings = np.random.default_rng(0).normal(size=(9, 16)).astype(np.float32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        xy = fit_umap(embeddings)
+    assert xy.shape == (9, 2) and np.isfinite(xy).all()
+    assert not [w for w in caught if "n_neighbors" in str(w.message)]

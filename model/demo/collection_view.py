@@ -114,7 +114,7 @@ class CollectionIndex(SearchIndex):
     def xy(self) -> np.ndarray:  # the map sample's
         n = len(self.map_ids)
         if n >= 10:
-            return fit_umap(self.embeddings, n_neighbors=min(15, n - 1))
+            return fit_umap(self.embeddings)
         return np.zeros((n, 2), np.float32)
 
     def search_embedding(self, query: np.ndarray, k: int) -> list[Hit]:

@@ -550,7 +550,7 @@ class Demo:
             n = len(embeddings)
             if n >= 10:
                 (log or self.log)(f"fitting a UMAP map of your {n} images ...")
-                xy, method = fit_umap(embeddings, n_neighbors=min(15, n - 1)), "UMAP"
+                xy, method = fit_umap(embeddings), "UMAP"
             else:
                 centred = embeddings - embeddings.mean(0)
                 _, _, vt = np.linalg.svd(centred, full_matrices=False)
