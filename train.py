@@ -34,7 +34,7 @@ import torch
 from safetensors.torch import load_file
 
 from model.checkpoint import CheckpointError, save_checkpoint
-from model.data import KNOWN, DataError, canonical_name, load_dataset
+from model.data import KNOWN, DataError, canonical_name, load_dataset, unknown_dataset
 from model.embedder import load_embedder
 from model.evaluation import choose_views, embedder_for, embedding_check, evaluate, view_embeddings
 from model.files import atomic_save_tensors, atomic_write_bytes, atomic_write_json
@@ -44,6 +44,7 @@ from model.recipe import Recipe, RecipeError, folder_defaults, from_dict, load_r
 from model.run_folder import (
     WORK,
     FolderError,
+    check_output_folder,
     claim_output_folder,
     find_resume_state,
     release_replaced,
@@ -131,7 +132,11 @@ def build_recipe(args: argparse.Namespace) -> Recipe:
             raise RecipeError("give a recipe file (recipes/*.toml) or --dataset (mnist, fashion_mnist, cifar10, "
                               "or an image folder)")
         name = canonical_name(args.dataset)
-        folder = name not in KNOWN and Path(args.dataset).is_dir()
+        if name not in KNOWN:  # a folder, "~" expanded even where the shell did not
+            if not Path(args.dataset).expanduser().is_dir():
+                raise unknown_dataset(args.dataset)
+            args.dataset = str(Path(args.dataset).expanduser())
+        folder = name not in KNOWN
         if folder:  # chosen from the folder's size; the flags given win
             model = given.get("model", "hybrid1")
             start = "" if given.get("init_from") is not None else photo_checkpoint(model)
@@ -153,6 +158,22 @@ def build_recipe(args: argparse.Namespace) -> Recipe:
             base["search"]["views"] = [{"flip": bool(args.flip_average), "shift": args.shift_average}]
         recipe = load_recipe(None, args.set, base=base)
     return quick(recipe) if args.quick else recipe
+
+
+FIRM_VALIDATION = 5  # validation images in the smallest class below which its choices are rough
+
+
+def validation_note(val_y: torch.Tensor | None, n_classes: int) -> str:
+    """A line for a validation split too small to choose on (fewer than FIRM_VALIDATION images in
+    some class), else ""."""
+    if val_y is None or not len(val_y):
+        return ""
+    smallest = int(torch.bincount(val_y, minlength=n_classes).min())
+    if smallest >= FIRM_VALIDATION:
+        return ""
+    return (f"note: the validation split holds {len(val_y)} images, {smallest} in its smallest class: too few to "
+            "choose the epoch, the augmentation and the search views with confidence (the first candidate wins a "
+            "tie); a few dozen images a class make these choices firm")
 
 
 def photo_checkpoint(model: str) -> str:
@@ -482,6 +503,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             recipe = build_recipe(args)
             out = Path(args.out or f"runs/{recipe.name}")
+            check_output_folder(out, args.overwrite)  # before anything is decoded
         if note := getattr(args, "defaults_note", ""):
             print(note)
         data = load_dataset(recipe.dataset, args.data_dir, image_size=recipe.image_size)
@@ -503,6 +525,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{recipe.model} ({recipe.activation}) on {data.name}: {len(data.train_y):,} train / {val}"
               f"{len(data.test_y):,} test images, {len(recipe.stages)} stage(s), device {device}, {precision} "
               "training steps")
+        if note := validation_note(data.val_y, len(data.class_names)):
+            print(note)
         compile_step = args.compile == "on" or (args.compile == "auto" and device.type == "cuda")
         stop_at = None if args.time_budget is None else time.time() + 60 * args.time_budget
         try:

@@ -350,6 +350,18 @@ def load_recorded_split(record: dict, image_size: int) -> ImageData:
                      folder={k: v for k, v in record.items() if k not in ("train", "val", "test", "classes")})
 
 
+def unknown_dataset(dataset: str) -> DataError:
+    """The one line for a --dataset that is neither a known name nor a folder: a path that does not
+    exist or is a file is named as such, anything else is an unknown name."""
+    path = Path(dataset).expanduser()
+    use = "use mnist, fashion_mnist, cifar10, or an image folder (<class>/ subfolders, or train/ and test/ ones)"
+    if path.is_file():
+        return DataError(f"--dataset {dataset} is a file, not a folder: give the folder that holds the class folders")
+    if "/" in dataset or os.sep in dataset or dataset.startswith((".", "~")):
+        return DataError(f"no folder at {path.absolute()}: check the path; --dataset takes {use[4:]}")
+    return DataError(f"unknown dataset {dataset!r}: {use}")
+
+
 def load_dataset(
     dataset: str,
     data_dir: str | Path | None = None,
@@ -381,13 +393,10 @@ def load_dataset(
         data = ImageData(name, _nhwc_to_nchw(xtr), torch.from_numpy(np.asarray(ytr)).long(),
                          _nhwc_to_nchw(xte), torch.from_numpy(np.asarray(yte)).long(),
                          list(info.class_names), info.augment, source)
-    elif Path(dataset).is_dir():
-        data = _load_image_folder(Path(dataset), image_size, log)
+    elif Path(dataset).expanduser().is_dir():
+        data = _load_image_folder(Path(dataset).expanduser(), image_size, log)
     else:
-        raise DataError(
-            f"unknown dataset {dataset!r}: use mnist, fashion_mnist, cifar10, "
-            "or an image folder (<class>/ subfolders, or train/ and test/ ones)"
-        )
+        raise unknown_dataset(dataset)
     if max_train_samples is not None and max_train_samples < 1:
         raise DataError(f"--max-train-samples must be at least 1 (got {max_train_samples}); drop it to train on all")
     return data.train_subset(max_train_samples)

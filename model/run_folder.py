@@ -84,16 +84,24 @@ def describe_output_folder(out: Path) -> str | None:
     return f"other files ({', '.join(sorted(p.name for p in out.iterdir())[:3])} ...)"
 
 
+def check_output_folder(out: Path, overwrite: bool) -> str | None:
+    """Refuse, in one line, an `out` that holds anything unless `overwrite` (train.py asks this
+    before it decodes anything, and again when it claims the folder); returns what it holds."""
+    held = describe_output_folder(out)
+    if held is not None and not overwrite:
+        resume = "" if held.startswith("a finished") else "pass --resume to continue the run, "
+        raise FolderError(f"{out} already holds {held}: {resume}pass --overwrite to replace it (the old folder is "
+                          "kept until the new run completes), or choose another --out")
+    return held
+
+
 def claim_output_folder(out: Path, overwrite: bool) -> Path | None:
     """Make sure a new run writes nowhere it was not asked to: refuse an `out` that holds
     anything unless `overwrite`, which moves it to OUT.replaced, kept until the new run
     completes (release_replaced). Returns that folder, if any."""
-    held = describe_output_folder(out)
+    held = check_output_folder(out, overwrite)
     if held is None:
         return None
-    if not overwrite:
-        raise FolderError(f"{out} already holds {held}: pass --resume to continue a run, --overwrite to replace it "
-                          "(the old folder is kept until the new run completes), or choose another --out")
     replaced = out.with_name(out.name + ".replaced")
     if replaced.exists():
         raise FolderError(f"{replaced} is left from an earlier --overwrite that did not complete: "

@@ -37,15 +37,21 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_a_finished_checkpoint_is_never_overwritten_unasked(data_dir, tmp_path, capsys) -> None:
+def test_a_finished_checkpoint_is_never_overwritten_unasked(data_dir, tmp_path, capsys, monkeypatch) -> None:
     shipped = tmp_path / "cifar10-hybrid1"  # as shipped: no resume state beside the weights
     shutil.copytree(ROOT / "assets" / "cifar10-hybrid1", shipped)
     before = snapshot(shipped)
-    assert run([*QUICK[:1], "cifar10", *QUICK[2:3], "hybrid1", *QUICK[4:]], data_dir, shipped) == 2
+
+    def decoded(*args, **kwargs):
+        raise AssertionError("the data was loaded before --out was checked")
+
+    with monkeypatch.context() as m:  # refused before a (possibly large) dataset is decoded
+        m.setattr(train, "load_dataset", decoded)
+        assert run([*QUICK[:1], "cifar10", *QUICK[2:3], "hybrid1", *QUICK[4:]], data_dir, shipped) == 2
     err = one_line_error(capsys)
     p1 = json.loads((shipped / "metrics.json").read_text())["test"]["precision_at_1"]
     assert f"already holds a finished checkpoint (hybrid1 on cifar10, test P@1 {p1:.4f})" in err
-    assert "--overwrite" in err and "--resume" in err
+    assert "--overwrite" in err and "--resume" not in err  # a finished run has nothing to resume
     assert snapshot(shipped) == before
     legacy = tmp_path / "legacy"  # the record of a checkpoint trained before recipes (a `final` block)
     legacy.mkdir()
@@ -70,7 +76,8 @@ def test_a_torn_save_is_refused_and_cleaned_on_resume(data_dir, tmp_path, capsys
     (out / "work" / "stage-1" / "resume.tmp").mkdir()
     capsys.readouterr()
     assert run([*QUICK[:7], "2", *QUICK[8:]], data_dir, out) == 2
-    assert "already holds a run in progress" in one_line_error(capsys)
+    err = one_line_error(capsys)
+    assert "already holds a run in progress: pass --resume to continue the run" in err
     assert train.main(["--resume", "--out", str(out), "--data-dir", str(data_dir), "--no-index"]) == 0
     said = capsys.readouterr().out
     assert "removed what an interrupted save left: .model.safetensors.k3j2, work/stage-1/resume.tmp" in said
@@ -217,3 +224,15 @@ def test_an_image_folder_trains_on_the_pixels_a_query_gets(tmp_path) -> None:
     for i, path in enumerate(train_files):
         with Image.open(path) as im:
             assert np.array_equal(embedder.to_uint8([centre_square(im, [])])[0].numpy(), data.train_x[i].numpy()), path
+
+
+def test_a_validation_split_too_small_to_choose_on_is_said() -> None:
+    import torch
+
+    tiny = torch.tensor([0, 0, 1, 1, 2, 2, 2])  # 15 images a class, a fifth held out of the training fifth
+    note = train.validation_note(tiny, 3)
+    assert note.startswith("note: the validation split holds 7 images, 2 in its smallest class: too few")
+    assert "\n" not in note
+    assert ", 0 in its smallest class" in train.validation_note(torch.tensor([0, 1, 2]), 4)  # a class with none
+    assert train.validation_note(torch.arange(4).repeat(10), 4) == ""  # 10 a class: firm enough
+    assert train.validation_note(None, 4) == ""  # the named datasets' recipes: no split unless asked

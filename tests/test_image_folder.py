@@ -87,7 +87,8 @@ def test_a_train_test_folder_keeps_its_test_split(tmp_path) -> None:
                                             r"each class needs at least 6 .* add images to .*blue or remove"),
     (lambda r: tiny_folder(r, classes=("red",)), "one class folder"),
     (lambda r: r.mkdir(), "has no class folders"),
-    (lambda r: None, "unknown dataset .*: use mnist, fashion_mnist, cifar10, or an image folder"),
+    (lambda r: None, r"no folder at .*f: check the path; --dataset takes mnist, fashion_mnist, cifar10, or an image"),
+    (lambda r: r.write_bytes(b"x"), "is a file, not a folder: give the folder that holds the class folders"),
 ])
 def test_a_folder_that_cannot_train_is_refused_in_one_line(tmp_path, make, match) -> None:
     root = tmp_path / "f"

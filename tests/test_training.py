@@ -293,6 +293,8 @@ def test_distillation_uses_the_teachers_search_embeddings_and_records_them(check
     "args,message",
     [
         (["--dataset", "nope"], "unknown dataset 'nope'"),
+        (["--dataset", "no/such/photos"], "no folder at "),
+        (["--dataset", "~/no-such-photos"], f"no folder at {Path.home()}/no-such-photos: check the path"),
         (["--dataset", "mnist", "--epochs", "0"], "stages.1.epochs must be a whole number of at least 1"),
         (["--dataset", "mnist", "--lr", "-1"], "stages.1.lr must be a positive number"),
         (["--dataset", "mnist", "--loss", "normsoftmax", "--temperature", "0"], "stages.1.temperature must be a posi"),
