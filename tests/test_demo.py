@@ -3,13 +3,14 @@ feature maps, and the /search endpoint through gradio_client against a launched 
 
 import io
 import json
+import shutil
 import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import free_port
+from conftest import ROOT, free_port
 from PIL import Image
 
 from model.demo import Demo, QueryError, feature_maps, open_upload, prepare_upload, sketch_to_image
@@ -237,3 +238,21 @@ def test_recorded_device_is_the_one_training_ran_on(assets) -> None:
     for model in ("hybrid1", "cnn3a"):
         metrics = json.loads((assets / f"mnist-{model}" / "metrics.json").read_text())
         assert metrics["training"]["device"] == "cpu (1 threads)"
+
+
+def test_a_gallery_added_while_the_demo_runs_is_found_on_the_next_action(tmp_path) -> None:
+    """A checkpoint served before its gallery exists says so; once the gallery is put in place
+    (copied, or linked as a user may), the next action searches it, without a restart."""
+    from model.demo import Action, apply, initial_state
+
+    assets = tmp_path / "assets"
+    (assets / "gallery").mkdir(parents=True)
+    shutil.copytree(ROOT / "assets" / "mnist-hybrid1", assets / "mnist-hybrid1")
+    demo = Demo(assets=assets, log=lambda _: None)
+    state = initial_state(demo)
+    assert state.error and "no gallery for mnist" in state.error[1] and "\n" not in state.error[1]
+    state = apply(state, Action("dataset", "MNIST"), demo)
+    assert state.error and "no gallery for mnist" in state.error[1]  # still none: the same line, cheaply
+    (assets / "gallery" / "mnist.npz").symlink_to(ROOT / "assets" / "gallery" / "mnist.npz")
+    state = apply(state, Action("dataset", "MNIST"), demo)
+    assert state.error is None and len(state.rows[0].hits) == 8

@@ -250,6 +250,7 @@ class Demo:
     _json_files: dict[str, str] = field(default_factory=dict)  # static_json: key -> file
     # checkpoint folder -> None when it loads, else (the error class to raise, the reason)
     _problems: dict[Path, tuple[type[Exception], str] | None] = field(default_factory=dict)
+    _galleries_seen: int | None = None  # the gallery folder's mtime when last looked at: see refresh()
 
     def __post_init__(self) -> None:
         for reference in self.hub_models:
@@ -278,8 +279,9 @@ class Demo:
 
     def refresh(self) -> bool:
         """Look at the assets folder again: serve the checkpoint folders added, reload those whose
-        config, weights or figures changed, drop those removed or being rewritten. Returns whether
-        anything changed. Cheap (a few stat calls per folder): every page action calls it."""
+        config, weights or figures changed, drop those removed or being rewritten, and try again
+        those that had no search bundle once the gallery folder changes. Returns whether the
+        served checkpoints changed. Cheap (a few stat calls per folder): every page action calls it."""
         candidates: dict[Path, tuple] = {}
         folders = sorted(p for p in self.assets.iterdir() if p.is_dir()) if self.assets.is_dir() else []
         names = {p.name for p in folders}
@@ -293,6 +295,16 @@ class Demo:
                 candidates[folder] = fp
         for folder in self._from_hub.values():
             candidates[folder] = ("hub",)
+        try:  # a gallery added or replaced: a checkpoint found without one is tried again when asked
+            galleries = (self.assets / "gallery").stat().st_mtime_ns
+        except OSError:
+            galleries = None
+        if galleries != self._galleries_seen:
+            with self._lock:
+                for folder, known in list(self._problems.items()):
+                    if known and known[0] is BundleError:
+                        self._problems.pop(folder, None)
+                self._galleries_seen = galleries
         if self._served is not None and candidates == self._seen:
             return False
         with self._lock:  # page actions run in several threads: one of them renames
