@@ -354,12 +354,12 @@ def unknown_dataset(dataset: str) -> DataError:
     """The one line for a --dataset that is neither a known name nor a folder: a path that does not
     exist or is a file is named as such, anything else is an unknown name."""
     path = Path(dataset).expanduser()
-    use = "use mnist, fashion_mnist, cifar10, or an image folder (<class>/ subfolders, or train/ and test/ ones)"
+    choices = "mnist, fashion_mnist, cifar10, or an image folder (<class>/ subfolders, or train/ and test/ ones)"
     if path.is_file():
         return DataError(f"--dataset {dataset} is a file, not a folder: give the folder that holds the class folders")
     if "/" in dataset or os.sep in dataset or dataset.startswith((".", "~")):
-        return DataError(f"no folder at {path.absolute()}: check the path; --dataset takes {use[4:]}")
-    return DataError(f"unknown dataset {dataset!r}: {use}")
+        return DataError(f"no folder at {path.absolute()}: check the path; --dataset takes {choices}")
+    return DataError(f"unknown dataset {dataset!r}: use {choices}")
 
 
 def load_dataset(

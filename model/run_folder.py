@@ -89,7 +89,7 @@ def check_output_folder(out: Path, overwrite: bool) -> str | None:
     before it decodes anything, and again when it claims the folder); returns what it holds."""
     held = describe_output_folder(out)
     if held is not None and not overwrite:
-        resume = "" if held.startswith("a finished") else "pass --resume to continue the run, "
+        resume = "" if (out / "metrics.json").is_file() else "pass --resume to continue the run, "  # finished
         raise FolderError(f"{out} already holds {held}: {resume}pass --overwrite to replace it (the old folder is "
                           "kept until the new run completes), or choose another --out")
     return held
