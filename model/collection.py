@@ -147,7 +147,7 @@ def model_input(image: Image.Image, size: tuple[int, int], channels: int, style:
     """An image as the checkpoint sees it, (H, W, C) uint8: photo style, a centre crop to a square,
     resized (as image_folder trains on it); digits and garments, brought to the dataset's form as
     an upload is."""
-    from .demo.queries import prepare_query
+    from .queries import prepare_query
 
     if style == "photo":
         seen = image.crop(centre_box(*image.size)).resize((size[1], size[0]), Image.BILINEAR)

@@ -40,7 +40,7 @@ class DatasetInfo:
     epochs: int  # the paper's epochs: train.py's default for a one-stage run
     title: str  # how the demo, the tables and the model cards name it
     hub_id: str  # the dataset's repository on the Hugging Face Hub, for model cards
-    query_style: str = "photo"  # how a user's image is brought to the dataset's form (demo.queries.STYLES)
+    query_style: str = "photo"  # how a user's image is brought to the dataset's form (queries.STYLES)
 
 
 # Every dataset the project knows by name, declared here once.

@@ -4,7 +4,7 @@ from the dataset's own, for every served checkpoint of the three named datasets:
     python scripts/fit_unlike.py --data-dir data        # writes results/unlike_dataset.json
 
 Fits: N test images of the dataset that are not in its gallery. Misfits: N test images of each
-other dataset. Both are prepared exactly as an upload is (model.demo.queries: inverted, cropped
+other dataset. Both are prepared exactly as an upload is (model.queries: inverted, cropped
 and centred for MNIST and FashionMNIST, a centre square for CIFAR-10) and flagged as the page
 flags a query. The target the issue set: at least 90% of misfits flagged, at most 2% of fits.
 """
@@ -23,8 +23,8 @@ sys.path.insert(0, str(ROOT))
 
 from model.data import KNOWN, dataset_title, load_dataset, query_style  # noqa: E402
 from model.demo import Demo  # noqa: E402
-from model.demo.queries import prepare_query  # noqa: E402
 from model.files import atomic_write_json  # noqa: E402
+from model.queries import prepare_query  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

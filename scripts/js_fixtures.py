@@ -24,9 +24,9 @@ from PIL import Image, ImageDraw
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from model.demo.queries import prepare_query, sketch_to_image  # noqa: E402
 from model.embedder import Embedder  # noqa: E402
 from model.familiarity import Familiarity, pixel_statistics  # noqa: E402
+from model.queries import prepare_query, sketch_to_image  # noqa: E402
 
 OUT = ROOT / "tests" / "js" / "fixtures" / "queries.json"
 STYLES = (("mnist", 28, 1), ("fashion_mnist", 28, 1), ("photo", 32, 3))

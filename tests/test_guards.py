@@ -201,7 +201,7 @@ def test_a_class_too_small_for_ms_batches_is_named(tmp_path, capsys) -> None:
 def test_an_image_folder_trains_on_the_pixels_a_query_gets(tmp_path) -> None:
     """Transparent, palette and greyscale images in an image folder are converted as a photo query
     is (queries.centre_square, then the Embedder): the same pixels at training and at search time."""
-    from model.demo.queries import centre_square
+    from model.queries import centre_square
 
     rng = np.random.default_rng(0)
     root = tmp_path / "folder"

@@ -12,7 +12,7 @@ from conftest import ROOT
 from PIL import Image
 
 from model.demo.own_gallery import MAX_IMAGES, GalleryError, read_own_images
-from model.demo.queries import mnist_style, prepare_query, sketch_pixels, sketch_to_image
+from model.queries import mnist_style, prepare_query, sketch_pixels, sketch_to_image
 
 
 def _mnist_seven() -> np.ndarray:

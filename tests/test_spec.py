@@ -63,8 +63,8 @@ def test_a_large_upload_is_said_to_be_shrunk_before_it_is_cropped(tmp_path) -> N
     the shrink before it; the shrink is now said first, in spec.json's words (search.js too)."""
     from PIL import Image
 
-    from model.demo.queries import prepare_query
     from model.demo.service import open_upload
+    from model.queries import prepare_query
 
     path = tmp_path / "big.jpg"
     Image.new("RGB", (4000, 3000), (120, 60, 30)).save(path)

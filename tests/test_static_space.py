@@ -3,7 +3,7 @@
 and driven in Chromium (Playwright, Debian's chromium). The search runs in the page: ONNX models
 through the vendored onnxruntime-web, gallery embeddings computed offline. No request may leave
 the file server. The page's preprocessing (model/demo/static/prepare.js) is checked pixel for
-pixel against the server's (model/demo/queries.py, Embedder.to_uint8) on images of every kind."""
+pixel against the server's (model/queries.py, Embedder.to_uint8) on images of every kind."""
 
 from __future__ import annotations
 
@@ -166,8 +166,8 @@ def _queries() -> list[tuple[str, Image.Image]]:
 
 
 def test_the_page_prepares_uploads_and_drawings_as_the_server_does(site, browser) -> None:
-    from model.demo.queries import prepare_query
     from model.embedder import load_embedder
+    from model.queries import prepare_query
 
     page = open_page(site, browser)
     embedders = {"mnist": load_embedder(ROOT / "assets/mnist-hybrid1"),
@@ -186,7 +186,7 @@ def test_the_page_prepares_uploads_and_drawings_as_the_server_does(site, browser
                                                int((got != want).sum()))
             checked += 1
     assert checked == 3 * len(_queries())
-    from model.demo.queries import sketch_to_image
+    from model.queries import sketch_to_image
 
     for i, stroke in enumerate([(140, 40, 140, 240), (60, 60, 220, 200), (100, 50, 180, 50, 120, 230)]):
         canvas = Image.new("RGBA", (280, 280), "white")
@@ -351,8 +351,8 @@ def test_the_page_flags_uploads_unlike_the_dataset_as_the_app_does(site, browser
     uploaded to MNIST."""
 
     from model.demo import Demo
-    from model.demo.queries import prepare_query
     from model.familiarity import pixel_statistics
+    from model.queries import prepare_query
 
     demo = Demo(assets=ROOT / "assets")
     page = open_page(site, browser)

@@ -38,6 +38,7 @@ from PIL import Image
 
 from ..checkpoint import CheckpointError
 from ..index import BundleError, Hit, SearchIndex
+from ..queries import ink_to_image, prepare_query, sketch_ink, sketch_pixels
 from .html import (
     empty_results,
     examples_html,
@@ -50,7 +51,6 @@ from .html import (
     results_row,
 )
 from .own_gallery import GalleryError, read_own_images
-from .queries import ink_to_image, prepare_query, sketch_ink, sketch_pixels
 from .service import Demo, OwnGallery, QueryError, feature_maps, keep_small, open_upload
 from .spec import MAX_K, MIN_GALLERY, N_EXAMPLES, SPEC, example_picks, text
 

@@ -51,9 +51,9 @@ from ..index import (
     load_index,
 )
 from ..networks import TITLES, model_title
+from ..queries import prepare_query
 from .collection_view import CollectionIndex, CollectionThumbs
 from .own_gallery import OwnImages
-from .queries import prepare_query
 from .spec import text
 
 ASSETS = Path(os.environ.get("INVOLUTION_ASSETS", Path(__file__).resolve().parents[2] / "assets"))

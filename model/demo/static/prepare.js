@@ -1,7 +1,7 @@
 // A query image as the server prepares it, step for step, so that the static page searches an
 // upload or a drawing exactly as the Gradio app's /search does:
 //   model/data.py pil_to_mode      transparency on white, RGB -> L as Pillow converts it
-//   model/demo/queries.py          MNIST / FashionMNIST ink, crop, scale, centring; a photo's centre square
+//   model/queries.py               MNIST / FashionMNIST ink, crop, scale, centring; a photo's centre square
 //   model/embedder.py to_uint8     a photo resized to the model's size (bilinear)
 //   Pillow's resampling            the same filters, coefficients and 8-bit fixed-point rounding
 // NumPy's float32 arithmetic is reproduced with Math.fround where a rounding can change a pixel.

@@ -22,7 +22,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from ..data import pil_to_mode
+from .data import pil_to_mode
 
 STYLES = ("mnist", "fashion_mnist", "photo")  # data.DatasetInfo.query_style: how a dataset's images were made
 INK_THRESHOLD = 0.25  # of the strongest ink: weaker pixels (paper texture, shadows) do not widen the crop ...
