@@ -296,7 +296,7 @@ class Trainer:
         n_steps = math.ceil(len(order) / self.stage.batch_size)
         total, count, start = torch.zeros((), device=self.device), 0, time.perf_counter()
         bar = tqdm(range(n_steps), desc=f"stage {self.stage_number} epoch {epoch + 1}/{self.stage.epochs}",
-                   leave=False, dynamic_ncols=True)
+                   leave=False, dynamic_ncols=True, disable=None)  # None: no bar when not a terminal (a log)
         for step in bar:
             x, y, targets, size = self.batch(order, offsets, step)
             loss = self.step_loss(x, y, targets)
