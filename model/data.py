@@ -412,11 +412,14 @@ CROP_FLIP: dict[str, tuple[int, bool]] = {
     "flip": (0, True), "shift": (2, False), "shift-flip": (2, True), "crop-flip": (4, True),
 }
 # augmentation mode -> (the smallest crop side, as a share of the image's; the largest rotation in
-# degrees; whether colours are changed too): a random crop of that size or larger, anywhere,
-# rotated a little, mirrored half the time, resized back to the image size (image folders: objects
-# of any size and place); recolour also shuffles the colour channels and inverts half the images,
-# for classes that do not depend on colour (textures, shapes of any colour)
-ZOOM: dict[str, tuple[float, float, bool]] = {"zoom-flip": (0.6, 10.0, False), "zoom-flip-recolour": (0.6, 10.0, True)}
+# degrees; how colours are changed: "" not, "recolour" channels shuffled and half the images
+# inverted, "mix" a random 3x3 colour matrix per image): a random crop of that size or larger,
+# anywhere, rotated a little, mirrored half the time, resized back to the image size (image
+# folders: objects of any size and place); colours changed for classes that do not depend on them
+# (textures, shapes of any colour)
+ZOOM: dict[str, tuple[float, float, str]] = {"zoom-flip": (0.6, 10.0, ""),
+                                             "zoom-flip-recolour": (0.6, 10.0, "recolour"),
+                                             "zoom-flip-mix": (0.6, 10.0, "mix")}
 AUGMENTATIONS = ("none", *CROP_FLIP, *ZOOM)
 
 
@@ -428,7 +431,8 @@ def augment(x: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Ten
     zoom-flip: a random square crop of 60-100% of the side, anywhere, turned by up to 10 degrees,
     mirrored half the time and resized back (image folders: objects of any size and place);
     zoom-flip-recolour: the same, the colour channels shuffled and half the images inverted (image
-    folders whose classes do not depend on colour)."""
+    folders whose classes do not depend on colour); zoom-flip-mix: the same, each image's colours
+    mapped by a random 3x3 matrix (mix_colours)."""
     offsets = draw_offsets(mode, len(x), generator)
     return x if offsets is None else apply_draws(x, mode, tuple(t.to(x.device) for t in offsets))
 
@@ -437,7 +441,8 @@ def apply_draws(x: torch.Tensor, mode: str, draws: tuple[torch.Tensor, ...]) -> 
     """A (B, C, H, W) uint8 batch augmented with draw_offsets' draws for it (on x's device)."""
     if mode in ZOOM:
         out = zoom_flip(x, *draws[:5])
-        return recolour(out, *draws[5:]) if ZOOM[mode][2] else out
+        colours = ZOOM[mode][2]
+        return recolour(out, *draws[5:]) if colours == "recolour" else mix_colours(out, *draws[5:]) if colours else out
     return crop_flip(x, *draws, pad=CROP_FLIP[mode][0])
 
 
@@ -454,8 +459,10 @@ def draw_offsets(mode: str, n: int, generator: torch.Generator) -> tuple[torch.T
         angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(degrees)
         tx, ty = ((torch.rand(n, generator=generator) * 2 - 1) * (1 - side) for _ in range(2))
         draws = (side, angle, tx, ty, torch.rand(n, generator=generator) < 0.5)
-        if colours:  # a channel order per image (for any channel count) and whether it is inverted
+        if colours == "recolour":  # a channel order per image (for any channel count) and whether it is inverted
             draws += (torch.rand(n, 3, generator=generator).argsort(1), torch.rand(n, generator=generator) < 0.5)
+        elif colours:  # a colour matrix per image
+            draws += (torch.rand(n, 3, 3, generator=generator) * 2 - 1,)
         return draws
     if mode not in CROP_FLIP:
         return None
@@ -482,6 +489,17 @@ def recolour(x: torch.Tensor, order: torch.Tensor, invert: torch.Tensor) -> torc
     if x.shape[1] == 3:
         x = torch.gather(x, 1, order[:, :, None, None].expand(-1, -1, *x.shape[2:]))
     return torch.where(invert[:, None, None, None], 255 - x, x)
+
+
+def mix_colours(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """Each image of a (B, 3, H, W) uint8 batch with its colours mapped by its own 3x3 `matrix`
+    (entries in [-1, 1]: channel shuffles and inversions are special cases) about mid-grey, then
+    stretched back to 0-255: new colours, the same pattern. A 1-channel batch is returned as is."""
+    if x.shape[1] != 3:
+        return x
+    y = torch.einsum("bij,bjhw->bihw", matrix.to(x.device, torch.float32), x.float() / 255 - 0.5)
+    lo, hi = y.amin((1, 2, 3), keepdim=True), y.amax((1, 2, 3), keepdim=True)
+    return ((y - lo) / (hi - lo).clamp_min(1e-6) * 255).round_().to(torch.uint8)
 
 
 def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4, flip: bool = True) -> torch.Tensor:

@@ -120,3 +120,22 @@ def test_recolour_shuffles_each_images_channels_and_inverts_about_half() -> None
     assert 0.5 < float(red_moved.float().mean()) < 0.8  # red is elsewhere in 2 of 3 orders
     plain = augment(x, "zoom-flip", torch.Generator().manual_seed(0))
     assert bool((plain[:, 0] == 0).all() and (plain[:, 1] == 128).all())  # zoom-flip keeps colours
+
+
+def test_colour_mix_gives_each_image_new_colours_and_keeps_its_pattern() -> None:
+    from model.data import mix_colours
+
+    pattern = torch.zeros(8, 8, dtype=torch.bool)
+    pattern[::2] = True  # stripes in two colours
+    x = torch.zeros(200, 3, 8, 8, dtype=torch.uint8)
+    x[:, :, pattern] = torch.tensor([200, 40, 90], dtype=torch.uint8)[:, None]
+    x[:, :, ~pattern] = torch.tensor([30, 160, 20], dtype=torch.uint8)[:, None]
+    matrix = torch.rand(200, 3, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    out = mix_colours(x, matrix)
+    on, off = out[:, :, pattern], out[:, :, ~pattern]
+    assert bool((on == on[:, :, :1]).all() and (off == off[:, :, :1]).all())  # still two colours, the same stripes
+    assert bool(((on[:, :, 0].int() - off[:, :, 0].int()).abs().sum(1) > 0).all())  # ... told apart in every image
+    assert len({tuple(c) for c in on[:, :, 0].tolist()}) > 150  # and drawn anew for each
+    assert out.amin() == 0 and out.amax() == 255
+    grey = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8)
+    assert torch.equal(mix_colours(grey, matrix[:4]), grey)  # one channel: nothing to mix

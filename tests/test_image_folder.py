@@ -116,7 +116,7 @@ def test_defaults_follow_the_folder_size() -> None:
     assert tiny["batch_size"] == 16 and tiny["epochs"] == 200 and tiny["image_size"] == 32  # small images: 32 px
     large, _ = folder_defaults(50_000, 10, 5_000, 300)
     assert large["batch_size"] == 256 and large["epochs"] == 11 and large["image_size"] == small["image_size"] == 48
-    assert small["augment"] == ["zoom-flip", "zoom-flip-recolour"] and "48 px" in why
+    assert small["augment"] == ["zoom-flip", "zoom-flip-mix"] and "48 px" in why
 
 
 def test_the_check_flags_chance_and_collapse() -> None:

@@ -59,7 +59,7 @@ def test_a_folder_trains_with_its_split_gallery_and_check_recorded(two_images_fo
     assert metrics["recipe"]["stages"][0]["loss"] == "normsoftmax" and metrics["recipe"]["image_size"] == 48
     assert metrics["recipe"]["init_from"].endswith("cifar10-hybrid1")  # the default start
     chosen = metrics["validation"]["stages"][0]  # trained with colours kept and changed, the better kept
-    assert list(chosen["augment_candidates"]) == ["zoom-flip", "zoom-flip-recolour"]
+    assert list(chosen["augment_candidates"]) == ["zoom-flip", "zoom-flip-mix"]
     assert chosen["augment"] in chosen["augment_candidates"]
     assert metrics["check"]["split"] == "validation" and metrics["check"]["verdict"] in ("ok", "near chance",
                                                                                         "collapsed")
