@@ -112,3 +112,24 @@ def test_both_pages_lay_a_phone_out_alike() -> None:
         assert set(re.findall(r"@media \(max-width: (\d+)px\)", text)) == {str(width)}, css
         phone = text[text.index("@media"):]
         assert results_first in phone, css
+
+
+def test_precision_says_what_it_can_reach_in_a_small_gallery() -> None:
+    """With fewer than k other images of the query's class in the gallery (a small folder's test
+    split), precision@k cannot reach 1: both pages say the most it can be, in spec.json's words."""
+    from types import SimpleNamespace
+
+    from model.demo.html import results_row
+    from model.demo.page import same_class_others
+    from model.index import Hit
+
+    gallery = SimpleNamespace(labels=np.array([0, 1, 0, 1, 2, 0, 1, 1, 2]))  # 9 images: 3, 4 and 2 a class
+    others = same_class_others(gallery, 0, exclude=0)
+    assert others == 2 and same_class_others(gallery, None, None) is None
+    hits = [Hit(i, int(gallery.labels[i]), 0.9) for i in (2, 5, 1, 3, 4, 6, 7, 8)]
+    row = results_row("Hybrid-1", hits, ["x.png"] * 9, ["circle", "square", "star"], 0, 2 / 8, others=others)
+    assert "precision@8 = 0.250" in row
+    assert "(at most 0.250 here: the gallery holds 2 other circle images)" in row
+    roomy = results_row("Hybrid-1", hits[:2], ["x.png"] * 9, ["circle", "square", "star"], 0, 1.0, others=others)
+    assert "at most" not in roomy  # k = 2: precision@2 can reach 1
+    assert 'text("precision_best"' in (STATIC / "search.js").read_text()  # the static page says it too

@@ -45,13 +45,19 @@ def examples_html(items: Sequence[tuple[int, str, str]], gallery: str = "") -> s
 
 
 def results_row(title: str, hits: Sequence[Hit], thumbs: Sequence[str], names: Sequence[str],
-                query_label: int | None, precision: float | None, captions: Sequence[str] | None = None) -> str:
+                query_label: int | None, precision: float | None, captions: Sequence[str] | None = None,
+                others: int | None = None) -> str:
     """One model's top-k: every hit with its whole caption (class and similarity; in a visitor's
     own gallery, the file's name from `captions`), marked same or different class when the
-    query's label is known; precision@k in the title."""
+    query's label is known; precision@k in the title, with the most it can be where the gallery
+    holds fewer than k `others` of the query's class (a small folder's gallery)."""
     head = html.escape(title)
     if precision is not None:
         head += f' <span class="precision">precision@{len(hits)} = {precision:.3f}</span>'
+        if others is not None and hits and others < len(hits) and query_label is not None:
+            best = text("precision_best", best=f"{others / len(hits):.3f}", n=str(others),
+                        label=names[query_label] if 0 <= query_label < len(names) else "")
+            head += f' <span class="precision-best">({html.escape(best)})</span>'
     cells = []
     for rank, h in enumerate(hits, 1):
         name = names[h.label] if 0 <= h.label < len(names) else ""

@@ -81,6 +81,7 @@ class Row:
     model: str
     hits: tuple[Hit, ...]
     precision: float | None
+    others: int | None = None  # gallery images of the query's class besides the query (None: label unknown)
 
 
 @dataclass(frozen=True)
@@ -422,7 +423,7 @@ def _search(state: PageState, query: Query, demo: Demo) -> PageState:
     for m in models:
         index = demo.own_index(state.own, state.dataset, m) if target == "own" else demo.index(state.dataset, m)
         embedding, hits = index.search(image, state.k, exclude)
-        rows.append(Row(m, tuple(hits), SearchIndex.precision_at_k(label, hits)))
+        rows.append(Row(m, tuple(hits), SearchIndex.precision_at_k(label, hits), same_class_others(index, label, exclude)))
         if seen is None:  # the first model's: what the preview shows and the unlike line judges
             x = index.embedder.to_uint8([image])
             seen = x[0].permute(1, 2, 0).numpy().squeeze()
@@ -431,6 +432,15 @@ def _search(state: PageState, query: Query, demo: Demo) -> PageState:
                 notes.append(line)
     return dataclasses.replace(state, query=query, seen=seen, label=label, rows=tuple(rows), notes=tuple(notes),
                                target=target, error=None, message="")
+
+
+def same_class_others(index: SearchIndex, label: int | None, exclude: int | None) -> int | None:
+    """How many gallery images share the query's class, the query itself not counted (None when
+    its label is unknown): with fewer than k, precision@k cannot reach 1 (results_row says so)."""
+    if label is None:
+        return None
+    labels = np.asarray(index.labels)
+    return int((labels == label).sum()) - int(exclude is not None and labels[exclude] == label)
 
 
 def _own_files(state: PageState, paths: list[str] | None, demo: Demo, progress=None) -> PageState:
@@ -545,7 +555,7 @@ def _results(state: PageState, shown: Shown) -> str:
     if state.error:
         line += (f'<span class="refused">⚠ {html.escape(state.error[1])}. The results below are still those of '
                  f"{describe(state)}.</span>")
-    rows = [results_row(r.model, r.hits, thumbs, names, state.label, r.precision, captions=captions)
+    rows = [results_row(r.model, r.hits, thumbs, names, state.label, r.precision, captions=captions, others=r.others)
             for r in state.rows]
     # "unlike the dataset" next to the results it qualifies, as on the static page (on a phone the
     # status line is off screen when the results are in view)

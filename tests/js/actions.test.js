@@ -4,7 +4,8 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import {
-  draw, failed, opening, pickDataset, pickExample, pickModel, setCompare, setTopK, shownModels, shuffle, topK, upload,
+  draw, failed, opening, pickDataset, pickExample, pickModel, sameClassOthers, setCompare, setTopK, shownModels, shuffle,
+  topK, upload,
 } from "../../model/demo/static/actions.js";
 import { examplePicks, spec } from "../../model/demo/static/spec.js";
 
@@ -92,4 +93,11 @@ test("top-k search: most similar first, the query itself left out, ties in galle
   const hits = topK(e, 2, Float32Array.from([1, 0]), 3, 0);
   assert.deepEqual(hits.map((h) => h.index), [2, 3, 1]);
   assert.equal(hits[0].similarity, 1);
+});
+
+test("the images of the query's class a gallery holds besides the query: what precision@k can reach", () => {
+  const labels = [0, 1, 0, 2, 0];
+  assert.equal(sameClassOthers(labels, 0, 2), 2); // an example: itself not counted
+  assert.equal(sameClassOthers(labels, 0), 3); // an upload of a known class
+  assert.equal(sameClassOthers(labels, null), null); // label unknown: no precision at all
 });

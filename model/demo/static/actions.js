@@ -81,3 +81,12 @@ export function topK(embeddings, dim, query, k, exclude = -1) {
   order.sort((a, b) => sims[b] - sims[a] || a - b);
   return order.slice(0, k).map((i) => ({ index: i, similarity: sims[i] }));
 }
+
+// How many gallery images share the query's class, the query itself not counted (null when its
+// label is unknown): with fewer than k, precision@k cannot reach 1 (page.same_class_others).
+export function sameClassOthers(labels, label, exclude = -1) {
+  if (label === null) return null;
+  let n = 0;
+  for (let i = 0; i < labels.length; i++) if (labels[i] === label && i !== exclude) n++;
+  return n;
+}

@@ -8,7 +8,7 @@
 // state is actions.js's, pure and tested under node.
 import {
   datasetOf, draw, drawable, failed, modelOf, opening, pickDataset, pickExample, pickModel, setCompare, setTopK,
-  shownModels, shuffle, topK, upload,
+  sameClassOthers, shownModels, shuffle, topK, upload,
 } from "./actions.js";
 import { familiarity } from "./familiarity.js";
 import { drawingQuery, prepareQuery, resize } from "./prepare.js";
@@ -119,7 +119,8 @@ async function search(s) {
         notes.unshift(text("unlike", { dataset: d.title }));
       }
     }
-    rows.push({ model: m, hits, precision });
+    rows.push({ model: m, hits, precision,
+                others: sameClassOthers(d.labels, label, s.query.kind === "example" ? s.query.index : -1) });
   }
   return { ...s, rows, seen: ready.image, label, notes, ms: performance.now() - t0 };
 }
@@ -177,7 +178,12 @@ function renderResults(s, d) {
   if (rest.length) html += `<p class="notes">${rest.map(escape).join("; ")}</p>`;
   if (s.error) html += `<p class="error-line refused">⚠ ${escape(s.error.text)}. The results below are still those of ${what.replace(/<[^>]+>/g, "")}.</p>`;
   for (const row of s.rows) {
-    const p = row.precision === null ? "" : `<span class="precision">precision@${row.hits.length} = ${row.precision.toFixed(3)}</span>`;
+    let p = row.precision === null ? "" : `<span class="precision">precision@${row.hits.length} = ${row.precision.toFixed(3)}</span>`;
+    if (p && row.others !== null && row.hits.length && row.others < row.hits.length) { // as html.results_row says it
+      const best = text("precision_best", { best: (row.others / row.hits.length).toFixed(3), n: row.others,
+                                            label: d.class_names[s.label] ?? "" });
+      p += ` <span class="precision-best">(${escape(best)})</span>`;
+    }
     html += `<h4>${row.model.title}${p}</h4><div class="grid results-grid">` + row.hits.map((h) => {
       const same = s.label === null ? "" : d.labels[h.index] === s.label ? "same" : "diff";
       const mark = same ? `<span class="mark ${same}">${same === "same" ? "✓ same" : "✗ other"}</span>` : "";
