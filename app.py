@@ -31,13 +31,13 @@ import torch  # noqa: E402
 from model.demo import MAX_FILE_BYTES, Action, Demo, apply, initial_state, prepare_upload, render  # noqa: E402
 from model.demo.own_gallery import MAX_IMAGES  # noqa: E402
 from model.demo.page import ERRORS, MAX_K, Page, PageState, clamp_k  # noqa: E402
-from model.demo.spec import SKETCH  # noqa: E402
+from model.demo.spec import SKETCH, text  # noqa: E402
 from model.index import build_bundle  # noqa: E402
 from model.record import summarize  # noqa: E402
 
 IMPORT_SECONDS = time.perf_counter() - _T0
 WEB = Path(__file__).resolve().parent / "model" / "demo" / "web"
-OWN_NOTE = "Kept in this browser session only; nothing is saved."
+OWN_NOTE = text("own_note")
 
 
 def _progress(message: str) -> None:

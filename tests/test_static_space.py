@@ -281,6 +281,44 @@ def test_a_refused_upload_and_a_phone(site, browser, tmp_path) -> None:
     page.close()
 
 
+def test_your_gallery_is_searched_in_the_page(site, browser, tmp_path) -> None:
+    """The Your gallery tab, as on the Gradio page: your images read in the page (nothing sent),
+    a grid of them; a click searches one among the others, named by file, with their map; a
+    single image is refused in one line and the gallery shown stays."""
+    from PIL import ImageDraw
+
+    def drawn(name: str, shape, shift: int = 0) -> str:
+        im = Image.new("RGB", (120, 120), "white")
+        shape(ImageDraw.Draw(im), shift)
+        im.save(tmp_path / name)
+        return str(tmp_path / name)
+
+    files = [drawn("one-a.png", lambda d, s: d.line((60 + s, 15, 60 + s, 105), fill="black", width=12)),
+             drawn("zero.png", lambda d, s: d.ellipse((25, 15, 95, 105), outline="black", width=12)),
+             drawn("one-b.png", lambda d, s: d.line((60 + s, 20, 62 + s, 100), fill="black", width=14), 6),
+             drawn("seven.png", lambda d, s: d.line((25, 20, 95, 20, 50, 105), fill="black", width=12))]
+    page = open_page(site, browser)
+    before = page.inner_text("#results .query-line")
+    page.get_by_role("tab", name="Your gallery").click()
+    page.locator("#own-files").set_input_files(files)
+    page.wait_for_function("document.querySelectorAll('#own-examples [data-pick]').length == 4")
+    assert "4 images ready" in page.inner_text("#own-status")
+    assert page.inner_text("#results .query-line") == before  # the query on screen stays
+    page.locator("#own-examples [data-pick='0']").click()
+    wait_query(page, "your image one-a.png")
+    names = [c.split(" · ")[0] for c in captions(page)]
+    assert sorted(names) == ["one-b.png", "seven.png", "zero.png"] and names[0] == "one-b.png", names
+    assert "your 4 images" in page.inner_text("#embedding-map .map-title")
+    page.locator(f"{RESULT}").first.click()  # a result is a query too
+    wait_query(page, "your image one-b.png")
+    shot(page, "own-gallery")
+    page.locator("#own-files").set_input_files(files[:1])
+    page.wait_for_function("document.querySelector('#own-error').innerText.includes('need at least 2')")
+    assert page.locator("#own-examples [data-pick]").count() == 4  # the gallery shown stays
+    assert not page.outside, page.outside
+    page.close()
+
+
 @pytest.fixture
 def slow():
     """Path parts the file server answers late, for one test."""

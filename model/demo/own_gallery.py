@@ -20,13 +20,15 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from ..data import pil_to_mode
+from .spec import SPEC, text
 
-MAX_IMAGES = 500
+MAX_IMAGES: int = SPEC["own"]["max_images"]  # declared once, in static/spec.json (the static page reads it too)
 MAX_ZIP_MEMBERS = 2000
 MAX_ZIP_BYTES = 200 * 2**20
 MAX_IMAGE_PIXELS = 25_000_000
 MAX_FILE_BYTES = 20 * 2**20
-KEEP_SIDE = 96  # images are kept this small: the models see 28 or 32 px, the page shows thumbnails
+KEEP_SIDE: int = SPEC["own"]["keep_side"]  # images are kept this small: the models see 28 or 32 px, the page shows
+MIN_SIDE: int = SPEC["own"]["min_side"]  # thumbnails; smaller ones are skipped
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
@@ -58,8 +60,8 @@ def _decode(data: bytes) -> Image.Image:
             raise ValueError("not an image") from None
         except (OSError, SyntaxError) as e:
             raise ValueError(f"truncated or corrupt ({e})") from None
-    if min(image.size) < 8:
-        raise ValueError(f"{image.size[0]}x{image.size[1]} is smaller than 8x8")
+    if min(image.size) < MIN_SIDE:
+        raise ValueError(f"{image.size[0]}x{image.size[1]} is smaller than {MIN_SIDE}x{MIN_SIDE}")
     image = pil_to_mode(image, "RGB")
     image.thumbnail((KEEP_SIDE, KEEP_SIDE), Image.LANCZOS)
     return image
@@ -67,7 +69,7 @@ def _decode(data: bytes) -> Image.Image:
 
 def _add(out: OwnImages, name: str, data: bytes) -> None:
     if len(out.images) >= MAX_IMAGES:
-        raise GalleryError(f"more than {MAX_IMAGES} images: upload at most {MAX_IMAGES} (or a zip holding that many)")
+        raise GalleryError(text("own_too_many", max=str(MAX_IMAGES)))
     try:
         out.images.append(_decode(data))
         out.names.append(name)

@@ -423,7 +423,8 @@ def _search(state: PageState, query: Query, demo: Demo) -> PageState:
     for m in models:
         index = demo.own_index(state.own, state.dataset, m) if target == "own" else demo.index(state.dataset, m)
         embedding, hits = index.search(image, state.k, exclude)
-        rows.append(Row(m, tuple(hits), SearchIndex.precision_at_k(label, hits), same_class_others(index, label, exclude)))
+        rows.append(Row(m, tuple(hits), SearchIndex.precision_at_k(label, hits),
+                        same_class_others(index, label, exclude)))
         if seen is None:  # the first model's: what the preview shows and the unlike line judges
             x = index.embedder.to_uint8([image])
             seen = x[0].permute(1, 2, 0).numpy().squeeze()
@@ -452,13 +453,13 @@ def _own_files(state: PageState, paths: list[str] | None, demo: Demo, progress=N
     images = read_own_images(paths)
     if len(images.images) < 2:
         skipped = "; ".join(images.skipped[:5])
-        raise GalleryError(f"need at least 2 readable images, got {len(images.images)}"
+        raise GalleryError(text("own_too_few", n=str(len(images.images)))
                            + (f" (skipped: {skipped})" if skipped else ""))
     gallery = demo.own_gallery(images)
     if progress:
         progress(0.3, desc=f"embedding {len(gallery)} images and fitting their map")
     demo.own_index(gallery, state.dataset, state.model)
-    note = f"**{len(gallery)} images** ready: click one to search among them."
+    note = f"**{text('own_ready', n=str(len(gallery)))}**"
     if images.skipped:
         shown = "; ".join(html.escape(s) for s in images.skipped[:10])
         more = f" and {len(images.skipped) - 10} more" if len(images.skipped) > 10 else ""

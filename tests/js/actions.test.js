@@ -4,8 +4,8 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import {
-  draw, failed, opening, pickDataset, pickExample, pickModel, sameClassOthers, setCompare, setTopK, shownModels, shuffle,
-  topK, upload,
+  draw, failed, opening, ownGallery, pickDataset, pickExample, pickModel, pickOwn, sameClassOthers, setCompare, setTopK,
+  shownModels, shuffle, topK, upload,
 } from "../../model/demo/static/actions.js";
 import { examplePicks, spec } from "../../model/demo/static/spec.js";
 
@@ -100,4 +100,19 @@ test("the images of the query's class a gallery holds besides the query: what pr
   assert.equal(sameClassOthers(labels, 0, 2), 2); // an example: itself not counted
   assert.equal(sameClassOthers(labels, 0), 3); // an upload of a known class
   assert.equal(sameClassOthers(labels, null), null); // label unknown: no precision at all
+});
+
+test("your gallery: a click searches one of its images; a click on a replaced gallery is dropped", () => {
+  const first = opening(site);
+  const mine = ownGallery(first, { token: "1", names: ["a.png", "b.png", "c.png"] });
+  assert.deepEqual(mine.query, first.query); // reading a gallery keeps the query on screen
+  const picked = pickOwn(mine, 2, "1");
+  assert.deepEqual(picked.query, { kind: "own", index: 2 });
+  assert.equal(pickOwn(mine, 2, "0"), null); // an older gallery's grid
+  assert.equal(pickOwn(mine, 3, "1"), null); // no such image
+  assert.equal(pickOwn(first, 0, "1"), null); // no gallery yet
+  const replaced = ownGallery(picked, { token: "2", names: ["d.png", "e.png"] });
+  assert.deepEqual(replaced.query, { kind: "own", index: 0 }); // its first image, as the Gradio page does
+  const moved = pickDataset(site, picked, site.datasets[1].name);
+  assert.deepEqual(moved.query, { kind: "own", index: 2 }); // searched with the new dataset's model
 });

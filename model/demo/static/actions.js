@@ -54,6 +54,20 @@ export function pickExample(s, index, gallery = s.dataset) {
   return { ...s, query: { kind: "example", index }, ...fresh };
 }
 
+// The visitor's own gallery read (own: {token, names, ...}): an own query moves to its first image,
+// as the Gradio page searches it (a query of the gallery it replaces points nowhere); others stay.
+export function ownGallery(s, own) {
+  const query = s.query?.kind === "own" ? { kind: "own", index: 0 } : s.query;
+  return { ...s, own, query, ...fresh };
+}
+
+// One of the visitor's own images as the query, searched among the others; a click on an own
+// grid the page has replaced is dropped (null).
+export function pickOwn(s, index, token) {
+  if (!s.own || token !== s.own.token || !(index >= 0 && index < s.own.names.length)) return null;
+  return { ...s, query: { kind: "own", index }, ...fresh };
+}
+
 export const upload = (s, name, image) => ({ ...s, query: { kind: "upload", name, ...image }, ...fresh });
 export const draw = (s, rgba, width, height) => ({ ...s, query: { kind: "draw", rgba, width, height }, ...fresh });
 // A failed upload or an empty drawing: the message where it happened; the last results stay.

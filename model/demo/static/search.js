@@ -7,8 +7,8 @@
 // grid, result or map of a dataset the page has left is dropped. What each action does to the
 // state is actions.js's, pure and tested under node.
 import {
-  datasetOf, draw, drawable, failed, modelOf, opening, pickDataset, pickExample, pickModel, setCompare, setTopK,
-  sameClassOthers, shownModels, shuffle, topK, upload,
+  datasetOf, draw, drawable, failed, modelOf, opening, ownGallery, pickDataset, pickExample, pickModel, pickOwn,
+  sameClassOthers, setCompare, setTopK, shownModels, shuffle, topK, upload,
 } from "./actions.js";
 import { familiarity } from "./familiarity.js";
 import { drawingQuery, prepareQuery, resize } from "./prepare.js";
@@ -95,6 +95,7 @@ async function search(s) {
   const d = dataset(s);
   await galleryOf(d);
   if (!s.query) return { ...s, rows: [], seen: null, notes: s.notes || [] };
+  if (s.query.kind === "own") return searchOwn(s, d);
   const t0 = performance.now();
   const ready = prepared(s);
   if (!ready) { // a drawing, kept for when a dataset that searches drawings is picked again
@@ -125,6 +126,115 @@ async function search(s) {
   return { ...s, rows, seen: ready.image, label, notes, ms: performance.now() - t0 };
 }
 
+// ------------------------------------------------------------------------------ your gallery
+
+// The visitor's images, read here and never sent anywhere: each kept at most spec.own.keep_side
+// px (as the Gradio page keeps them), with a thumbnail; unreadable or too small files skipped
+// and listed; more than spec.own.max_images, or fewer than 2 readable, refused in one line.
+let ownCount = 0;
+async function readOwn(files) {
+  const { max_images: most, keep_side: side, min_side: least } = spec.own;
+  if (files.length > most) throw new Error(text("own_too_many", { max: most }));
+  const own = { token: `${++ownCount}`, names: [], images: [], thumbs: [], skipped: [] };
+  for (const file of files) {
+    let bitmap;
+    try {
+      bitmap = await createImageBitmap(file, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
+    } catch {
+      own.skipped.push(`${file.name}: not an image`);
+      continue;
+    }
+    const { width, height } = bitmap;
+    if (width * height > MAX_PIXELS) { own.skipped.push(`${file.name}: ${width}x${height} is over ${MAX_PIXELS / 1e6} megapixels`); continue; }
+    if (Math.min(width, height) < least) { own.skipped.push(`${file.name}: ${width}x${height} is smaller than ${least}x${least}`); continue; }
+    const scale = Math.min(1, side / Math.max(width, height));
+    const w = Math.max(1, Math.round(width * scale)), h = Math.max(1, Math.round(height * scale));
+    const canvas = document.createElement("canvas");
+    canvas.width = w; canvas.height = h;
+    const ctx = canvas.getContext("2d");
+    ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, w, h); // transparency on white, as the server reads it
+    ctx.imageSmoothingQuality = "high";
+    ctx.drawImage(bitmap, 0, 0, w, h);
+    own.images.push({ data: ctx.getImageData(0, 0, w, h).data, width: w, height: h });
+    own.thumbs.push(canvas.toDataURL("image/png"));
+    own.names.push(file.name);
+  }
+  if (own.images.length < 2) {
+    const skipped = own.skipped.slice(0, 5).join("; ");
+    throw new Error(text("own_too_few", { n: own.images.length }) + (skipped ? ` (skipped: ${skipped})` : ""));
+  }
+  return own;
+}
+
+// Your images embedded by model m in dataset d's form (each prepared as an upload is), once.
+const ownEmbeddings = new Map(); // "token|dataset|model" -> Float32Array (n x dim)
+async function ownVectors(own, d, m) {
+  const key = `${own.token}|${d.name}|${m.key}`;
+  if (!ownEmbeddings.has(key)) {
+    const out = new Float32Array(own.images.length * m.dim);
+    for (let i = 0; i < own.images.length; i++) {
+      const { data, width, height } = own.images[i];
+      out.set(await embed(m, prepareQuery(data, width, height, d.style, d.size).image), i * m.dim);
+    }
+    ownEmbeddings.set(key, out);
+  }
+  return ownEmbeddings.get(key);
+}
+
+// One of your images searched among the others (no labels: no precision, no same/other).
+async function searchOwn(s, d) {
+  const t0 = performance.now(), own = s.own, i = s.query.index, rows = [], notes = [];
+  if (s.compare && shownModels(d, s).length === 1) {
+    notes.push(text("compare_single", { model: modelOf(d, s.model).title, dataset: d.title }));
+  }
+  for (const m of shownModels(d, s)) {
+    const e = await ownVectors(own, d, m);
+    rows.push({ model: m, hits: topK(e, m.dim, e.subarray(i * m.dim, (i + 1) * m.dim), s.k, i), precision: null,
+                others: null });
+  }
+  const { data, width, height } = own.images[i];
+  return { ...s, rows, seen: prepareQuery(data, width, height, d.style, d.size).image, label: null, notes,
+           ms: performance.now() - t0 };
+}
+
+// The first two principal axes of n x dim vectors (power iteration, deflated): your gallery's map
+// (the Gradio page fits UMAP to 10 images or more; a browser has no UMAP).
+function pca2(vectors, n, dim) {
+  const mean = new Float64Array(dim);
+  for (let i = 0; i < n; i++) for (let j = 0; j < dim; j++) mean[j] += vectors[i * dim + j] / n;
+  const x = Array.from({ length: n }, (_, i) => Float64Array.from({ length: dim }, (_, j) => vectors[i * dim + j] - mean[j]));
+  const axes = [];
+  for (let a = 0; a < 2; a++) {
+    let v = Float64Array.from({ length: dim }, (_, j) => Math.sin(j + 1 + a)); // a fixed start: the same map every time
+    for (let it = 0; it < 50; it++) {
+      const next = new Float64Array(dim);
+      for (const row of x) {
+        let p = 0;
+        for (let j = 0; j < dim; j++) p += row[j] * v[j];
+        for (let j = 0; j < dim; j++) next[j] += p * row[j];
+      }
+      for (const u of axes) { // orthogonal to the axes found
+        let p = 0;
+        for (let j = 0; j < dim; j++) p += next[j] * u[j];
+        for (let j = 0; j < dim; j++) next[j] -= p * u[j];
+      }
+      const norm = Math.hypot(...next) || 1;
+      v = next.map((t) => t / norm);
+    }
+    axes.push(v);
+  }
+  const xy = new Float32Array(2 * n);
+  x.forEach((row, i) => axes.forEach((u, a) => { let p = 0; for (let j = 0; j < dim; j++) p += row[j] * u[j]; xy[2 * i + a] = p; }));
+  return xy;
+}
+
+const ownMaps = new Map(); // as ownEmbeddings: each gallery's map, once per dataset and model
+async function ownMap(own, d, m) {
+  const key = `${own.token}|${d.name}|${m.key}`;
+  if (!ownMaps.has(key)) ownMaps.set(key, pca2(await ownVectors(own, d, m), own.names.length, m.dim));
+  return ownMaps.get(key);
+}
+
 // ------------------------------------------------------------------------------ drawing the page
 
 function thumb(d, index) {
@@ -147,6 +257,20 @@ function render(s) {
     $("#examples").innerHTML = s.examples.map((i) => `<button class="cell${i === current ? " current" : ""}" ` +
       `data-pick="${i}" data-gallery="${d.name}" title="#${i}">${thumb(d, i)}</button>`).join("");
   });
+  const own = s.own, ownAt = s.query?.kind === "own" ? s.query.index : null;
+  $("#own-label").textContent = `your images (up to ${spec.own.max_images})`;
+  keepFocus(() => {
+    $("#own-examples").innerHTML = own ? own.names.map((n, i) => `<button class="cell${i === ownAt ? " current" : ""}" ` +
+      `data-pick="${i}" data-gallery="own:${own.token}" title="${escape(n)}"><img class="thumb" src="${own.thumbs[i]}" ` +
+      `alt="${escape(n)}"></button>`).join("") : "";
+  });
+  let ownNote = own ? `<b>${escape(text("own_ready", { n: own.names.length }))}</b>` : escape(text("own_note"));
+  if (own?.skipped.length) { // as the Gradio page lists them
+    const more = own.skipped.length > 10 ? ` and ${own.skipped.length - 10} more` : "";
+    ownNote += ` Skipped ${own.skipped.length}: ${own.skipped.slice(0, 10).map(escape).join("; ")}${more}.`;
+  }
+  $("#own-status").innerHTML = ownNote;
+  $("#own-error").textContent = s.error?.source === "own" ? s.error.text : "";
   $("#draw-note").hidden = drawable(d);
   $("#draw-box").hidden = !drawable(d);
   $("#upload-error").textContent = s.error?.source === "upload" ? s.error.text : "";
@@ -170,7 +294,12 @@ function renderResults(s, d) {
   }
   const q = s.query;
   const what = q.kind === "example" ? `gallery example #${q.index} (${s.label === null ? "label unknown" : `label <b>${escape(d.class_names[s.label])}</b>`})`
-    : q.kind === "upload" ? `your upload ${escape(q.name)} (label unknown)` : "your drawing (label unknown)";
+    : q.kind === "upload" ? `your upload ${escape(q.name)} (label unknown)`
+    : q.kind === "own" ? `your image ${escape(s.own.names[q.index])} (label unknown)` : "your drawing (label unknown)";
+  // the results' gallery: the dataset's, or your own (its thumbnails and file names)
+  const own = q.kind === "own" ? s.own : null, gallery = own ? `own:${own.token}` : d.name;
+  const picture = own ? (i) => `<img class="thumb" src="${own.thumbs[i]}" alt="">` : (i) => thumb(d, i);
+  const named = own ? (i) => own.names[i] : (i) => caption(d, i);
   let html = `<div class="query-line"><canvas width="${d.size}" height="${d.size}"></canvas>` +
              `<span>Query: ${what}, as the model sees it · ${d.title}</span></div>`;
   const unlike = (s.notes || []).filter((n) => n.startsWith("unlike ")), rest = (s.notes || []).filter((n) => !unlike.includes(n));
@@ -187,9 +316,9 @@ function renderResults(s, d) {
     html += `<h4>${row.model.title}${p}</h4><div class="grid results-grid">` + row.hits.map((h) => {
       const same = s.label === null ? "" : d.labels[h.index] === s.label ? "same" : "diff";
       const mark = same ? `<span class="mark ${same}">${same === "same" ? "✓ same" : "✗ other"}</span>` : "";
-      return `<button class="cell result ${same}" data-pick="${h.index}" data-gallery="${d.name}" ` +
-             `title="#${h.index}">${thumb(d, h.index)}` +
-             `<span class="caption">${escape(caption(d, h.index))} · ${h.similarity.toFixed(3)}</span>${mark}</button>`;
+      return `<button class="cell result ${same}" data-pick="${h.index}" data-gallery="${gallery}" ` +
+             `title="#${h.index}">${picture(h.index)}` +
+             `<span class="caption">${escape(named(h.index))} · ${h.similarity.toFixed(3)}</span>${mark}</button>`;
     }).join("") + "</div>";
   }
   if (s.rows.length) html += `<p class="scores-help">${escape(spec.texts.scores_help)}</p>`;
@@ -219,27 +348,35 @@ function escape(text) {
 
 let mapPoints = null; // {name, key, xy: pixel positions}
 async function renderMap(s, d) {
-  const m = modelOf(d, s.model), xy = await floats(m.umap);
+  const m = modelOf(d, s.model), own = s.query?.kind === "own" ? s.own : null;
+  // your gallery's map (its own images, unlabelled) while one of them is the query, else the dataset's
+  const n = own ? own.names.length : d.n, labels = own ? new Array(n).fill(-1) : d.labels;
+  const xy = own ? await ownMap(own, d, m) : await floats(m.umap);
   const map = $("#embedding-map"), canvas = map.querySelector("canvas"), ctx = canvas.getContext("2d");
   const what = d.paths ? `collection (${d.n.toLocaleString("en")} images)` : `gallery (${d.n} test images)`;
-  map.querySelector(".map-title").textContent = `${d.title} ${what}, embedded by ${m.title} · UMAP`;
-  map.querySelector(".legend").innerHTML = d.class_names.map((c, i) => `<span><i style="background:${COLOURS[i % 10]}"></i>${escape(c)}</span>`).join("");
+  map.querySelector(".map-title").textContent = own ? `your ${n} images, embedded by ${m.title} · PCA`
+                                                    : `${d.title} ${what}, embedded by ${m.title} · UMAP`;
+  const note = map.querySelector(".map-note");
+  note.dataset.gallery ??= note.textContent; // index.html's words for a dataset's map
+  note.textContent = own ? "Your images, mapped here by PCA of their embeddings: click a point to search with it. " +
+    "The query has a red ring, its top-k neighbours black rings." : note.dataset.gallery;
+  map.querySelector(".legend").innerHTML = own ? "" : d.class_names.map((c, i) => `<span><i style="background:${COLOURS[i % 10]}"></i>${escape(c)}</span>`).join("");
   const dpr = window.devicePixelRatio || 1, cssWidth = canvas.clientWidth || 900;
   const cssHeight = Math.round(Math.min(560, Math.max(240, cssWidth * 0.55)));
   canvas.style.height = `${cssHeight}px`;
   canvas.width = Math.round(cssWidth * dpr);
   canvas.height = Math.round(cssHeight * dpr);
   let [x0, x1, y0, y1] = [Infinity, -Infinity, Infinity, -Infinity];
-  for (let i = 0; i < d.n; i++) {
+  for (let i = 0; i < n; i++) {
     x0 = Math.min(x0, xy[2 * i]); x1 = Math.max(x1, xy[2 * i]); y0 = Math.min(y0, xy[2 * i + 1]); y1 = Math.max(y1, xy[2 * i + 1]);
   }
   const pad = 10 * dpr, w = canvas.width, h = canvas.height;
   const px = (i) => [pad + ((xy[2 * i] - x0) / (x1 - x0 || 1)) * (w - 2 * pad), pad + ((y1 - xy[2 * i + 1]) / (y1 - y0 || 1)) * (h - 2 * pad)];
-  mapPoints = { points: Array.from({ length: d.n }, (_, i) => px(i)), dataset: d, dpr };
+  mapPoints = { points: Array.from({ length: n }, (_, i) => px(i)), dataset: d, own, dpr };
   ctx.clearRect(0, 0, w, h);
-  for (let i = 0; i < d.n; i++) {
+  for (let i = 0; i < n; i++) {
     const [x, y] = mapPoints.points[i];
-    ctx.fillStyle = d.labels[i] >= 0 ? COLOURS[d.labels[i] % 10] : UNLABELLED;
+    ctx.fillStyle = labels[i] >= 0 ? COLOURS[labels[i] % 10] : UNLABELLED;
     ctx.globalAlpha = 0.7;
     ctx.beginPath(); ctx.arc(x, y, 2.5 * dpr, 0, 2 * Math.PI); ctx.fill();
   }
@@ -251,7 +388,7 @@ async function renderMap(s, d) {
   };
   const hits = s.rows?.[0]?.hits || [];
   for (const hit of hits) ring(hit.index, "#000", 5);
-  const at = s.query?.kind === "example" ? s.query.index : hits[0]?.index;
+  const at = s.query?.kind === "example" || own ? s.query.index : hits[0]?.index;
   if (at !== undefined && s.query) ring(at, "#ff0000", 8);
 }
 
@@ -331,13 +468,25 @@ function wire() {
   $("#compare").addEventListener("change", (e) => act(setCompare(wanted, e.target.checked)));
   $("#top-k").addEventListener("change", (e) => act(setTopK(wanted, e.target.value)));
   $("#shuffle").addEventListener("click", () => act(shuffle(site, wanted)));
-  for (const id of ["#examples", "#results"]) {
+  for (const id of ["#examples", "#results", "#own-examples"]) {
     $(id).addEventListener("click", (e) => {
-      const cell = e.target.closest("[data-pick]");
-      const next = cell && pickExample(wanted, Number(cell.dataset.pick), cell.dataset.gallery);
-      if (next) act(next, { scroll: id === "#examples" });
+      const cell = e.target.closest("[data-pick]"), gallery = cell?.dataset.gallery || "";
+      const next = cell && (gallery.startsWith("own:") ? pickOwn(wanted, Number(cell.dataset.pick), gallery.slice(4))
+                                                       : pickExample(wanted, Number(cell.dataset.pick), gallery));
+      if (next) act(next, { scroll: id !== "#results" });
     });
   }
+  $("#own-files").addEventListener("change", async (e) => {
+    const files = [...e.target.files];
+    if (!files.length) return;
+    $("#own-status").textContent = `reading ${files.length} images…`;
+    try {
+      act(ownGallery(wanted, await readOwn(files)));
+    } catch (err) {
+      e.target.value = "";
+      act(failed(wanted, "own", err.message));
+    }
+  });
   $("#upload").addEventListener("change", async (e) => {
     const file = e.target.files[0];
     if (!file) return;
@@ -353,7 +502,8 @@ function wire() {
   canvas.addEventListener("click", (e) => {
     const i = nearestPoint(e);
     tip.hidden = true;
-    const next = i === null ? null : pickExample(wanted, i, mapPoints.dataset.name);
+    const own = mapPoints?.own;
+    const next = i === null ? null : own ? pickOwn(wanted, i, own.token) : pickExample(wanted, i, mapPoints.dataset.name);
     if (next) act(next, { scroll: true });
   });
   canvas.addEventListener("mousemove", (e) => {
@@ -363,7 +513,9 @@ function wire() {
     const box = canvas.getBoundingClientRect(), x = e.clientX - box.left, y = e.clientY - box.top;
     tip.style.left = `${x + 120 > box.width ? x - 118 : x + 12}px`; // inside the map, whichever side has room
     tip.style.top = `${y + 140 > box.height ? y - 138 : y + 12}px`;
-    tip.innerHTML = `${thumb(d, i)}${escape(caption(d, i))} · #${i}`;
+    const own = mapPoints.own;
+    tip.innerHTML = own ? `<img class="thumb" src="${own.thumbs[i]}" alt="">${escape(own.names[i])}`
+                        : `${thumb(d, i)}${escape(caption(d, i))} · #${i}`;
   });
   canvas.addEventListener("mouseleave", () => { tip.hidden = true; });
   for (const tab of document.querySelectorAll(".tabs button")) {
