@@ -27,8 +27,8 @@ MAX_ZIP_MEMBERS = 2000
 MAX_ZIP_BYTES = 200 * 2**20
 MAX_IMAGE_PIXELS = 25_000_000
 MAX_FILE_BYTES = 20 * 2**20
-KEEP_SIDE: int = SPEC["own"]["keep_side"]  # images are kept this small: the models see 28 or 32 px, the page shows
-MIN_SIDE: int = SPEC["own"]["min_side"]  # thumbnails; smaller ones are skipped
+KEEP_SIDE: int = SPEC["own"]["keep_side"]  # kept this small: the models see 28 or 32 px, the page thumbnails
+MIN_SIDE: int = SPEC["own"]["min_side"]  # images with a shorter side are skipped
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
