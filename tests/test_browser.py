@@ -470,13 +470,24 @@ def test_a_drawing_then_a_dataset_switch_and_a_map_click(server) -> None:
 
 
 def test_the_sketchpad_draws_again_after_a_dataset_without_drawings(server) -> None:
-    """CIFAR-10 hides the sketchpad; back on FashionMNIST its first stroke draws and is searched."""
+    """A drawing is not searched on CIFAR-10 (no results and a line, not another query), and is
+    searched again back on MNIST; CIFAR-10 hides the sketchpad; back on FashionMNIST its first
+    stroke draws and is searched."""
     page = open_page(server)
     page.get_by_role("tab", name="Draw").click()
+    _stroke(page, page.locator("#sketch canvas").first)
+    wait_query(page, "your drawing", timeout=30_000)
+    choose(page, "dataset", "CIFAR-10")
+    wait_map(page, "CIFAR-10")
+    settle(page)
+    assert "drawings are searched on MNIST and FashionMNIST only" in page.inner_text("#results")
+    assert not page.locator(RESULT).count() and "gallery example" not in page.inner_text("#results")
+    choose(page, "dataset", "MNIST")
+    wait_query(page, "your drawing", timeout=30_000)
     choose(page, "dataset", "CIFAR-10")
     wait_map(page, "CIFAR-10")
     assert not page.locator("#sketch").is_visible()
-    assert page.get_by_text("Drawings are searched on MNIST and FashionMNIST").is_visible()
+    assert page.get_by_text("Drawings are searched on MNIST and FashionMNIST: pick one of them above.").is_visible()
     choose(page, "dataset", "FashionMNIST")
     wait_map(page, "FashionMNIST")
     canvas = page.locator("#sketch canvas").first

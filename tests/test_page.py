@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw
 
 import train
 from model.demo import Action, Demo, apply, initial_state, render
-from model.demo.page import MAX_K, PageState, clamp_k
+from model.demo.page import MAX_K, PageState, clamp_k, drawable
 
 pytestmark = pytest.mark.slow  # trains small checkpoints
 
@@ -124,8 +124,8 @@ def check_consistent(state: PageState, demo: Demo) -> None:
     else:
         assert title.startswith(f"{state.dataset} gallery"), (title, state.dataset)
     assert all(0 <= i < len(index) for i in state.examples)
-    if state.query is None:
-        assert not state.rows and "Query:" not in page.results
+    if state.query is None or (state.query.kind == "draw" and not drawable(demo, state.dataset)):
+        assert not state.rows and "Query:" not in page.results  # nothing searched (a drawing is kept, not searched)
         return
     assert state.rows and all(len(r.hits) == min(state.k, len(index) - 1) or state.target == "own" for r in state.rows)
     size = len(state.own) if state.target == "own" else len(index)
@@ -149,7 +149,7 @@ def test_every_action_from_every_state_leaves_a_consistent_page(demo, files) -> 
                                                                                 state.model), (name, what)
                 page = render(after)
                 assert after.error[1] in page.status and any(after.error[1] in v for v in page.errors.values())
-                if after.query is not None:
+                if after.rows:  # results on screen: said to be the last good query's
                     assert "still those of" in page.results
 
 
@@ -171,7 +171,12 @@ def test_a_drawing_follows_the_dataset_and_leaves_no_results_where_drawings_are_
     fashion = apply(drawn, Action("dataset", "FashionMNIST"), demo)
     assert fashion.query.kind == "draw" and fashion.dataset == "FashionMNIST"
     cifar = apply(fashion, Action("dataset", "CIFAR-10"), demo)
-    assert cifar.query is None and not cifar.rows and "drawings are searched on" in cifar.notes[0]
+    assert cifar.query.kind == "draw" and not cifar.rows and "drawings are searched on" in cifar.notes[0]
+    assert "your drawing" not in render(cifar).results  # kept, not searched here
+    assert apply(cifar, Action("dataset", "CIFAR-10"), demo).query.kind == "draw"  # the same value sent twice
+    assert not apply(cifar, Action("k", 12), demo).rows  # nor when a setting changes
+    back = apply(cifar, Action("dataset", "MNIST"), demo)
+    assert back.query.kind == "draw" and back.rows  # searched again where drawings are
     # a map click there searches a CIFAR-10 image: the map is CIFAR-10's
     clicked = apply(cifar, Action("map", 12, cifar.gallery_key), demo)
     assert clicked.query.index == 12 and clicked.dataset == "CIFAR-10" and clicked.label is not None

@@ -380,6 +380,15 @@ def test_a_tap_on_the_map_keeps_the_phone_page_its_width(site, browser) -> None:
     page.wait_for_function("(r => r.top < innerHeight && r.bottom > 0)"
                            "(document.querySelector('#results').getBoundingClientRect())", timeout=10_000)
     shot(page, "phone-map-tap", full=False)
+    # an example tapped below the results: the query line comes to the top of the screen, as on
+    # the Gradio page (web/results.js), not left above it
+    page.locator("#examples [data-pick]").nth(3).scroll_into_view_if_needed()
+    picked = page.locator("#examples [data-pick]").nth(3).get_attribute("data-pick")
+    page.locator("#examples [data-pick]").nth(3).tap()
+    wait_query(page, f"gallery example #{picked} ")
+    page.wait_for_function("(r => r.top >= -1 && r.top < innerHeight * 0.4)"
+                           "(document.querySelector('#results .query-line').getBoundingClientRect())", timeout=10_000)
+    shot(page, "phone-example-tap", full=False)
     page.close()
 
 

@@ -343,6 +343,8 @@ def _switch_dataset(state: PageState, dataset: str, demo: Demo) -> PageState:
     drawings are not searched, leaves no query)."""
     if dataset not in demo.datasets():
         raise QueryError(f"{dataset!r} is not served here: pick one of {', '.join(demo.datasets())}")
+    if dataset == state.dataset:  # the dataset on screen (a dropdown may send its value twice): nothing changes
+        return dataclasses.replace(state, error=None, message="")
     models = demo.models(dataset)
     model = state.model if state.model in models else models[0]
     try:
@@ -354,16 +356,24 @@ def _switch_dataset(state: PageState, dataset: str, demo: Demo) -> PageState:
     if query is None or query.kind == "example":
         query = Query("example", picks[0])
     elif query.kind == "draw" and not drawable(demo, dataset):
-        return dataclasses.replace(moved, query=None, seen=None, label=None, rows=(), target="gallery", error=None,
-                                   notes=(text("drawings_elsewhere", datasets=" and ".join(drawable_datasets(demo))),),
-                                   message="")
+        return _drawing_elsewhere(moved, demo)
     return _search(moved, query, demo)
+
+
+def _drawing_elsewhere(state: PageState, demo: Demo) -> PageState:
+    """A drawing on a dataset that does not search drawings: kept as the query (searched again on
+    one that does, as the sketchpad still shows it) but not searched here: no results, and a line
+    naming the datasets that take drawings."""
+    return dataclasses.replace(state, seen=None, label=None, rows=(), target="gallery", error=None, message="",
+                               notes=(text("drawings_elsewhere", datasets=" and ".join(drawable_datasets(demo))),))
 
 
 def _research(state: PageState, demo: Demo) -> PageState:
     """The state's query searched again under its (new) settings."""
     if state.query is None:
         return dataclasses.replace(state, error=None, message="")
+    if state.query.kind == "draw" and not drawable(demo, state.dataset):
+        return _drawing_elsewhere(state, demo)
     return _search(state, state.query, demo)
 
 
@@ -543,7 +553,7 @@ def describe(state: PageState) -> str:
 
 
 def _results(state: PageState, shown: Shown) -> str:
-    if state.query is None:
+    if state.query is None or state.seen is None:  # nothing searched (a drawing where drawings are not searched)
         return empty_results(" · ".join(state.notes) or "Pick an example, upload an image, or draw one.")
     thumbs, names, captions = shown.thumbs, list(shown.class_names), shown.paths
     if state.target == "own":

@@ -116,3 +116,8 @@ test("your gallery: a click searches one of its images; a click on a replaced ga
   const moved = pickDataset(site, picked, site.datasets[1].name);
   assert.deepEqual(moved.query, { kind: "own", index: 2 }); // searched with the new dataset's model
 });
+
+test("choosing the dataset on screen again changes nothing", () => {
+  const s = pickExample(opening(site), 7);
+  assert.deepEqual(pickDataset(site, s, s.dataset).query, { kind: "example", index: 7 });
+});

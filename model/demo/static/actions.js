@@ -20,8 +20,10 @@ export function opening(site) {
 }
 
 // Another dataset: its first grid; an example query becomes the new grid's first example (an index
-// of the old gallery means another image); an upload or a drawing is kept and searched there.
+// of the old gallery means another image); an upload or a drawing is kept and searched there (a
+// drawing where drawings are not searched: kept, not searched, search() says where they are).
 export function pickDataset(site, s, name) {
+  if (name === s.dataset) return { ...s, ...fresh }; // the dataset on screen: nothing changes
   const d = site.datasets.find((x) => x.name === name);
   const examples = examplesFor(d, 0);
   const query = s.query?.kind === "example" ? { kind: "example", index: examples[0] } : s.query;

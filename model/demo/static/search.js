@@ -409,7 +409,7 @@ function nearestPoint(event) {
 // Every action: the next state, built on the latest one asked for, searched, then drawn unless a
 // later action has been taken meanwhile (its own answer will be drawn instead). Work that takes
 // more than a moment says so in the status line.
-async function act(next, { scroll = false } = {}) {
+async function act(next, { still = false, fromMap = false } = {}) {
   const mine = ++turn;
   wanted = next;
   const slow = setTimeout(() => {
@@ -431,9 +431,14 @@ async function act(next, { scroll = false } = {}) {
   } finally {
     clearTimeout(slow);
   }
-  if (scroll && mine === turn) { // on a phone the results are below the sources: bring them into view
+  // The results brought back on screen, by the Gradio page's rule (web/results.js): on a phone
+  // whenever their top is off screen or low on it, except while the visitor draws (the pad stays
+  // still under the finger; `still`) or the page opens; on any screen after a click on the map,
+  // which lies below them.
+  if (mine === turn) {
     const box = $("#results").getBoundingClientRect();
-    if (box.top > innerHeight - 120 || box.bottom < 60) $("#results").scrollIntoView({ block: "start" });
+    const phone = innerWidth <= spec.phone_max_width && !still && (box.top < 0 || box.top > innerHeight * 0.4);
+    if (phone || (fromMap && (box.top < 0 || box.top > innerHeight * 0.5))) $("#results").scrollIntoView({ block: "start" });
   }
 }
 
@@ -473,7 +478,7 @@ function wire() {
       const cell = e.target.closest("[data-pick]"), gallery = cell?.dataset.gallery || "";
       const next = cell && (gallery.startsWith("own:") ? pickOwn(wanted, Number(cell.dataset.pick), gallery.slice(4))
                                                        : pickExample(wanted, Number(cell.dataset.pick), gallery));
-      if (next) act(next, { scroll: id !== "#results" });
+      if (next) act(next);
     });
   }
   $("#own-files").addEventListener("change", async (e) => {
@@ -492,7 +497,7 @@ function wire() {
     if (!file) return;
     try {
       const image = await decode(file);
-      act(upload(wanted, file.name, image), { scroll: true });
+      act(upload(wanted, file.name, image));
     } catch (err) {
       e.target.value = "";
       act(failed(wanted, "upload", err.message));
@@ -504,7 +509,7 @@ function wire() {
     tip.hidden = true;
     const own = mapPoints?.own;
     const next = i === null ? null : own ? pickOwn(wanted, i, own.token) : pickExample(wanted, i, mapPoints.dataset.name);
-    if (next) act(next, { scroll: true });
+    if (next) act(next, { fromMap: true });
   });
   canvas.addEventListener("mousemove", (e) => {
     const i = nearestPoint(e), d = mapPoints?.dataset;
@@ -533,10 +538,10 @@ function wireDrawing() {
   mountSketch($("#sketch"), spec.sketch, (pad, ctx) => {
     const { data, width, height } = ctx.getImageData(0, 0, pad.width, pad.height);
     if (!drawingQuery(data, width, height, "mnist")) {
-      act(failed(wanted, "draw", "the drawing is empty: draw a digit or a garment"));
+      act(failed(wanted, "draw", "the drawing is empty: draw a digit or a garment"), { still: true });
       return;
     }
-    act(draw(wanted, data, width, height));
+    act(draw(wanted, data, width, height), { still: true });
   });
 }
 
@@ -549,7 +554,7 @@ async function main() {
   const d = site.datasets[0];
   state = wanted = opening(site);
   wire();
-  await act(state);
+  await act(state, { still: true });
   // the ONNX sessions of the first dataset, ready before the first upload or drawing
   for (const m of d.models) session(m.onnx).catch(() => {});
   window.__ready = true;
