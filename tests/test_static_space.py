@@ -486,7 +486,7 @@ def test_a_published_collection_is_searched_with_its_paths(site, browser) -> Non
     assert captions(page)[0].split(" · ")[0] == entry["paths"][5]
     shot(page, "collection-upload")
     page.locator("#compare").check()  # one model: said, not a silent single row
-    page.wait_for_function("document.querySelector('#results').innerText.includes('compare needs a second model')")
+    page.wait_for_function("document.querySelector('#status').innerText.includes('compare needs a second model')")
     assert page.locator("#results h4").count() == 1
     assert not page.outside, page.outside
     page.close()

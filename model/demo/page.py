@@ -303,15 +303,16 @@ def _apply(state: PageState, action: Action, demo: Demo, progress=None) -> PageS
 
 def clamp_k(value: Any, current: int) -> tuple[int, str]:
     """A top-k value as a visitor may type it -> (k in 1..MAX_K, a line when it was changed)."""
+    kept = text("k_not_a_number", max=str(MAX_K), k=str(current))
     try:
         k = float(value)
     except (TypeError, ValueError):
-        return current, f"top-k must be a number from 1 to {MAX_K}: kept {current}"
+        return current, kept
     if math.isnan(k):
-        return current, f"top-k must be a number from 1 to {MAX_K}: kept {current}"
+        return current, kept
     clamped = int(min(MAX_K, max(1, round(k))))
     if clamped != k:
-        return clamped, f"top-k is a whole number from 1 to {MAX_K}: {k:g} became {clamped}"
+        return clamped, text("k_clamped", max=str(MAX_K), typed=f"{k:g}", k=str(clamped))
     return clamped, ""
 
 

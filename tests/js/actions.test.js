@@ -53,7 +53,7 @@ test("top-k: whole numbers from 1 to max_k; anything else keeps k and says so", 
   assert.equal(setTopK(s, "12").status, "");
   const rounded = setTopK(s, "3.6");
   assert.equal(rounded.k, 4);
-  assert.match(rounded.status, /3\.6 searched as 4/);
+  assert.match(rounded.status, /3\.6 became 4/); // spec.json's words, as the Gradio page says it
   assert.equal(setTopK(s, "0").k, 1);
   assert.equal(setTopK(s, "100000").k, spec.max_k);
   const kept = setTopK(s, "abc");

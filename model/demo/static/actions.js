@@ -2,7 +2,7 @@
 // search.js wires them to the page's events and tests/js/actions.test.js runs them under node.
 // A state: {dataset, model, k, compare, seed, examples, query, error, status, ...}; `site` is
 // site.json (model/demo/static_site.py). The rules match the Gradio page (docs/demo.md).
-import { examplePicks, spec } from "./spec.js";
+import { examplePicks, spec, text } from "./spec.js";
 
 export const datasetOf = (site, s) => site.datasets.find((d) => d.name === s.dataset);
 export const modelOf = (d, key) => d.models.find((m) => m.key === key) || d.models[0];
@@ -37,10 +37,10 @@ export const setCompare = (s, on) => ({ ...s, compare: Boolean(on), ...fresh });
 export function setTopK(s, value) {
   const v = Number(value);
   if (value === "" || !Number.isFinite(v)) {
-    return { ...s, ...fresh, status: `top-k must be a number from 1 to ${spec.max_k}: kept ${s.k}` };
+    return { ...s, ...fresh, status: text("k_not_a_number", { max: spec.max_k, k: s.k }) };
   }
   const k = Math.min(spec.max_k, Math.max(1, Math.round(v)));
-  return { ...s, k, ...fresh, status: k !== v ? `top-k is a whole number from 1 to ${spec.max_k}: ${value} searched as ${k}` : "" };
+  return { ...s, k, ...fresh, status: k !== v ? text("k_clamped", { max: spec.max_k, typed: v, k }) : "" };
 }
 
 // Another grid of the same gallery; the query stays.

@@ -270,12 +270,13 @@ function render(s) {
     ownNote += ` Skipped ${own.skipped.length}: ${own.skipped.slice(0, 10).map(escape).join("; ")}${more}.`;
   }
   $("#own-status").innerHTML = ownNote;
-  $("#own-error").textContent = s.error?.source === "own" ? s.error.text : "";
+  $("#own-error").textContent = s.error?.source === "own" ? `⚠ ${s.error.text}` : "";
   $("#draw-note").hidden = drawable(d);
   $("#draw-box").hidden = !drawable(d);
-  $("#upload-error").textContent = s.error?.source === "upload" ? s.error.text : "";
-  $("#draw-error").textContent = s.error?.source === "draw" ? s.error.text : "";
-  $("#status").textContent = s.error ? `⚠ ${s.error.text}` : s.status || "";
+  $("#upload-error").textContent = s.error?.source === "upload" ? `⚠ ${s.error.text}` : "";
+  $("#draw-error").textContent = s.error?.source === "draw" ? `⚠ ${s.error.text}` : "";
+  // as the Gradio page's status line: the refusal, the query's notes, the action's message
+  $("#status").textContent = [s.error && `⚠ ${s.error.text}`, ...(s.notes || []), s.status].filter(Boolean).join(" · ");
   $("#results").classList.remove("busy");
   keepFocus(() => renderResults(s, d));
   renderMap(s, d);
@@ -293,19 +294,20 @@ function renderResults(s, d) {
     return;
   }
   const q = s.query;
-  const what = q.kind === "example" ? `gallery example #${q.index} (${s.label === null ? "label unknown" : `label <b>${escape(d.class_names[s.label])}</b>`})`
-    : q.kind === "upload" ? `your upload ${escape(q.name)} (label unknown)`
-    : q.kind === "own" ? `your image ${escape(s.own.names[q.index])} (label unknown)` : "your drawing (label unknown)";
+  // the query named as page.describe names it, then its label as the Gradio page gives it
+  const named = q.kind === "example" ? `gallery example #${q.index}` : q.kind === "upload" ? `your upload ${escape(q.name)}`
+    : q.kind === "own" ? `your image ${escape(s.own.names[q.index])}` : "your drawing";
+  const what = `${named} (${s.label === null ? "label unknown" : `label <b>${escape(d.class_names[s.label])}</b>`})`;
   // the results' gallery: the dataset's, or your own (its thumbnails and file names)
   const own = q.kind === "own" ? s.own : null, gallery = own ? `own:${own.token}` : d.name;
   const picture = own ? (i) => `<img class="thumb" src="${own.thumbs[i]}" alt="">` : (i) => thumb(d, i);
-  const named = own ? (i) => own.names[i] : (i) => caption(d, i);
+  const captioned = own ? (i) => own.names[i] : (i) => caption(d, i);
   let html = `<div class="query-line"><canvas width="${d.size}" height="${d.size}"></canvas>` +
              `<span>Query: ${what}, as the model sees it · ${d.title}</span></div>`;
-  const unlike = (s.notes || []).filter((n) => n.startsWith("unlike ")), rest = (s.notes || []).filter((n) => !unlike.includes(n));
+  // beside the results only the "unlike the dataset" line (the other notes are in the status line)
+  const unlike = (s.notes || []).filter((n) => n.startsWith("unlike "));
   for (const n of unlike) html += `<p class="unlike">⚠ <b>${escape(n.split(":")[0])}</b>:${escape(n.slice(n.indexOf(":") + 1))}</p>`;
-  if (rest.length) html += `<p class="notes">${rest.map(escape).join("; ")}</p>`;
-  if (s.error) html += `<p class="error-line refused">⚠ ${escape(s.error.text)}. The results below are still those of ${what.replace(/<[^>]+>/g, "")}.</p>`;
+  if (s.error) html += `<p class="error-line refused">⚠ ${escape(s.error.text)}. The results below are still those of ${named}.</p>`;
   for (const row of s.rows) {
     let p = row.precision === null ? "" : `<span class="precision">precision@${row.hits.length} = ${row.precision.toFixed(3)}</span>`;
     if (p && row.others !== null && row.hits.length && row.others < row.hits.length) { // as html.results_row says it
@@ -318,7 +320,7 @@ function renderResults(s, d) {
       const mark = same ? `<span class="mark ${same}">${same === "same" ? "✓ same" : "✗ other"}</span>` : "";
       return `<button class="cell result ${same}" data-pick="${h.index}" data-gallery="${gallery}" ` +
              `title="#${h.index}">${picture(h.index)}` +
-             `<span class="caption">${escape(named(h.index))} · ${h.similarity.toFixed(3)}</span>${mark}</button>`;
+             `<span class="caption">${escape(captioned(h.index))} · ${h.similarity.toFixed(3)}</span>${mark}</button>`;
     }).join("") + "</div>";
   }
   if (s.rows.length) html += `<p class="scores-help">${escape(spec.texts.scores_help)}</p>`;
