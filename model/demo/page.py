@@ -344,8 +344,8 @@ def _switch_dataset(state: PageState, dataset: str, demo: Demo) -> PageState:
     drawings are not searched, leaves no query)."""
     if dataset not in demo.datasets():
         raise QueryError(f"{dataset!r} is not served here: pick one of {', '.join(demo.datasets())}")
-    if dataset == state.dataset:  # the dataset on screen (a dropdown may send its value twice): nothing changes
-        return dataclasses.replace(state, error=None, message="")
+    if dataset == state.dataset and state.error is None:  # the dataset on screen (a dropdown may send its value
+        return dataclasses.replace(state, message="")  # twice): nothing changes; after a failure it is tried again
     models = demo.models(dataset)
     model = state.model if state.model in models else models[0]
     try:
