@@ -28,7 +28,7 @@ MAX_ZIP_BYTES = 200 * 2**20
 MAX_IMAGE_PIXELS = 25_000_000
 MAX_FILE_BYTES = 20 * 2**20
 KEEP_SIDE: int = SPEC["own"]["keep_side"]  # kept this small: the models see 28 or 32 px, the page thumbnails
-MIN_SIDE: int = SPEC["own"]["min_side"]  # images with a shorter side are skipped
+MIN_SIDE: int = SPEC["min_side"]  # images with a shorter side are skipped (as an upload is refused)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 

@@ -341,7 +341,7 @@ def _click(state: PageState, action: Action, demo: Demo) -> PageState:
 def _switch_dataset(state: PageState, dataset: str, demo: Demo) -> PageState:
     """Another dataset: its examples, a model that serves it (the same where it can), and the
     query searched there (a gallery example becomes the new gallery's first; a drawing, where
-    drawings are not searched, leaves no query)."""
+    drawings are not searched, stays the query unsearched: _drawing_elsewhere)."""
     if dataset not in demo.datasets():
         raise QueryError(f"{dataset!r} is not served here: pick one of {', '.join(demo.datasets())}")
     if dataset == state.dataset and state.error is None:  # the dataset on screen (a dropdown may send its value

@@ -104,10 +104,7 @@ async function search(s) {
              notes: [text("drawings_elsewhere", { datasets: where })] };
   }
   const label = s.query.kind === "example" && d.labels[s.query.index] >= 0 ? d.labels[s.query.index] : null;
-  const rows = [], notes = [...ready.notes];
-  if (s.compare && shownModels(d, s).length === 1) { // ticked, with nothing to compare against: said, not silent
-    notes.push(text("compare_single", { model: modelOf(d, s.model).title, dataset: d.title }));
-  }
+  const rows = [], notes = [...ready.notes, ...compareNotes(d, s)];
   for (const m of shownModels(d, s)) {
     const embeddings = await floats(m.embeddings);
     const q = s.query.kind === "example" ? embeddings.subarray(s.query.index * m.dim, (s.query.index + 1) * m.dim)
@@ -133,7 +130,7 @@ async function search(s) {
 // and listed; more than spec.own.max_images, or fewer than 2 readable, refused in one line.
 let ownCount = 0;
 async function readOwn(files) {
-  const { max_images: most, keep_side: side, min_side: least } = spec.own;
+  const { max_images: most, keep_side: side } = spec.own, least = MIN_SIDE;
   if (files.length > most) throw new Error(text("own_too_many", { max: most }));
   const own = { token: `${++ownCount}`, names: [], images: [], thumbs: [], skipped: [] };
   for (const file of files) {
@@ -166,29 +163,31 @@ async function readOwn(files) {
   return own;
 }
 
-// Your images embedded by model m in dataset d's form (each prepared as an upload is), once.
-const ownEmbeddings = new Map(); // "token|dataset|model" -> Float32Array (n x dim)
-async function ownVectors(own, d, m) {
+// Your images embedded by model m in dataset d's form (each prepared as an upload is), and their
+// map, each made once: {vectors (n x dim), xy (n x 2, made when first drawn)}.
+const ownEmbeddings = new Map(); // "token|dataset|model" -> the above
+async function ownEmbedded(own, d, m) {
   const key = `${own.token}|${d.name}|${m.key}`;
   if (!ownEmbeddings.has(key)) {
-    const out = new Float32Array(own.images.length * m.dim);
+    const vectors = new Float32Array(own.images.length * m.dim);
     for (let i = 0; i < own.images.length; i++) {
       const { data, width, height } = own.images[i];
-      out.set(await embed(m, prepareQuery(data, width, height, d.style, d.size).image), i * m.dim);
+      vectors.set(await embed(m, prepareQuery(data, width, height, d.style, d.size).image), i * m.dim);
     }
-    ownEmbeddings.set(key, out);
+    ownEmbeddings.set(key, { vectors, xy: null });
   }
   return ownEmbeddings.get(key);
 }
 
+// "compare" ticked with one model to show: said, not silent
+const compareNotes = (d, s) => (s.compare && shownModels(d, s).length === 1
+  ? [text("compare_single", { model: modelOf(d, s.model).title, dataset: d.title })] : []);
+
 // One of your images searched among the others (no labels: no precision, no same/other).
 async function searchOwn(s, d) {
-  const t0 = performance.now(), own = s.own, i = s.query.index, rows = [], notes = [];
-  if (s.compare && shownModels(d, s).length === 1) {
-    notes.push(text("compare_single", { model: modelOf(d, s.model).title, dataset: d.title }));
-  }
+  const t0 = performance.now(), own = s.own, i = s.query.index, rows = [], notes = compareNotes(d, s);
   for (const m of shownModels(d, s)) {
-    const e = await ownVectors(own, d, m);
+    const e = (await ownEmbedded(own, d, m)).vectors;
     rows.push({ model: m, hits: topK(e, m.dim, e.subarray(i * m.dim, (i + 1) * m.dim), s.k, i), precision: null,
                 others: null });
   }
@@ -228,11 +227,10 @@ function pca2(vectors, n, dim) {
   return xy;
 }
 
-const ownMaps = new Map(); // as ownEmbeddings: each gallery's map, once per dataset and model
 async function ownMap(own, d, m) {
-  const key = `${own.token}|${d.name}|${m.key}`;
-  if (!ownMaps.has(key)) ownMaps.set(key, pca2(await ownVectors(own, d, m), own.names.length, m.dim));
-  return ownMaps.get(key);
+  const embedded = await ownEmbedded(own, d, m);
+  embedded.xy ??= pca2(embedded.vectors, own.names.length, m.dim);
+  return embedded.xy;
 }
 
 // ------------------------------------------------------------------------------ drawing the page
@@ -258,7 +256,6 @@ function render(s) {
       `data-pick="${i}" data-gallery="${d.name}" title="#${i}">${thumb(d, i)}</button>`).join("");
   });
   const own = s.own, ownAt = s.query?.kind === "own" ? s.query.index : null;
-  $("#own-label").textContent = `your images (up to ${spec.own.max_images})`;
   keepFocus(() => {
     $("#own-examples").innerHTML = own ? own.names.map((n, i) => `<button class="cell${i === ownAt ? " current" : ""}" ` +
       `data-pick="${i}" data-gallery="own:${own.token}" title="${escape(n)}"><img class="thumb" src="${own.thumbs[i]}" ` +
@@ -552,6 +549,7 @@ async function main() {
   if (site.schema !== SCHEMA) { // model/demo/static_site.py's SCHEMA_VERSION: a site written for another page
     throw new Error(`site.json has schema ${site.schema}, this page reads ${SCHEMA}: publish the Space again`);
   }
+  $("#own-label").textContent = `your images (up to ${spec.own.max_images})`;
   $("#dataset").innerHTML = site.datasets.map((d) => `<option value="${d.name}">${d.title}</option>`).join("");
   const d = site.datasets[0];
   state = wanted = opening(site);
