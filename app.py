@@ -176,7 +176,9 @@ def controls(page: Page) -> dict:
         ui = {"dataset": gr.Dropdown(page.datasets, value=page.dataset or None, label="dataset", min_width=130),
               "model": gr.Dropdown(page.models, value=page.model or None, label="model", min_width=130),
               "k": top_k_slider(page.k),
-              "compare": gr.Checkbox(page.compare, label="compare Hybrid-1 and CNN-3a", min_width=160)}
+              "compare": gr.Checkbox(page.compare, label="compare two models", min_width=130),
+              "compare_with": gr.Dropdown(page.compare_choices, value=page.compare_with, label="compare with",
+                                          elem_id="compare-with", min_width=130)}
     ui["settings_error"] = error_line("settings", page.errors["settings"])
     ui["status"] = gr.Markdown(page.status, elem_id="status")
     return ui
@@ -242,14 +244,15 @@ def about_tab() -> dict:
 
 
 # What every page action returns, in this order: the state, then one value per component.
-OUTPUTS = ("state", "dataset", "model", "k", "compare", "settings_error", "status", "examples", "examples_error",
-           "upload", "upload_error", "draw_note", "draw_box", "draw_error", "own_status", "own_grid",
+OUTPUTS = ("state", "dataset", "model", "k", "compare", "compare_with", "settings_error", "status", "examples",
+           "examples_error", "upload", "upload_error", "draw_note", "draw_box", "draw_error", "own_status", "own_grid",
            "own_error", "results", "emap", "fmaps")
 
 
 def shown(p: Page) -> dict:
     """What each component shows on a page drawn from one state."""
     return {"dataset": (p.datasets, p.dataset), "model": (p.models, p.model), "k": p.k, "compare": p.compare,
+            "compare_with": (p.compare_choices, p.compare_with),
             "settings_error": p.errors["settings"], "status": p.status, "examples": p.examples,
             "examples_error": p.errors["examples"], "upload_error": p.errors["upload"], "draw_note": not p.drawable,
             "draw_box": p.drawable, "draw_error": p.errors["draw"],
@@ -265,7 +268,7 @@ def draw(old: PageState, new: PageState) -> tuple:
     before, after = shown(render(old)), shown(render(new))  # render only formats: no work done twice
     keep = gr.update()
     out = {"state": new}
-    for name in ("dataset", "model"):
+    for name in ("dataset", "model", "compare_with"):
         (choices, value), (old_choices, _) = after[name], before[name]
         out[name] = gr.update(value=value) if choices == old_choices else gr.update(choices=choices, value=value)
     out["k"], out["compare"] = after["k"], after["compare"]
@@ -331,7 +334,7 @@ def wire(ui: dict) -> None:
     ui["snap"].input(on_value("image"), [state, ui["snap"]], outputs, **ONE_QUEUE)
     ui["sketch"].edit(on_stroke, state, outputs, **STROKES)
     ui["dataset"].input(on_value("dataset"), [state, ui["dataset"]], outputs, **ONE_QUEUE)
-    for name in ("model", "k", "compare"):
+    for name in ("model", "k", "compare", "compare_with"):
         ui[name].input(on_value(name), [state, ui[name]], outputs, **ONE_QUEUE)
     ui["shuffle"].click(on_shuffle, state, outputs, **ONE_QUEUE)
     ui["own_files"].upload(on_own_files, [state, ui["own_files"]], outputs, **{**ONE_QUEUE, "show_progress": "minimal"})

@@ -63,7 +63,7 @@ def main() -> int:
                 cell.click()
                 wait_query(page, f"example #{target} ")
                 page.screenshot(path=str(out / f"example-{dataset}.png"), full_page=True)
-            page.get_by_label("compare Hybrid-1 and CNN-3a").check()
+            page.get_by_label("compare two models").check()
             page.wait_for_function("document.querySelectorAll('#results section.row').length == 2", timeout=60_000)
             page.wait_for_timeout(400)
             page.screenshot(path=str(out / "compare-CIFAR-10.png"))

@@ -198,10 +198,11 @@ def test_drawing(server) -> None:
 
 def test_compare_rows(server) -> None:
     page = open_page(server)
-    page.get_by_label("compare Hybrid-1 and CNN-3a").check()
+    page.get_by_label("compare two models").check()
     page.wait_for_function("document.querySelectorAll('#results section.row').length == 2", timeout=30_000)
     titles = page.locator("#results section.row h4").all_inner_texts()
     assert titles[0].startswith("Hybrid-1") and titles[1].startswith("CNN-3a")
+    assert page.locator("#compare-with input").input_value() == "CNN-3a"  # the first other model, until one is picked
     assert all("precision@8" in t for t in titles)
     assert page.locator(RESULT).count() == 16
     shot(page, "compare")

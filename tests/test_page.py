@@ -107,6 +107,7 @@ def actions(state: PageState, files) -> dict[str, Action]:
         "model": Action("model", "CNN-3a"), "unknown-model": Action("model", "ResNet"),
         "k": Action("k", 20), "k-too-big": Action("k", 100), "k-zero": Action("k", 0), "k-empty": Action("k", None),
         "k-fraction": Action("k", 7.5), "compare": Action("compare", not state.compare),
+        "compare-with": Action("compare_with", "Hybrid-1"), "bad-compare-with": Action("compare_with", "ResNet"),
         "shuffle": Action("shuffle", 7), "own-files": Action("own_files", files["own"][:3]),
         "tab": Action("tab", True), "pixel": Action("pixel", (3, 4)), "clear": Action("clear"),
     }
@@ -190,6 +191,31 @@ def test_clicks_from_a_replaced_page_or_overtaken_by_a_later_one_are_dropped(dem
     last = apply(cifar, Action("example", 9, cifar.gallery_key, seq=5), demo)
     overtaken = apply(last, Action("example", 4, cifar.gallery_key, seq=4), demo)  # sent earlier, arrived later
     assert overtaken == last and overtaken.query.index == 9
+
+
+def test_compare_takes_any_two_models_of_a_dataset(demo, data_dir, tmp_path) -> None:
+    """With a third MNIST model beside the paper's pair, "compare" pairs Hybrid-1 and CNN-3a until
+    another model is picked to compare with; a model never compares with itself."""
+    folder = tmp_path / "assets"
+    shutil.copytree(demo.assets, folder)
+    args = ["--dataset", "mnist", "--model", "compact-conv", "--loss", "ce", "--epochs", "1", "--batch-size", "50",
+            "--device", "cpu", "--data-dir", str(data_dir), "--out", str(folder / "mnist-compact-conv")]
+    assert train.main(args) == 0
+    three = Demo(assets=folder)
+    first = initial_state(three)
+    assert (first.dataset, first.model) == ("MNIST", "Hybrid-1")
+    page = render(first)
+    assert page.compare_choices == ["CNN-3a", "Compact-Conv"] and page.compare_with == "CNN-3a"
+    on = apply(first, Action("compare", True), three)
+    assert [r.model for r in on.rows] == ["Hybrid-1", "CNN-3a"]
+    picked = apply(first, Action("compare_with", "Compact-Conv"), three)  # picking one compares
+    assert picked.compare and [r.model for r in picked.rows] == ["Hybrid-1", "Compact-Conv"]
+    assert render(picked).compare_with == "Compact-Conv"
+    swapped = apply(picked, Action("model", "Compact-Conv"), three)
+    assert [r.model for r in swapped.rows] == ["Compact-Conv", "Hybrid-1"]
+    assert render(swapped).compare_choices == ["Hybrid-1", "CNN-3a"]
+    refused = apply(picked, Action("compare_with", "ResNet"), three)
+    assert "ResNet cannot be compared" in refused.error[1] and refused.rows == picked.rows
 
 
 def test_top_k_is_clamped_with_a_line() -> None:

@@ -224,6 +224,7 @@ def test_an_example_click_a_drawing_and_a_map_click_give_results(site, browser) 
     page.wait_for_function("document.querySelectorAll('#results h4').length == 2")
     assert [t.split("precision")[0].strip() for t in page.locator("#results h4").all_inner_texts()] == [
         "Hybrid-1", "CNN-3a"]
+    assert page.locator("#compare-with option").all_inner_texts() == ["CNN-3a"]  # the models it can be compared with
     canvas = page.locator("#embedding-map canvas")
     canvas.scroll_into_view_if_needed()
     box = canvas.bounding_box()

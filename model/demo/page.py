@@ -90,6 +90,7 @@ class Shown:
     and only read by render: the grids' thumbnails and captions, the map, the feature maps."""
 
     drawable: bool = False
+    partners: tuple[str, ...] = ()  # the models the chosen one can be compared with (Demo.partners)
     problem: str = ""  # the dataset's gallery could not be loaded: what the results say instead
     examples: tuple[tuple[int, str, str], ...] = ()  # the example grid: (gallery position, thumbnail, caption)
     thumbs: tuple[str, ...] = ()  # the dataset gallery's thumbnails, by position
@@ -106,6 +107,7 @@ class PageState:
     model: str  # title
     k: int = DEFAULT_K
     compare: bool = False
+    compare_with: str = ""  # the model picked to compare with ("": the first other, Demo.compared)
     examples: tuple[int, ...] = ()  # the example grid's gallery positions
     query: Query | None = None
     seen: np.ndarray | None = field(default=None, compare=False)  # the query as the model sees it (H, W[, 3]) uint8
@@ -150,6 +152,8 @@ class Page:
     model: str
     k: int
     compare: bool
+    compare_choices: list[str]  # the models the chosen one can be compared with
+    compare_with: str | None  # the one a compare search shows beside it (None: there is none)
     drawable: bool
     examples: str
     results: str
@@ -191,10 +195,10 @@ def apply(state: PageState, action: Action, demo: Demo, progress=None) -> PageSt
     with `gallery` naming the grid clicked); upload (a file path); image (an RGB(A) array: a
     paste or webcam shot); draw (the sketchpad as a PNG data URL, or its pixels); clear (an input
     emptied: nothing changes); dataset, model (titles); k (a number, clamped to 1..MAX_K);
-    compare (bool); shuffle (a seed); own_files (file paths: the visitor's gallery); tab (the
-    feature maps opened: bool); pixel ((row, column) of the feature maps). A refused action
-    returns `state` with its error; a click numbered before the latest click applied is dropped
-    (the later one already answered)."""
+    compare (bool); compare_with (a model title: compares with it); shuffle (a seed); own_files
+    (file paths: the visitor's gallery); tab (the feature maps opened: bool); pixel ((row,
+    column) of the feature maps). A refused action returns `state` with its error; a click
+    numbered before the latest click applied is dropped (the later one already answered)."""
     new = _step(state, action, demo, progress)
     return new if new is state else _with_shown(new, demo)
 
@@ -286,6 +290,11 @@ def _apply(state: PageState, action: Action, demo: Demo, progress=None) -> PageS
             return dataclasses.replace(_research(dataclasses.replace(state, k=k), demo), message=message)
         if kind == "compare":
             return _research(dataclasses.replace(state, compare=bool(action.value)), demo)
+        if kind == "compare_with":  # picking a model to compare with compares
+            if action.value not in demo.partners(state.dataset, state.model):
+                raise QueryError(f"{action.value} cannot be compared with {state.model} on {state.dataset}: pick one "
+                                 f"of {', '.join(demo.partners(state.dataset, state.model)) or 'none (one model)'}")
+            return _research(dataclasses.replace(state, compare=True, compare_with=str(action.value)), demo)
         if kind == "shuffle":
             picks = default_examples(demo, state.dataset, state.model, seed=int(action.value))
             return dataclasses.replace(state, examples=picks, error=None, message="")
@@ -428,7 +437,7 @@ def _search(state: PageState, query: Query, demo: Demo) -> PageState:
     target = "own" if query.kind == "own" else "gallery"
     exclude = query.index if query.kind in ("example", "own") else None
     rows, seen = [], None
-    models = demo.compared(state.dataset, state.model) if state.compare else [state.model]
+    models = demo.compared(state.dataset, state.model, state.compare_with) if state.compare else [state.model]
     if state.compare and len(models) == 1:  # ticked, with nothing to compare against: said, not silent
         notes.append(text("compare_single", model=state.model, dataset=state.dataset))
     for m in models:
@@ -497,8 +506,11 @@ def render(state: PageState) -> Page:
         status.insert(0, f"⚠ {message}")
     datasets = list(dict.fromkeys(d for d, _ in state.served))
     models = [m for d, m in state.served if d == state.dataset]
+    partners = list(shown.partners)
+    partner = state.compare_with if state.compare_with in partners else partners[0] if partners else None
     page = Page(datasets=datasets, dataset=state.dataset, models=models, model=state.model, k=state.k,
-                compare=state.compare, drawable=shown.drawable, examples="", results="", status=" · ".join(status),
+                compare=state.compare, compare_choices=partners, compare_with=partner, drawable=shown.drawable,
+                examples="", results="", status=" · ".join(status),
                 map=None, highlight={}, feature_maps=None, errors=errors, own_grid="", own_note=state.own_note)
     if state.own is not None:
         page.own_grid = examples_html([(i, t, state.own.own.names[i]) for i, t in enumerate(state.own.thumbs)],
@@ -526,16 +538,18 @@ def _shown(state: PageState, demo: Demo) -> Shown:
     can_draw = bool(state.dataset) and drawable(demo, state.dataset)
     if not state.dataset:
         return Shown(drawable=can_draw)
+    partners = tuple(demo.partners(state.dataset, state.model))
     try:
         index = demo.index(state.dataset, state.model)
         thumbs = demo.gallery_thumbs(state.dataset, state.model)
     except ERRORS as e:
-        return Shown(drawable=can_draw, problem=f"{state.model} on {state.dataset}: {e}")
+        return Shown(drawable=can_draw, partners=partners, problem=f"{state.model} on {state.dataset}: {e}")
     paths = tuple(index.paths) if hasattr(index, "paths") else None  # a collection's: its files caption it
     names = tuple(index.class_names)
     caption = (lambda i: paths[i]) if paths is not None else (lambda i: names[index.labels[i]])
     map_, highlight = _map(state, demo, index, thumbs)
-    return Shown(drawable=can_draw, examples=tuple((i, thumbs[i], caption(i)) for i in state.examples),
+    return Shown(drawable=can_draw, partners=partners,
+                 examples=tuple((i, thumbs[i], caption(i)) for i in state.examples),
                  thumbs=tuple(thumbs), class_names=names, paths=paths, map=map_, highlight=highlight,
                  feature_maps=_feature_maps(state, demo) if state.maps_open else None)
 

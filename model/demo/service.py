@@ -61,7 +61,7 @@ ASSETS = Path(os.environ.get("INVOLUTION_ASSETS", Path(__file__).resolve().paren
 # e.g. INVOLUTION_MODELS="hf://USER/involution-cifar10-hybrid1 hf://USER/involution-mnist-hybrid1"
 # (a Space variable); separated by spaces or commas.
 HUB_MODELS_ENV = "INVOLUTION_MODELS"
-COMPARED = ("hybrid1", "cnn3a")  # the paper's pair: "compare" shows the other of them beside the chosen one
+COMPARED = ("hybrid1", "cnn3a")  # the paper's pair, listed first: "compare" pairs them unless told otherwise
 MIN_SIDE = 8
 MAX_PIXELS = 25_000_000  # larger uploads are refused as possible decompression bombs
 MAX_FILE_BYTES = 20 * 1024 * 1024
@@ -425,13 +425,16 @@ class Demo:
     def models(self, dataset: str) -> list[str]:
         return [m for d, m in self.served() if d == dataset]
 
-    def compared(self, dataset: str, model: str) -> list[str]:
-        """The models a "compare" search shows: the chosen one, then the other of the paper's
-        pair where it serves this dataset."""
-        pair = [model_title(m) for m in COMPARED]
-        if model not in pair:
-            return [model]
-        return [model, *(m for m in pair if m != model and m in self.models(dataset) and not self.problem(dataset, m))]
+    def compared(self, dataset: str, model: str, partner: str = "") -> list[str]:
+        """The models a "compare" search shows: the chosen one, then `partner` where it is another
+        model serving this dataset, else the first other one in the page's order (the paper's
+        pair first: Hybrid-1 and CNN-3a are compared unless another model is picked)."""
+        others = self.partners(dataset, model)
+        return [model, partner if partner in others else others[0]] if others else [model]
+
+    def partners(self, dataset: str, model: str) -> list[str]:
+        """The models a search with `model` on `dataset` can be compared with: the others that serve."""
+        return [m for m in self.models(dataset) if m != model and not self.problem(dataset, m)]
 
     def query_style(self, dataset: str) -> str:
         d = self.dataset(dataset)

@@ -4,8 +4,8 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import {
-  draw, failed, opening, ownGallery, pickDataset, pickExample, pickModel, pickOwn, sameClassOthers, setCompare, setTopK,
-  shownModels, shuffle, topK, upload,
+  draw, failed, opening, ownGallery, partners, pickDataset, pickExample, pickModel, pickOwn, sameClassOthers, setCompare,
+  setCompareWith, setTopK, shownModels, shuffle, topK, upload,
 } from "../../model/demo/static/actions.js";
 import { examplePicks, spec } from "../../model/demo/static/spec.js";
 
@@ -81,10 +81,16 @@ test("a failure says where it happened and keeps the query; the next action clea
   assert.equal(setCompare(s, true).error, null);
 });
 
-test("compare shows the paper's pair, or the one model a dataset has", () => {
+test("compare shows the paper's pair, any other model picked, or the one model a dataset has", () => {
   const s = setCompare(opening(site), true);
   assert.deepEqual(shownModels(mnist, s).map((m) => m.key), ["hybrid1", "cnn3a"]);
   assert.deepEqual(shownModels(mnist, pickModel(s, "cnn3a")).map((m) => m.key), ["cnn3a", "hybrid1"]);
+  const three = { ...mnist, models: [...mnist.models, { key: "compact-conv", title: "Compact-Conv" }] };
+  assert.deepEqual(partners(three, s).map((m) => m.key), ["cnn3a", "compact-conv"]);
+  const picked = setCompareWith(setCompare(opening(site), false), "compact-conv");
+  assert.equal(picked.compare, true); // picking a model to compare with compares
+  assert.deepEqual(shownModels(three, picked).map((m) => m.key), ["hybrid1", "compact-conv"]);
+  assert.deepEqual(shownModels(three, pickModel(picked, "compact-conv")).map((m) => m.key), ["compact-conv", "hybrid1"]);
   assert.deepEqual(shownModels(site.datasets[2], { ...s, model: "compact-inv" }).map((m) => m.key), ["compact-inv"]);
 });
 

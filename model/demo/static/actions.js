@@ -32,6 +32,8 @@ export function pickDataset(site, s, name) {
 
 export const pickModel = (s, key) => ({ ...s, model: key, ...fresh });
 export const setCompare = (s, on) => ({ ...s, compare: Boolean(on), ...fresh });
+// picking a model to compare with compares (the Gradio page's rule, page.py)
+export const setCompareWith = (s, key) => ({ ...s, compare: true, compareWith: key, ...fresh });
 
 // top-k as typed: a whole number from 1 to max_k; anything else keeps the last k and says so.
 export function setTopK(s, value) {
@@ -75,12 +77,15 @@ export const draw = (s, rgba, width, height) => ({ ...s, query: { kind: "draw", 
 // A failed upload or an empty drawing: the message where it happened; the last results stay.
 export const failed = (s, source, message) => ({ ...s, error: { source, text: message } });
 
-// The models a search shows: the chosen one, then with `compare` the other of the paper's pair.
+// The models the chosen one can be compared with: the dataset's others (service.py's partners).
+export const partners = (d, s) => d.models.filter((m) => m.key !== modelOf(d, s.model).key);
+
+// The models a search shows: the chosen one, then with `compare` the model picked to compare with,
+// else the first other in the dataset's order (the paper's pair first), as Demo.compared.
 export function shownModels(d, s) {
   const chosen = modelOf(d, s.model);
   if (!s.compare) return [chosen];
-  const pair = ["hybrid1", "cnn3a"];
-  const other = pair.includes(chosen.key) ? d.models.find((m) => pair.includes(m.key) && m.key !== chosen.key) : null;
+  const others = partners(d, s), other = others.find((m) => m.key === s.compareWith) || others[0];
   return other ? [chosen, other] : [chosen];
 }
 

@@ -7,8 +7,8 @@
 // grid, result or map of a dataset the page has left is dropped. What each action does to the
 // state is actions.js's, pure and tested under node.
 import {
-  datasetOf, draw, drawable, failed, modelOf, opening, ownGallery, pickDataset, pickExample, pickModel, pickOwn,
-  sameClassOthers, setCompare, setTopK, shownModels, shuffle, topK, upload,
+  datasetOf, draw, drawable, failed, modelOf, opening, ownGallery, partners, pickDataset, pickExample, pickModel,
+  pickOwn, sameClassOthers, setCompare, setCompareWith, setTopK, shownModels, shuffle, topK, upload,
 } from "./actions.js";
 import { familiarity } from "./familiarity.js";
 import { drawingQuery, prepareQuery, resize } from "./prepare.js";
@@ -250,6 +250,9 @@ function render(s) {
   $("#model").value = modelOf(d, s.model).key;
   $("#top-k").value = s.k;
   $("#compare").checked = s.compare;
+  const others = partners(d, s);
+  $("#compare-with").innerHTML = others.map((m) => `<option value="${m.key}">${m.title}</option>`).join("");
+  if (others.length) $("#compare-with").value = (others.find((m) => m.key === s.compareWith) || others[0]).key;
   const current = s.query?.kind === "example" ? s.query.index : null;
   keepFocus(() => {
     $("#examples").innerHTML = s.examples.map((i) => `<button class="cell${i === current ? " current" : ""}" ` +
@@ -470,6 +473,7 @@ function wire() {
   $("#dataset").addEventListener("change", (e) => act(pickDataset(site, wanted, e.target.value)));
   $("#model").addEventListener("change", (e) => act(pickModel(wanted, e.target.value)));
   $("#compare").addEventListener("change", (e) => act(setCompare(wanted, e.target.checked)));
+  $("#compare-with").addEventListener("change", (e) => act(setCompareWith(wanted, e.target.value)));
   $("#top-k").addEventListener("change", (e) => act(setTopK(wanted, e.target.value)));
   $("#shuffle").addEventListener("click", () => act(shuffle(site, wanted)));
   for (const id of ["#examples", "#results", "#own-examples"]) {
