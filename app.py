@@ -33,6 +33,7 @@ from model.demo.own_gallery import MAX_IMAGES  # noqa: E402
 from model.demo.page import ERRORS, MAX_K, Page, PageState, clamp_k  # noqa: E402
 from model.demo.spec import SKETCH, text  # noqa: E402
 from model.index import build_bundle  # noqa: E402
+from model.networks import model_label  # noqa: E402
 from model.record import summarize  # noqa: E402
 
 IMPORT_SECONDS = time.perf_counter() - _T0
@@ -113,7 +114,7 @@ def about_markdown() -> str:
         try:
             mt = json.loads(path.read_text())
             s = summarize(mt)
-            rows.append(f"| {d} | {m} | {s.params:,} | {s.weights_bytes / 1024:.1f} KB | "
+            rows.append(f"| {d} | {model_label(m)} | {s.params:,} | {s.weights_bytes / 1024:.1f} KB | "
                         f"{s.test['precision_at_1']:.4f} | {s.test['mean_average_precision_at_r']:.4f} | "
                         f"{s.test['ms_loss']:.4f} | {'test set (trained before recipes)' if s.legacy else 'validation'}"
                         f" | {training_summary(mt)} |")

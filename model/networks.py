@@ -225,6 +225,13 @@ def model_title(name: str) -> str:
     return TITLES.get(name, name)
 
 
+def model_label(name: str) -> str:
+    """A model (registry name or title) named with where it comes from, as the tables show it:
+    "Hybrid-1 (paper)", "Compact-Conv (this project)"."""
+    key = {title: key for key, title in TITLES.items()}.get(name, name)
+    return f"{model_title(key)} ({'paper' if key in PAPER_MODELS else 'this project'})"
+
+
 def build_model(
     name: str,
     in_channels: int,

@@ -39,6 +39,7 @@ from model.checkpoint import CheckpointError, load_model  # noqa: E402
 from model.data import KNOWN  # noqa: E402
 from model.export import INPUT_NAME, OUTPUT_NAME, export_onnx  # noqa: E402
 from model.hub import CHECKPOINT_FILES, METRICS_NAME, check_repo_id  # noqa: E402
+from model.networks import PAPER_MODELS, model_title  # noqa: E402
 from model.record import summarize  # noqa: E402
 
 # shown in the card; the demo's search bundle for the project's gallery (a Space serving this
@@ -46,7 +47,6 @@ from model.record import summarize  # noqa: E402
 EXTRA_FILES = ("curves.png", "index.json", "index.npz")
 ONNX_NAME = "model.onnx"  # written by publish from the weights (model/export.py), not kept in the checkpoint
 DATASET_NAMES = {name: info.title for name, info in KNOWN.items()}
-MODEL_NAMES = {"hybrid1": "Hybrid-1", "cnn3a": "CNN-3a"}
 HUB_DATASETS = {name: info.hub_id for name, info in KNOWN.items()}
 DESCRIPTIONS = {
     "hybrid1": "one involution layer on the raw image (a 3x3 kernel generated for every pixel from the pixel "
@@ -54,6 +54,13 @@ DESCRIPTIONS = {
                "with GELU: the paper's proposed model",
     "cnn3a": "the paper's plain three-layer CNN baseline (16, 64 and 128 filters), global average pooling and a "
              "256-d embedding, with GELU: Hybrid-1 without its involution layer",
+    "compact-conv": "this project's compact residual network, not the paper's: a 24-filter stem, then stages of 48 "
+                    "and 96 channels, each with two residual blocks of a grouped 3x3 convolution and a 1x1 "
+                    "convolution, global average pooling and a 256-d embedding, with GELU, in the paper's "
+                    "size budget",
+    "compact-inv": "this project's compact residual network, not the paper's, with involution (channel groups, "
+                   "a kernel generated for every pixel) as the spatial mixer of its residual blocks, global average "
+                   "pooling and a 256-d embedding, with GELU, in the paper's size budget",
 }
 CITATION = """@misc{spatially_optimized_compact_dml,
   title = {Spatially Optimized Compact Deep Metric Learning Model for Similarity Search},
@@ -95,7 +102,7 @@ def model_card(repo_id: str, folder: Path, config: dict, metrics: dict) -> str:
     figures, sizes and repository id it shows cannot drift from the files uploaded beside it."""
     summary = summarize(metrics)
     dataset, model = summary.dataset or config.get("dataset", ""), config["model"]
-    dname, mname = DATASET_NAMES.get(dataset, dataset), MODEL_NAMES.get(model, model)
+    dname, mname = DATASET_NAMES.get(dataset, dataset), model_title(model)
     f, stages, views, whitening = summary.test, summary.stages, summary.views, summary.whitening
     training = " + ".join(f"{s.loss.upper()} {s.epochs_done}" for s in stages)
     front = ["---", f"license: {LICENSE}", "library_name: pytorch", "pipeline_tag: image-feature-extraction",
@@ -166,7 +173,9 @@ def model_card(repo_id: str, folder: Path, config: dict, metrics: dict) -> str:
     if dataset in ("mnist", "fashion_mnist"):
         lines.append("- Digits and clothes are white on black, centred, as in the dataset; a dark object on a "
                      "light background must be inverted first.")
-    lines += ["", "## Citation", "", "The paper this model reproduces, and the involution operator:", "",
+    paper = ("The paper this model reproduces, and the involution operator:" if model in PAPER_MODELS else
+             "The paper whose size budget this model keeps (it is not the paper's model), and the involution operator:")
+    lines += ["", "## Citation", "", paper, "",
               "```bibtex", CITATION, "```", ""]
     return "\n".join(front + lines)
 

@@ -21,16 +21,20 @@ README, FULL = ROOT / "README.md", ROOT / "docs" / "shipped-models.md"
 sys.path.insert(0, str(ROOT))
 
 from model.data import KNOWN  # noqa: E402
+from model.networks import PAPER_MODELS, model_label  # noqa: E402
 from model.record import CheckpointSummary, stage_text, summarize  # noqa: E402
 
 ORDER = tuple(KNOWN)
 
 
 def shipped(assets: Path) -> list[CheckpointSummary]:
-    """Every checkpoint folder in `assets`, MNIST first, then FashionMNIST, CIFAR-10, others."""
-    paths = sorted(assets.glob("*/metrics.json"), key=lambda p: (ORDER.index(p.parent.name.split("-")[0])
-                                                                 if p.parent.name.split("-")[0] in ORDER else 9,
-                                                                 p.parent.name))
+    """Every checkpoint folder in `assets`, MNIST first, then FashionMNIST, CIFAR-10, others; in
+    each, the paper's models before this project's."""
+    def key(path: Path) -> tuple:
+        dataset, _, model = path.parent.name.partition("-")
+        return (ORDER.index(dataset) if dataset in ORDER else 9, model not in PAPER_MODELS, path.parent.name)
+
+    paths = sorted(assets.glob("*/metrics.json"), key=key)
     return [summarize(json.loads(path.read_text())) for path in paths]
 
 
@@ -43,7 +47,7 @@ def summary_table(assets: Path = ROOT / "assets") -> str:
     for m in shipped(assets):
         t = m.test
         rows.append(
-            f"| {m.dataset} | {m.model} | {m.params:,} | {m.weights_bytes / 1024:.1f} KiB | "
+            f"| {m.dataset} | {model_label(m.model)} | {m.params:,} | {m.weights_bytes / 1024:.1f} KiB | "
             f"{t['precision_at_1']:.4f} | {t['r_precision']:.4f} | {t['mean_average_precision_at_r']:.4f} | "
             f"{m.views} | {m.whitening_text} | {m.epochs} | {m.chosen_on} |")
     return "\n".join(rows)
@@ -60,7 +64,8 @@ def table(assets: Path = ROOT / "assets") -> str:
         timing = " + ".join(f"{s.seconds_per_epoch:.1f} ({s.device})" if s.seconds_per_epoch else "?"
                             for s in m.stages)  # per stage: a legacy chain may mix a GPU and a CPU
         rows.append(
-            f"| {m.dataset} | {m.model} | {m.params:,} | {m.weights_bytes / 1024:.1f} KiB | {m.epochs} | {stages} | "
+            f"| {m.dataset} | {model_label(m.model)} | {m.params:,} | {m.weights_bytes / 1024:.1f} KiB | {m.epochs} | "
+            f"{stages} | "
             f"{m.views} | {m.whitening_text} | {m.chosen_on} | {t['ms_loss']:.4f} | {t['precision_at_1']:.4f} | "
             f"{t['r_precision']:.4f} | {t['mean_average_precision_at_r']:.4f} | {timing} |")
     return "\n".join(rows)

@@ -228,6 +228,17 @@ def test_published_model_loads_back_as_hf_reference(token, hub_cache, capsys) ->
                                   load_embedder(SHIPPED).embed(images))
 
 
+def test_a_compact_models_card_says_it_is_this_projects_not_the_papers() -> None:
+    publish_models = load_script("publish_models")
+    folder = ROOT / "assets" / "mnist-compact-conv"
+    card = publish_models.model_card("someone/involution-mnist-compact-conv", folder,
+                                     json.loads((folder / "config.json").read_text()),
+                                     publish_models.read_metrics(folder))
+    assert "# Compact-Conv on MNIST: a " in card
+    assert "this project's compact residual network, not the paper's" in card
+    assert "it is not the paper's model" in card and "The paper this model reproduces" not in card
+
+
 def test_the_model_cards_onnx_snippet_runs_with_onnxruntime_alone(token, hub_cache, tmp_path) -> None:
     """The card's first snippet, run as it is printed in a fresh interpreter that cannot import this
     project (python -I, another working folder), offline, on the repository as a download leaves it:

@@ -67,3 +67,11 @@ def test_compact_variants_fit_the_paper_budget_and_match_in_size(channels: int) 
                        and type(x).__name__ not in ("Involution", "Conv2d", "BatchNorm2d", "ReLU", "AvgPool2d",
                                                     "Identity")]
     assert strip(inv) == strip(conv)
+
+
+def test_tables_name_each_model_with_where_it_comes_from() -> None:
+    from model.networks import model_label
+
+    assert model_label("hybrid1") == model_label("Hybrid-1") == "Hybrid-1 (paper)"
+    assert model_label("cnn3a") == "CNN-3a (paper)"
+    assert model_label("compact-conv") == model_label("Compact-Conv") == "Compact-Conv (this project)"
