@@ -206,6 +206,11 @@ def test_compare_rows(server) -> None:
     assert all("precision@8" in t for t in titles)
     assert page.locator(RESULT).count() == 16
     shot(page, "compare")
+    choose(page, "compare with", "Compact-Conv")  # any two models of a dataset
+    page.wait_for_function("[...document.querySelectorAll('#results section.row h4')].map(h => h.innerText)"
+                           ".join('|').includes('Compact-Conv')", timeout=30_000)
+    titles = page.locator("#results section.row h4").all_inner_texts()
+    assert titles[0].startswith("Hybrid-1") and titles[1].startswith("Compact-Conv") and len(titles) == 2
     page.close()
 
 

@@ -217,6 +217,15 @@ def test_an_example_click_a_drawing_and_a_map_click_give_results(site, browser) 
     ones = [c for c in captions(page) if c.startswith("1 · ")]
     assert len(ones) >= 6, captions(page)  # a vertical stroke is a 1
     shot(page, "drawing")
+    page.select_option("#compare-with", "compact-conv")  # any two models of a dataset: picking one compares
+    page.wait_for_function("document.querySelectorAll('#results h4').length == 2")
+    assert [t.split("precision")[0].strip() for t in page.locator("#results h4").all_inner_texts()] == [
+        "Hybrid-1", "Compact-Conv"]
+    assert page.locator("#compare").is_checked()
+    shot(page, "compare-with-compact")
+    page.select_option("#compare-with", "cnn3a")
+    page.locator("#compare").uncheck()
+    page.wait_for_function("document.querySelectorAll('#results h4').length == 1")
     page.select_option("#dataset", "fashion_mnist")
     page.wait_for_function("document.querySelector('#embedding-map .map-title').innerText.includes('FashionMNIST')")
     wait_query(page, "FashionMNIST")
@@ -224,7 +233,8 @@ def test_an_example_click_a_drawing_and_a_map_click_give_results(site, browser) 
     page.wait_for_function("document.querySelectorAll('#results h4').length == 2")
     assert [t.split("precision")[0].strip() for t in page.locator("#results h4").all_inner_texts()] == [
         "Hybrid-1", "CNN-3a"]
-    assert page.locator("#compare-with option").all_inner_texts() == ["CNN-3a"]  # the models it can be compared with
+    others = page.locator("#compare-with option").all_inner_texts()  # the models Hybrid-1 can be compared with
+    assert others[0] == "CNN-3a" and "Hybrid-1" not in others
     canvas = page.locator("#embedding-map canvas")
     canvas.scroll_into_view_if_needed()
     box = canvas.bounding_box()
