@@ -108,7 +108,7 @@ def about_markdown() -> str:
     rows = []
     for d, m in demo_state.available():
         if problem := demo_state.problem(d, m):
-            rows.append(f"| {d} | {m} | unavailable: {problem} | | | | | | |")
+            rows.append(f"| {d} | {model_label(m)} | unavailable: {problem} | | | | | | |")
             continue
         path = demo_state.checkpoint(d, m) / "metrics.json"
         try:
@@ -119,8 +119,8 @@ def about_markdown() -> str:
                         f"{s.test['ms_loss']:.4f} | {'test set (trained before recipes)' if s.legacy else 'validation'}"
                         f" | {training_summary(mt)} |")
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:  # the search works without its figures
-            rows.append(f"| {d} | {m} | figures unavailable: {path.name} cannot be read ({type(e).__name__}) "
-                        "| | | | | | |")
+            rows.append(f"| {d} | {model_label(m)} | figures unavailable: {path.name} cannot be read "
+                        f"({type(e).__name__}) | | | | | | |")
     return "\n".join([
         "### Shipped models (measured on the test set, queries against the rest of the test set)",
         "| dataset | model | params (Keras count) | weights | P@1 | MAP@R | test MS | choices made on | training |",

@@ -81,8 +81,8 @@ def test_a_broken_checkpoint_is_unavailable_and_the_others_serve(copy, monkeypat
     (copy / "mnist-hybrid1" / "metrics.json").write_text("{corrupt")
     monkeypatch.setattr(app, "demo_state", demo)
     about = app.about_markdown()  # the app starts all the same
-    assert "| MNIST | CNN-3a | unavailable: " in about
-    assert "| MNIST | Hybrid-1 | figures unavailable: metrics.json cannot be read" in about
+    assert "| MNIST | CNN-3a (paper) | unavailable: " in about
+    assert "| MNIST | Hybrid-1 (paper) | figures unavailable: metrics.json cannot be read" in about
 
 
 def test_a_bundle_that_cannot_be_rebuilt_is_not_retried_on_every_request(copy) -> None:

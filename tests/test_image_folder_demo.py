@@ -73,7 +73,7 @@ def test_an_image_folder_checkpoint_is_served_and_searched(tmp_path, monkeypatch
     assert uploaded.error is None and uploaded.seen.shape == (32, 32, 3)
 
     monkeypatch.setattr(app, "demo_state", demo)
-    assert "| shapes | Hybrid-1 |" in app.about_markdown()
+    assert "| shapes | Hybrid-1 (paper) |" in app.about_markdown()
     blocks = app.build()
     blocks.queue(max_size=16).launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
                                      quiet=True, **app.LAUNCH)

@@ -25,9 +25,9 @@ SHIPPED = sorted((ROOT / "recipes").glob("*.toml"))
 SHARED = ROOT.parent / "shared" / "datasets"
 
 
-def test_six_recipes_ship_one_per_checkpoint() -> None:
+def test_the_recipes_ship_one_per_checkpoint() -> None:
     assert [p.stem for p in SHIPPED] == sorted(f"{d}-{m}" for d in ("mnist", "fashion_mnist", "cifar10")
-                                               for m in ("hybrid1", "cnn3a"))
+                                               for m in ("hybrid1", "cnn3a", "compact-conv"))
     for path in SHIPPED:
         recipe = load_recipe(path)
         assert recipe.name == path.stem and recipe.validation.size > 0 and recipe.stages
