@@ -177,7 +177,7 @@ def controls(page: Page) -> dict:
         ui = {"dataset": gr.Dropdown(page.datasets, value=page.dataset or None, label="dataset", min_width=130),
               "model": gr.Dropdown(page.models, value=page.model or None, label="model", min_width=130),
               "k": top_k_slider(page.k),
-              "compare": gr.Checkbox(page.compare, label="compare two models", min_width=130),
+              "compare": gr.Checkbox(page.compare, label="compare two models", min_width=160),
               "compare_with": gr.Dropdown(page.compare_choices, value=page.compare_with, label="compare with",
                                           elem_id="compare-with", min_width=130)}
     ui["settings_error"] = error_line("settings", page.errors["settings"])
