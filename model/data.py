@@ -413,13 +413,14 @@ CROP_FLIP: dict[str, tuple[int, bool]] = {
 }
 # augmentation mode -> (the smallest crop side, as a share of the image's; the largest rotation in
 # degrees; how colours are changed: "" not, "recolour" channels shuffled and half the images
-# inverted, "mix" a random 3x3 colour matrix per image): a random crop of that size or larger,
-# anywhere, rotated a little, mirrored half the time, resized back to the image size (image
-# folders: objects of any size and place); colours changed for classes that do not depend on them
-# (textures, shapes of any colour)
-ZOOM: dict[str, tuple[float, float, str]] = {"zoom-flip": (0.6, 10.0, ""),
-                                             "zoom-flip-recolour": (0.6, 10.0, "recolour"),
-                                             "zoom-flip-mix": (0.6, 10.0, "mix")}
+# inverted, "mix" a random 3x3 colour matrix per image; whether half the images are mirrored): a
+# random crop of that size or larger, anywhere, rotated a little, resized back to the image size
+# (image folders: objects of any size and place; digits: a little larger, moved and turned, never
+# mirrored); colours changed for classes that do not depend on them (textures, shapes of any colour)
+ZOOM: dict[str, tuple[float, float, str, bool]] = {"zoom-flip": (0.6, 10.0, "", True),
+                                                   "zoom-flip-recolour": (0.6, 10.0, "recolour", True),
+                                                   "zoom-flip-mix": (0.6, 10.0, "mix", True),
+                                                   "zoom-turn": (0.85, 12.0, "", False)}
 AUGMENTATIONS = ("none", *CROP_FLIP, *ZOOM)
 
 
@@ -432,7 +433,9 @@ def augment(x: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Ten
     mirrored half the time and resized back (image folders: objects of any size and place);
     zoom-flip-recolour: the same, the colour channels shuffled and half the images inverted (image
     folders whose classes do not depend on colour); zoom-flip-mix: the same, each image's colours
-    mapped by a random 3x3 matrix (mix_colours)."""
+    mapped by a random 3x3 matrix (mix_colours); zoom-turn: a square of 85-100% of the side,
+    anywhere, turned by up to 12 degrees, never mirrored (digits, where a mirror image is another
+    class or none)."""
     offsets = draw_offsets(mode, len(x), generator)
     return x if offsets is None else apply_draws(x, mode, tuple(t.to(x.device) for t in offsets))
 
@@ -454,11 +457,11 @@ def draw_offsets(mode: str, n: int, generator: torch.Generator) -> tuple[torch.T
     GPU in one copy, keeping per-step host-device synchronisations out of the loop.
     """
     if mode in ZOOM:
-        smallest, degrees, colours = ZOOM[mode]
+        smallest, degrees, colours, mirrors = ZOOM[mode]
         side = smallest + (1 - smallest) * torch.rand(n, generator=generator)
         angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(degrees)
         tx, ty = ((torch.rand(n, generator=generator) * 2 - 1) * (1 - side) for _ in range(2))
-        draws = (side, angle, tx, ty, torch.rand(n, generator=generator) < 0.5)
+        draws = (side, angle, tx, ty, torch.rand(n, generator=generator) < (0.5 if mirrors else 0.0))
         if colours == "recolour":  # a channel order per image (for any channel count) and whether it is inverted
             draws += (torch.rand(n, 3, generator=generator).argsort(1), torch.rand(n, generator=generator) < 0.5)
         elif colours:  # a colour matrix per image

@@ -106,6 +106,17 @@ def test_flip_mirrors_about_half_and_never_shifts() -> None:
     assert 0.4 < float(mirrored.float().mean()) < 0.6
 
 
+def test_zoom_turn_never_mirrors_a_digit() -> None:
+    from model.data import augment
+
+    x = torch.zeros(200, 1, 28, 28, dtype=torch.uint8)
+    x[:, :, 4:24, 4:8] = 255  # a bar on the left: a mirror image would put it on the right
+    out = augment(x, "zoom-turn", torch.Generator().manual_seed(0)).float()
+    left, right = out[..., :14].mean((1, 2, 3)), out[..., 14:].mean((1, 2, 3))
+    assert bool((left > 4 * right).all())  # moved, enlarged and turned a little, never mirrored
+    assert bool((out != x.float()).flatten(1).any(1).float().mean() > 0.9)  # and almost always changed
+
+
 def test_recolour_shuffles_each_images_channels_and_inverts_about_half() -> None:
     from model.data import augment
 
