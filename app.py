@@ -179,7 +179,8 @@ def controls(page: Page) -> dict:
               "k": top_k_slider(page.k),
               "compare": gr.Checkbox(page.compare, label="compare two models", min_width=160),
               "compare_with": gr.Dropdown(page.compare_choices, value=page.compare_with, label="compare with",
-                                          elem_id="compare-with", min_width=130)}
+                                          elem_id="compare-with", min_width=130,
+                                          visible=bool(page.compare_choices))}  # one model: nothing to list
     ui["settings_error"] = error_line("settings", page.errors["settings"])
     ui["status"] = gr.Markdown(page.status, elem_id="status")
     return ui
@@ -272,6 +273,9 @@ def draw(old: PageState, new: PageState) -> tuple:
     for name in ("dataset", "model", "compare_with"):
         (choices, value), (old_choices, _) = after[name], before[name]
         out[name] = gr.update(value=value) if choices == old_choices else gr.update(choices=choices, value=value)
+    if after["compare_with"][0] != before["compare_with"][0]:  # shown only where there is a model to pick
+        out["compare_with"] = gr.update(choices=after["compare_with"][0], value=after["compare_with"][1],
+                                        visible=bool(after["compare_with"][0]))
     out["k"], out["compare"] = after["k"], after["compare"]
     # the upload box: a refused file does not stay beside the older results
     out["upload"] = None if new.error is not None and new.error[0] == "upload" else keep

@@ -50,6 +50,7 @@ def test_a_collection_page_names_files_and_maps_a_sample(server) -> None:
     page.wait_for_selector(RESULT, timeout=90_000)
     captions = page.locator(f"{RESULT} .caption").all_inner_texts()
     assert len(captions) == 8 and all(c.split(" · ")[0] in paths for c in captions)
+    assert page.locator("#compare-with").is_hidden()  # one model: no empty "compare with" list
     shot(page, "collection-results")
     canvas = page.locator("#embedding-map canvas")
     canvas.scroll_into_view_if_needed()

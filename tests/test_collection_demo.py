@@ -85,3 +85,26 @@ def test_an_unlabelled_collection_shows_no_precision(tmp_path) -> None:
     assert state.label is None and state.rows[0].precision is None and len(index) >= 20
     page = render(state)
     assert 'class="precision"' not in page.results and 'class="mark same"' not in page.results
+
+
+def test_the_compare_with_list_shows_only_where_there_is_a_model_to_pick(tmp_path) -> None:
+    """The Gradio page: a one-model dataset (a collection) hides the "compare with" list; a
+    dataset of several models shows it again, listing them."""
+    import app
+    from model.demo import Action, Demo, apply, initial_state
+
+    folder = sample.make_folder(tmp_path / "photos", "shapes", per_class=6, seed=3)
+    assets = tmp_path / "assets"
+    assert col.main(["build", str(folder), "--checkpoint", CKPT, "--out", str(assets / "my-photos")]) == 0
+    for name in ("mnist-hybrid1", "mnist-cnn3a"):
+        shutil.copytree(ROOT / "assets" / name, assets / name)
+    shutil.copytree(ROOT / "assets" / "gallery", assets / "gallery")
+    demo = Demo(assets=assets)
+    mnist = initial_state(demo)
+    assert mnist.dataset == "MNIST"
+    photos = apply(mnist, Action("dataset", "my-photos"), demo)
+    assert photos.error is None
+    outputs = dict(zip(app.OUTPUTS, app.draw(mnist, photos), strict=True))
+    assert outputs["compare_with"]["visible"] is False and outputs["compare_with"]["choices"] == []
+    outputs = dict(zip(app.OUTPUTS, app.draw(photos, mnist), strict=True))
+    assert outputs["compare_with"]["visible"] is True and outputs["compare_with"]["value"] == "CNN-3a"

@@ -483,6 +483,7 @@ def test_a_published_collection_is_searched_with_its_paths(site, browser) -> Non
     page = open_page(site, browser)
     page.select_option("#dataset", entry["name"])
     page.wait_for_function("document.querySelector('#embedding-map .map-title').innerText.includes('collection')")
+    assert page.locator("#compare-with").is_hidden()  # one model: no empty "compare with" list
     cell = page.locator("#examples [data-pick]").nth(3)
     picked = int(cell.get_attribute("data-pick"))
     cell.click()

@@ -253,6 +253,7 @@ function render(s) {
   const others = partners(d, s);
   $("#compare-with").innerHTML = others.map((m) => `<option value="${m.key}">${m.title}</option>`).join("");
   if (others.length) $("#compare-with").value = (others.find((m) => m.key === s.compareWith) || others[0]).key;
+  $("#compare-with").closest("label").hidden = !others.length; // one model: nothing to list
   const current = s.query?.kind === "example" ? s.query.index : null;
   keepFocus(() => {
     $("#examples").innerHTML = s.examples.map((i) => `<button class="cell${i === current ? " current" : ""}" ` +
