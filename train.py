@@ -16,7 +16,8 @@ Without a recipe file, flags build a one-stage recipe:
 
 Your own images: `python train.py --dataset FOLDER --out assets/NAME`, FOLDER holding <class>/
 subfolders (split here into train, validation and test, recorded in OUT/split.json) or train/
-and test/ ones. The loss, batch size, epochs and image size are chosen from the folder's size
+and test/ ones. The network is Compact-Conv, started from its shipped CIFAR-10 checkpoint; the
+loss, batch size, epochs and image size are chosen from the folder's size
 (recipe.folder_defaults); any flag overrides them. `--init CHECKPOINT` starts from a trained
 checkpoint's weights.
 """
@@ -40,7 +41,7 @@ from model.evaluation import choose_views, embedder_for, embedding_check, evalua
 from model.files import atomic_save_tensors, atomic_write_bytes, atomic_write_json
 from model.losses import LossError, check_class_sizes, check_teacher, make_loss
 from model.networks import build_model, keras_param_count
-from model.recipe import Recipe, RecipeError, folder_defaults, from_dict, load_recipe, quick
+from model.recipe import FOLDER_MODEL, Recipe, RecipeError, folder_defaults, from_dict, load_recipe, quick
 from model.run_folder import (
     WORK,
     FolderError,
@@ -95,7 +96,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     one = p.add_argument_group("one-stage form, without a recipe file")
     one.add_argument("--dataset", help="mnist, fashion_mnist, cifar10, or an image folder: <class>/ subfolders "
                                        "(split into train, validation and test here) or train/ and test/ ones")
-    one.add_argument("--model")
+    one.add_argument("--model", help="networks.REGISTRY: hybrid1 (the default), cnn3a, compact-conv (an image "
+                                      "folder's default)...")
     one.add_argument("--loss", help="ce, normsoftmax or ms (model/losses.py)")
     one.add_argument("--epochs", type=int, help="default: the paper's (20; 25 for CIFAR-10)")
     for flag, kind in (("batch-size", int), ("lr", float), ("weight-decay", float), ("schedule", str),
@@ -105,7 +107,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         one.add_argument(f"--{flag}", type=kind)
     one.add_argument("--init", dest="init_from", metavar="CHECKPOINT",
                      help="start from a trained checkpoint's weights (the same model), e.g. assets/cifar10-hybrid1; an "
-                          "image folder starts from the shipped CIFAR-10 one unless --init none")
+                          "image folder starts from the shipped CIFAR-10 one of its model unless --init none")
     one.add_argument("--pretrained", action="store_true", default=None)
     one.add_argument("--distill-from", nargs="+", metavar="FOLDER")
     one.add_argument("--flip-average", action="store_true", help="search with the mirror image averaged in")
@@ -138,9 +140,9 @@ def build_recipe(args: argparse.Namespace) -> Recipe:
             args.dataset = str(Path(args.dataset).expanduser())
         folder = name not in KNOWN
         if folder:  # chosen from the folder's size; the flags given win
-            model = given.get("model", "hybrid1")
+            model = given.get("model", FOLDER_MODEL)
             start = "" if given.get("init_from") is not None else photo_checkpoint(model)
-            defaults, args.defaults_note = describe_folder(args.dataset, start)
+            defaults, args.defaults_note = describe_folder(args.dataset, start, model)
             for key, value in defaults.items():
                 given.setdefault(key, value)
         given.setdefault("epochs", KNOWN[name].epochs if name in KNOWN else 20)
@@ -183,7 +185,7 @@ def photo_checkpoint(model: str) -> str:
     return str(folder) if (folder / "model.safetensors").is_file() and (folder / "config.json").is_file() else ""
 
 
-def describe_folder(path: str, init_from: str = "") -> tuple[dict[str, Any], str]:
+def describe_folder(path: str, init_from: str = "", model: str = FOLDER_MODEL) -> tuple[dict[str, Any], str]:
     """The one-stage defaults for an image folder (recipe.folder_defaults) from a scan of it (file
     names and image headers only), and the line that says what they are; a folder that cannot be
     trained on is refused here, before anything is decoded."""
@@ -197,7 +199,7 @@ def describe_folder(path: str, init_from: str = "") -> tuple[dict[str, Any], str
     counts = [sum(1 for _, label in files if label == c) for c in range(len(scanned.classes))]
     train = [round(n * (1 - fo.TEST_FRACTION)) for n in counts] if scanned.layout == "classes" else counts
     return folder_defaults(sum(train), len(scanned.classes), min(train), fo.typical_side(scanned.root, files),
-                           init_from)
+                           init_from, model)
 
 
 def dataset_identity(dataset: str) -> str:

@@ -112,6 +112,8 @@ def test_defaults_follow_the_folder_size() -> None:
     small, why = folder_defaults(192, 4, 48, 120)
     assert small["loss"] == "normsoftmax" and small["batch_size"] == 16 and small["epochs"] == 160
     assert "normsoftmax" in why and "192 training images" in why and "from scratch" in why
+    assert small["model"] == "compact-conv" and "Compact-Conv" in why  # this project's network, the best on textures
+    assert folder_defaults(192, 4, 48, 120, model="hybrid1")[0]["model"] == "hybrid1"  # --model wins
     tiny, _ = folder_defaults(40, 2, 20, 24)
     assert tiny["batch_size"] == 16 and tiny["epochs"] == 200 and tiny["image_size"] == 32  # small images: 32 px
     large, _ = folder_defaults(50_000, 10, 5_000, 300)

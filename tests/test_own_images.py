@@ -14,6 +14,7 @@ from conftest import load_script
 
 import train
 from model.demo import Action, Demo, apply, initial_state, render
+from model.demo.service import BundleError, feature_maps
 from model.evaluation import evaluate_checkpoint
 
 pytestmark = pytest.mark.slow  # trains several small checkpoints
@@ -37,15 +38,15 @@ def two_images_folders(tmp_path_factory):
     assets = tmp / "assets"
     shutil.copytree(Path(train.__file__).parent / "assets" / "gallery", assets / "gallery")
     shutil.copytree(Path(train.__file__).parent / "assets" / "mnist-hybrid1", assets / "mnist-hybrid1")
-    assert quick_train(a, assets / "a-hybrid1") == 0
-    assert quick_train(b, assets / "b-hybrid1") == 0
-    assert quick_train(m, assets / "mine-hybrid1") == 0
+    assert quick_train(a, assets / "a-compact-conv") == 0
+    assert quick_train(b, assets / "b-compact-conv") == 0
+    assert quick_train(m, assets / "mine-compact-conv") == 0
     return tmp, assets
 
 
 def test_a_folder_trains_with_its_split_gallery_and_check_recorded(two_images_folders) -> None:
     tmp, assets = two_images_folders
-    out = assets / "a-hybrid1"
+    out = assets / "a-compact-conv"
     config = json.loads((out / "config.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())
     split = json.loads((out / "split.json").read_text())
@@ -57,7 +58,8 @@ def test_a_folder_trains_with_its_split_gallery_and_check_recorded(two_images_fo
     files = [f for s in ("train", "val", "test") for f, _ in split[s]]
     assert len(files) == len(set(files)) == 4 * 12  # every readable image once, nested ones included
     assert metrics["recipe"]["stages"][0]["loss"] == "normsoftmax" and metrics["recipe"]["image_size"] == 48
-    assert metrics["recipe"]["init_from"].endswith("cifar10-hybrid1")  # the default start
+    assert config["model"] == "compact-conv"  # the default network for a folder
+    assert metrics["recipe"]["init_from"].endswith("cifar10-compact-conv")  # started from its CIFAR-10 checkpoint
     chosen = metrics["validation"]["stages"][0]  # trained with colours kept and changed, the better kept
     assert list(chosen["augment_candidates"]) == ["zoom-flip", "zoom-flip-mix"]
     assert chosen["augment"] in chosen["augment_candidates"]
@@ -72,18 +74,22 @@ def test_a_folder_trains_with_its_split_gallery_and_check_recorded(two_images_fo
 def test_two_folders_of_one_name_are_two_datasets_and_mnist_stays_mnist(two_images_folders) -> None:
     tmp, assets = two_images_folders
     galleries = {json.loads((assets / f / "config.json").read_text())["gallery"]
-                 for f in ("a-hybrid1", "b-hybrid1", "mine-hybrid1")}
+                 for f in ("a-compact-conv", "b-compact-conv", "mine-compact-conv")}
     assert len(galleries) == 3 and "mnist.npz" not in galleries
     demo = Demo(assets=assets)
     assert demo.datasets() == ["MNIST", "images (projectA)", "images (projectB)", "mnist (elsewhere)"]
     for title, kind in (("images (projectA)", "shapes"), ("images (projectB)", "colours"),
                         ("mnist (elsewhere)", "textures")):
         classes = sample.KINDS[kind]
-        index = demo.index(title, "Hybrid-1")
+        index = demo.index(title, "Compact-Conv")
         assert sorted(index.class_names) == sorted(classes) and index.images.shape[-1] == 3
     assert len(demo.index("MNIST", "Hybrid-1")) == 2000  # the shipped gallery, untouched
+    # a folder's model (Compact-Conv) has no involution layer: the feature maps say so in one line
+    image = demo.index("images (projectA)", "Compact-Conv").images[0]
+    with pytest.raises(BundleError, match=r"served by Compact-Conv only: train a Hybrid-1 beside it"):
+        feature_maps(demo, "images (projectA)", image, (4, 4), "Compact-Conv")
     # names resolve to one dataset each; an ambiguous or unknown one to none
-    assert demo.dataset("b-hybrid1").title == "images (projectB)" and demo.dataset("mnist").title == "MNIST"
+    assert demo.dataset("b-compact-conv").title == "images (projectB)" and demo.dataset("mnist").title == "MNIST"
     assert demo.dataset("images") is None and demo.dataset("nothing") is None
     assert demo.dataset(demo.dataset("images (projectA)").key).title == "images (projectA)"
 
@@ -92,20 +98,20 @@ def test_the_demo_follows_the_assets_folder(two_images_folders, tmp_path) -> Non
     tmp, shared = two_images_folders
     assets = tmp_path / "assets"
     shutil.copytree(shared / "gallery", assets / "gallery")
-    shutil.copytree(shared / "a-hybrid1", assets / "a-hybrid1")
+    shutil.copytree(shared / "a-compact-conv", assets / "a-compact-conv")
     demo = Demo(assets=assets)
     state = initial_state(demo)
     assert state.dataset == "images" and render(state).datasets == ["images"]
 
     # added while the page is open: listed on the next action
-    shutil.copytree(shared / "b-hybrid1", assets / "b-hybrid1")
+    shutil.copytree(shared / "b-compact-conv", assets / "b-compact-conv")
     state = apply(state, Action("k", 5), demo)
     assert render(state).datasets == ["images (projectA)", "images (projectB)"]
     assert state.dataset == "images (projectA)" and state.error is None and len(state.rows[0].hits) == 5
 
     # a half-written folder (weights and config, its run's work/ still there) is never served
-    partial = assets / "c-hybrid1"
-    shutil.copytree(shared / "mine-hybrid1", partial)
+    partial = assets / "c-compact-conv"
+    shutil.copytree(shared / "mine-compact-conv", partial)
     (partial / "work").mkdir()
     state = apply(state, Action("k", 6), demo)
     assert "mnist (elsewhere)" not in render(state).datasets and "mnist" not in render(state).datasets
@@ -113,20 +119,20 @@ def test_the_demo_follows_the_assets_folder(two_images_folders, tmp_path) -> Non
     # replaced (as --overwrite leaves it): the query is searched again with the new weights
     before = demo.index(state.dataset, state.model)
     shutil.rmtree(partial)
-    shutil.move(assets / "a-hybrid1", assets / "a-hybrid1.replaced")
-    shutil.copytree(assets / "a-hybrid1.replaced", assets / "a-hybrid1")
-    (assets / "a-hybrid1" / "work").mkdir()  # still being written: the set-aside folder serves
+    shutil.move(assets / "a-compact-conv", assets / "a-compact-conv.replaced")
+    shutil.copytree(assets / "a-compact-conv.replaced", assets / "a-compact-conv")
+    (assets / "a-compact-conv" / "work").mkdir()  # still being written: the set-aside folder serves
     state = apply(state, Action("k", 7), demo)
     assert state.dataset == "images (projectA)" and state.error is None
-    assert demo.checkpoint(state.dataset, state.model).name == "a-hybrid1.replaced"
-    shutil.rmtree(assets / "a-hybrid1" / "work")
-    shutil.rmtree(assets / "a-hybrid1.replaced")
+    assert demo.checkpoint(state.dataset, state.model).name == "a-compact-conv.replaced"
+    shutil.rmtree(assets / "a-compact-conv" / "work")
+    shutil.rmtree(assets / "a-compact-conv.replaced")
     state = apply(state, Action("k", 8), demo)
-    assert demo.checkpoint(state.dataset, state.model).name == "a-hybrid1"
+    assert demo.checkpoint(state.dataset, state.model).name == "a-compact-conv"
     assert demo.index(state.dataset, state.model) is not before and len(state.rows[0].hits) == 8
 
     # removed: the page moves to a dataset still served and says why
-    shutil.rmtree(assets / "a-hybrid1")
+    shutil.rmtree(assets / "a-compact-conv")
     state = apply(state, Action("k", 4), demo)
     assert state.dataset == "images" and "images (projectA) is no longer served" in state.message
     assert render(state).datasets == ["images"] and len(state.rows[0].hits) == 4  # k applied there
@@ -165,7 +171,7 @@ def test_a_checkpoint_added_while_the_page_is_open_is_listed_and_searched(two_im
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             page = open_page((blocks.local_url, browser))
-            shutil.copytree(shared / "a-hybrid1", assets / "a-hybrid1")
+            shutil.copytree(shared / "a-compact-conv", assets / "a-compact-conv")
             example = page.locator("#examples [data-pick]").nth(3)
             picked = example.get_attribute("data-pick")
             example.click()

@@ -636,6 +636,10 @@ def feature_maps(demo: Demo, dataset: str, image: Image.Image | np.ndarray, pixe
     image, when CNN-3a is available (an unavailable one drops its row, not the view)."""
     if not model.startswith("Hybrid") or not (demo.checkpoint(dataset, model) / "config.json").is_file():
         model = "Hybrid-1"
+    if model not in demo.models(dataset):
+        served = ", ".join(demo.models(dataset)) or "no model"
+        raise BundleError(f"feature maps show a Hybrid model's involution layer, and {dataset} is served by {served} "
+                          "only: train a Hybrid-1 beside it (train.py --model hybrid1) to see them")
     hyb = demo.index(dataset, model).embedder
     x_u8 = hyb.to_uint8([image])
     x = normalize(x_u8, hyb.mean, hyb.std)
