@@ -395,10 +395,10 @@ def test_embed_accepts_any_size_and_mode(checkpoint) -> None:
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt's thresholds are glibc's")
 def test_freed_activations_are_reused_without_page_faults() -> None:
     """training.keep_freed_memory: a step-like pattern (blocks of 1-4 Mi floats alive at once,
-    freed out of order) faults pages in at most once or twice once the heap has grown (0 or
-    4,096 faults over these 20 steps here), not every step: glibc's defaults gave some
-    processes 183,680 here (not asserted, it is glibc's behaviour). The count comes from a
-    fresh process."""
+    freed out of order) faults pages in a few times at most once the heap has grown (0 to 4,096
+    faults over these 20 steps alone, 12,288 once under the full suite's load on an Intel Xeon),
+    not every step (286,720): glibc's defaults gave some processes 183,680 here (not asserted, it
+    is glibc's behaviour). The count comes from a fresh process."""
     import subprocess
 
     script = """
@@ -418,4 +418,4 @@ print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parent.parent).stdout.split()
     assert out[0] == "True", out  # glibc has mallopt: it must apply
-    assert int(out[1]) <= 2 * 4096, out  # a 16 MiB block is 4,096 pages; every step's would be 286,720
+    assert int(out[1]) <= 8 * 4096, out  # a 16 MiB block is 4,096 pages; every step's would be 286,720
