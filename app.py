@@ -1,4 +1,4 @@
-"""Gradio demo: image similarity search with a 116k-parameter involution + CNN model.
+"""Gradio demo: image similarity search with compact embedding models (about 115k parameters each).
 
     python app.py        # http://127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT respected)
 
@@ -356,9 +356,7 @@ def build() -> gr.Blocks:
         print(f"[startup] {first.error[1]}", flush=True)
     page = render(first)
     with gr.Blocks(title="Involution similarity search") as app:
-        gr.Markdown("# Similarity search with a 116k-parameter involution + CNN model\n"
-                    "One involution layer in front of a small CNN (the paper's Hybrid-1), under 0.5 MB of weights. "
-                    "Pick a query: the most similar gallery images appear at once.")
+        gr.Markdown(f"# {text('heading')}\n{text('intro')}")
         ui = {"state": gr.State(first), **controls(page)}
         with gr.Tabs():
             ui |= search_tab(page) | maps_tab() | about_tab()

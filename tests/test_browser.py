@@ -110,7 +110,12 @@ def shot(page, name: str, full: bool = True) -> None:
 
 
 def test_example_click_and_k_change(server) -> None:
+    from model.demo.spec import text
+
     page = open_page(server)
+    # the heading is spec.json's, as on the static page: no page names one model for all datasets
+    assert page.get_by_role("heading", name=text("heading")).is_visible()
+    assert text("intro") in page.inner_text("body")
     assert page.locator("#examples [data-pick]").count() >= 24
     second = page.locator("#examples [data-pick]").nth(7)
     picked = second.get_attribute("data-pick")

@@ -203,7 +203,11 @@ def test_the_page_prepares_uploads_and_drawings_as_the_server_does(site, browser
 # ------------------------------------------------------------------ the page, as a visitor uses it
 
 def test_an_example_click_a_drawing_and_a_map_click_give_results(site, browser) -> None:
+    from model.demo.spec import text
+
     page = open_page(site, browser)
+    # the heading and intro are spec.json's, read by the Gradio page too
+    assert page.inner_text("h1") == text("heading") and page.inner_text("#intro") == text("intro")
     assert page.locator("#examples [data-pick]").count() == 24
     cell = page.locator("#examples [data-pick]").nth(6)
     picked = cell.get_attribute("data-pick")

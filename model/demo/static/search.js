@@ -550,6 +550,8 @@ function wireDrawing() {
 }
 
 async function main() {
+  $("#heading").textContent = text("heading", {});
+  $("#intro").textContent = text("intro", {});
   site = await (await fetch("site.json")).json();
   if (site.schema !== SCHEMA) { // model/demo/static_site.py's SCHEMA_VERSION: a site written for another page
     throw new Error(`site.json has schema ${site.schema}, this page reads ${SCHEMA}: publish the Space again`);
