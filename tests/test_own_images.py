@@ -138,6 +138,24 @@ def test_the_demo_follows_the_assets_folder(two_images_folders, tmp_path) -> Non
     assert render(state).datasets == ["images"] and len(state.rows[0].hits) == 4  # k applied there
 
 
+def test_a_hybrid1_trained_beside_a_folders_model_joins_its_dataset(two_images_folders, tmp_path) -> None:
+    """What the feature-maps line advises: `--model hybrid1` on the same folder gives the same
+    dataset a second model, so compare and the feature maps work on it."""
+    tmp, shared = two_images_folders
+    assets = tmp_path / "assets"
+    for name in ("gallery", "a-compact-conv"):
+        shutil.copytree(shared / name, assets / name)
+    assert quick_train(tmp / "projectA" / "images", assets / "a-hybrid1", "--model", "hybrid1") == 0
+    config = json.loads((assets / "a-hybrid1" / "config.json").read_text())
+    assert config["gallery"] == json.loads((assets / "a-compact-conv" / "config.json").read_text())["gallery"]
+    demo = Demo(assets=assets)
+    assert demo.datasets() == ["images"] and demo.models("images") == ["Hybrid-1", "Compact-Conv"]
+    assert demo.compared("images", "Compact-Conv") == ["Compact-Conv", "Hybrid-1"]
+    image = demo.index("images", "Compact-Conv").images[0]
+    maps = feature_maps(demo, "images", image, (4, 4), "Hybrid-1")
+    assert maps is not None
+
+
 def test_a_collapsed_model_is_flagged(tmp_path, capsys) -> None:
     folder = sample.make_folder(tmp_path / "shapes", "shapes", per_class=10, seed=4)
     # one epoch from scratch at a learning rate that wrecks it (at lr 3 and 48 px a model came out spread
