@@ -272,10 +272,10 @@ def draw(old: PageState, new: PageState) -> tuple:
     out = {"state": new}
     for name in ("dataset", "model", "compare_with"):
         (choices, value), (old_choices, _) = after[name], before[name]
-        out[name] = gr.update(value=value) if choices == old_choices else gr.update(choices=choices, value=value)
-    if after["compare_with"][0] != before["compare_with"][0]:  # shown only where there is a model to pick
-        out["compare_with"] = gr.update(choices=after["compare_with"][0], value=after["compare_with"][1],
-                                        visible=bool(after["compare_with"][0]))
+        # the compare-with list is shown only where there is a model to pick
+        shown_if = {"visible": bool(choices)} if name == "compare_with" else {}
+        out[name] = (gr.update(value=value) if choices == old_choices
+                     else gr.update(choices=choices, value=value, **shown_if))
     out["k"], out["compare"] = after["k"], after["compare"]
     # the upload box: a refused file does not stay beside the older results
     out["upload"] = None if new.error is not None and new.error[0] == "upload" else keep

@@ -363,8 +363,8 @@ def folder_defaults(n_images: int, n_classes: int, smallest_class: int, typical_
     - network: Compact-Conv (this project's compact residual network, FOLDER_MODEL), started from
       its shipped CIFAR-10 checkpoint: on textures in <class>/ folders (dev seeds 100-103) held-out
       P@1 0.979, 1.000, 0.979, 0.917 against Hybrid-1's 0.958, 1.000, 0.938, 0.854, in about 200 s
-      against 120 s a run (two runs side by side on 2 cores); the figures below were measured with
-      Hybrid-1, the earlier default.
+      against about 110 s for Hybrid-1 (two runs side by side on 2 cores of an Intel Xeon); the
+      figures below were measured with Hybrid-1, the earlier default.
     - loss: normalised softmax (a cosine classifier, temperature 0.05). It learns from every
       image in every batch and needs no class-balanced batches: the Multi-Similarity loss's
       default batch of 256 needs 64 images a class, and MS on a 4-class folder of 60 images a
