@@ -37,7 +37,8 @@ from model.networks import model_label  # noqa: E402
 from model.record import summarize  # noqa: E402
 
 IMPORT_SECONDS = time.perf_counter() - _T0
-WEB = Path(__file__).resolve().parent / "model" / "demo" / "web"
+ROOT = Path(__file__).resolve().parent  # the repository: recipe paths (a fine-tune's init_from) are relative to it
+WEB = ROOT / "model" / "demo" / "web"
 OWN_NOTE = text("own_note")
 
 
@@ -95,8 +96,8 @@ def search_api(dataset: str, image: str, k: float):
 
 def training_summary(metrics: dict) -> str:
     """E.g. "NORMSOFTMAX 30 + MS 14 epochs, mirror-averaged search, whitened (power 1, shrinkage 1)"."""
-    m = summarize(metrics)
-    text = " + ".join(f"{s.loss.upper()} {s.epochs_done}" for s in m.stages) + " epochs"
+    m = summarize(metrics, ROOT)
+    text = m.training
     if m.views != "one view":
         text += f", {m.views} search"
     if m.whitening:

@@ -11,7 +11,9 @@ the test set: they read as `legacy`, and every table says so.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .search_views import describe_views
@@ -42,10 +44,24 @@ class CheckpointSummary:
     whitening: dict[str, float] | None  # {"power", "shrinkage"} or None
     legacy: bool  # trained before recipes: some choices were made on the test set
     validation_images: int
+    # the checkpoint the first stage started from (recipe init_from), "" for none; where its
+    # record is found and is of the same dataset and model, its stages lead `stages`
+    started_from: str = ""
+    started_from_found: bool = False
 
     @property
     def epochs(self) -> str:
-        return " + ".join(str(s.epochs_done) for s in self.stages)
+        """E.g. "60 + 20"; "20, from <checkpoint>" where the stages it started from are not known here."""
+        return " + ".join(str(s.epochs_done) for s in self.stages) + self._from
+
+    @property
+    def training(self) -> str:
+        """E.g. "NORMSOFTMAX 60 + MS 20 epochs", with ", from <checkpoint>" as in `epochs`."""
+        return " + ".join(f"{s.loss.upper()} {s.epochs_done}" for s in self.stages) + " epochs" + self._from
+
+    @property
+    def _from(self) -> str:
+        return f", from {Path(self.started_from).name}" if self.started_from and not self.started_from_found else ""
 
     @property
     def whitening_text(self) -> str:
@@ -61,24 +77,46 @@ class CheckpointSummary:
                 else f"validation split ({self.validation_images:,} training images held out)")
 
 
-def summarize(metrics: dict[str, Any]) -> CheckpointSummary:
-    """Either format of metrics.json -> CheckpointSummary; KeyError/TypeError on a file that is neither."""
+def summarize(metrics: dict[str, Any], root: Path | None = None) -> CheckpointSummary:
+    """Either format of metrics.json -> CheckpointSummary; KeyError/TypeError on a file that is neither.
+
+    A run that fine-tuned another checkpoint of the same dataset and model (recipe init_from, a
+    folder relative to `root`, the repository) is summarized as the whole chain: that
+    checkpoint's stages, then its own. Without `root`, or where that record is not there (a
+    Space holds no results/), it names the checkpoint it started from instead."""
     if "test" in metrics and "recipe" in metrics:
-        r, t, v = metrics["recipe"], metrics["training"], metrics["validation"]
-        val = {s["stage"]: s for s in v["stages"]}
-        stages = [StageSummary(s["loss"], s["epochs_done"],
-                               val[s["stage"]]["chosen_epoch"] if r["stages"][s["stage"] - 1]["choose_epoch"] else None,
-                               s["seconds_per_epoch"],
-                               f"{t['device']}, {s['precision']}" if s.get("precision") else t["device"],
-                               {**r["stages"][s["stage"] - 1],
-                                **({"augment": val[s["stage"]]["augment"]} if "augment" in val[s["stage"]] else {})},
-                               val[s["stage"]].get("augment_candidates"))
-                  for s in t["stages"]]
-        view = v["search_views"]["chosen"]
-        w = (v.get("whitening") or {}).get("chosen", {}).get("whitening")
-        test = {k: float(metrics["test"][k]) for k in (*RETRIEVAL, "ms_loss")}
-        return CheckpointSummary(r["dataset"], r["model"], t["keras_param_count"], t["weights_bytes"], test, stages,
-                                 describe_views(view["flip"], view["shift"]), w, False, v["split"]["images"])
+        summary = _summarize_recipe_run(metrics)
+        start = str(metrics["recipe"].get("init_from") or "")
+        record = root / start / "metrics.json" if root is not None and start else None
+        if record is not None and record.is_file():
+            parent = summarize(json.loads(record.read_text()), root)
+            if (parent.dataset, parent.model) == (summary.dataset, summary.model) and not parent.legacy:
+                summary.stages = parent.stages + summary.stages
+                summary.started_from_found = True
+        summary.started_from = start
+        return summary
+    return _summarize_legacy(metrics)
+
+
+def _summarize_recipe_run(metrics: dict[str, Any]) -> CheckpointSummary:
+    r, t, v = metrics["recipe"], metrics["training"], metrics["validation"]
+    val = {s["stage"]: s for s in v["stages"]}
+    stages = [StageSummary(s["loss"], s["epochs_done"],
+                           val[s["stage"]]["chosen_epoch"] if r["stages"][s["stage"] - 1]["choose_epoch"] else None,
+                           s["seconds_per_epoch"],
+                           f"{t['device']}, {s['precision']}" if s.get("precision") else t["device"],
+                           {**r["stages"][s["stage"] - 1],
+                            **({"augment": val[s["stage"]]["augment"]} if "augment" in val[s["stage"]] else {})},
+                           val[s["stage"]].get("augment_candidates"))
+              for s in t["stages"]]
+    view = v["search_views"]["chosen"]
+    w = (v.get("whitening") or {}).get("chosen", {}).get("whitening")
+    test = {k: float(metrics["test"][k]) for k in (*RETRIEVAL, "ms_loss")}
+    return CheckpointSummary(r["dataset"], r["model"], t["keras_param_count"], t["weights_bytes"], test, stages,
+                             describe_views(view["flip"], view["shift"]), w, False, v["split"]["images"])
+
+
+def _summarize_legacy(metrics: dict[str, Any]) -> CheckpointSummary:
     runs, run = [], metrics
     while run:
         runs.append(run)

@@ -100,11 +100,11 @@ def read_metrics(folder: Path) -> dict:
 def model_card(repo_id: str, folder: Path, config: dict, metrics: dict) -> str:
     """The repository's README.md: generated from the checkpoint's own config and metrics, so the
     figures, sizes and repository id it shows cannot drift from the files uploaded beside it."""
-    summary = summarize(metrics)
+    summary = summarize(metrics, ROOT)
     dataset, model = summary.dataset or config.get("dataset", ""), config["model"]
     dname, mname = DATASET_NAMES.get(dataset, dataset), model_title(model)
     f, stages, views, whitening = summary.test, summary.stages, summary.views, summary.whitening
-    training = " + ".join(f"{s.loss.upper()} {s.epochs_done}" for s in stages)
+    training = summary.training
     front = ["---", f"license: {LICENSE}", "library_name: pytorch", "pipeline_tag: image-feature-extraction",
              "tags:", "  - metric-learning", "  - image-similarity", "  - involution", "  - safetensors"]
     if dataset in HUB_DATASETS:
@@ -123,7 +123,7 @@ def model_card(repo_id: str, folder: Path, config: dict, metrics: dict) -> str:
         "| precision@1 | R-precision | MAP@R | parameters (Keras count) |", "|---|---|---|---|",
         f"| {f['precision_at_1']:.4f} | {f['r_precision']:.4f} | {f['mean_average_precision_at_r']:.4f} | "
         f"{summary.params:,} |", "",
-        f"Training: {training} epochs ({len(stages)} stage{'s' if len(stages) > 1 else ''}, each fine-tuning the "
+        f"Training: {training} ({len(stages)} stage{'s' if len(stages) > 1 else ''}, each fine-tuning the "
         f"one before; " + (f"the recipe is in `{METRICS_NAME}`, under `train_config` and `init_from`). "
                            if summary.legacy else "the resolved recipe is `recipe.toml`: `python train.py "
                            "recipe.toml` in the project replays it). ")

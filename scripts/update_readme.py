@@ -35,7 +35,7 @@ def shipped(assets: Path) -> list[CheckpointSummary]:
         return (ORDER.index(dataset) if dataset in ORDER else 9, model not in PAPER_MODELS, path.parent.name)
 
     paths = sorted(assets.glob("*/metrics.json"), key=key)
-    return [summarize(json.loads(path.read_text())) for path in paths]
+    return [summarize(json.loads(path.read_text()), ROOT) for path in paths]
 
 
 def summary_table(assets: Path = ROOT / "assets") -> str:

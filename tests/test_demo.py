@@ -230,6 +230,30 @@ def test_about_tab_says_how_each_checkpoint_was_made(assets) -> None:
     assert "trained before recipes" not in about  # every shipped checkpoint is a recipe run
 
 
+def test_a_fine_tune_is_summarized_as_the_whole_chain_or_names_its_start() -> None:
+    """A recipe run started from another checkpoint of its dataset and model (init_from) reads as
+    that checkpoint's stages then its own where the record is there, and names it where not."""
+    import copy
+    import json
+
+    from conftest import ROOT
+
+    from model.record import summarize
+
+    start = "results/recipes/fashion_mnist-compact-conv-ce-36ep"
+    parent = json.loads((ROOT / start / "metrics.json").read_text())
+    child = copy.deepcopy(parent)
+    child["recipe"]["init_from"] = start
+    child["recipe"]["stages"][0]["loss"] = child["training"]["stages"][0]["loss"] = "ms"
+    chain = summarize(child, ROOT)
+    assert chain.epochs == "36 + 36" and chain.training == "CE 36 + MS 36 epochs" and len(chain.stages) == 2
+    alone = summarize(child)  # no repository at hand (a Space): one stage, and where it started
+    assert alone.epochs == "36, from fashion_mnist-compact-conv-ce-36ep" and len(alone.stages) == 1
+    child["recipe"]["init_from"] = "results/recipes/cifar10-compact-conv-ce-72ep"  # another dataset: a start only
+    assert summarize(child, ROOT).training == "MS 36 epochs, from cifar10-compact-conv-ce-72ep"
+    assert summarize(parent, ROOT).epochs == "36"
+
+
 def test_recorded_device_is_the_one_training_ran_on(assets) -> None:
     """The fixture trains on one thread; building the bundle (UMAP, numba) changes torch's thread
     count afterwards, and must not change what metrics.json says training ran on."""
