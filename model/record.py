@@ -44,10 +44,9 @@ class CheckpointSummary:
     whitening: dict[str, float] | None  # {"power", "shrinkage"} or None
     legacy: bool  # trained before recipes: some choices were made on the test set
     validation_images: int
-    # the checkpoint the first stage started from (recipe init_from), "" for none; where its
-    # record is found and is of the same dataset and model, its stages lead `stages`
+    # the checkpoint the first stage started from (recipe init_from) where its stages are not in
+    # `stages` (its record not at hand, or of another dataset or model); "" otherwise
     started_from: str = ""
-    started_from_found: bool = False
 
     @property
     def epochs(self) -> str:
@@ -61,7 +60,7 @@ class CheckpointSummary:
 
     @property
     def _from(self) -> str:
-        return f", from {Path(self.started_from).name}" if self.started_from and not self.started_from_found else ""
+        return f", from {Path(self.started_from).name}" if self.started_from else ""
 
     @property
     def whitening_text(self) -> str:
@@ -86,14 +85,12 @@ def summarize(metrics: dict[str, Any], root: Path | None = None) -> CheckpointSu
     Space holds no results/), it names the checkpoint it started from instead."""
     if "test" in metrics and "recipe" in metrics:
         summary = _summarize_recipe_run(metrics)
-        start = str(metrics["recipe"].get("init_from") or "")
-        record = root / start / "metrics.json" if root is not None and start else None
+        summary.started_from = str(metrics["recipe"].get("init_from") or "")
+        record = root / summary.started_from / "metrics.json" if root is not None and summary.started_from else None
         if record is not None and record.is_file():
             parent = summarize(json.loads(record.read_text()), root)
             if (parent.dataset, parent.model) == (summary.dataset, summary.model) and not parent.legacy:
-                summary.stages = parent.stages + summary.stages
-                summary.started_from_found = True
-        summary.started_from = start
+                summary.stages, summary.started_from = parent.stages + summary.stages, ""
         return summary
     return _summarize_legacy(metrics)
 
